@@ -1,0 +1,193 @@
+// Package cgi speaks the Common Gateway Interface (RFC 3875) to a guest: the
+// environment a request becomes, and the parser for the response a guest
+// writes back. The parser takes hostile input: it bounds sizes and rejects
+// anything that could smuggle headers into Gust's own response.
+package cgi
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/gust-faas/gust/internal/runtime"
+)
+
+// Limits of a guest's response header section.
+const (
+	MaxHeaderBytes = 64 << 10
+	MaxHeaders     = 100
+)
+
+// Env returns the CGI meta-variables for req, as KEY=value pairs, sorted.
+func Env(req *runtime.Request) []string {
+	env := map[string]string{
+		"GATEWAY_INTERFACE": "CGI/1.1",
+		"SERVER_PROTOCOL":   "HTTP/1.1",
+		"SERVER_SOFTWARE":   "gust",
+		"REQUEST_METHOD":    req.Method,
+		"SCRIPT_NAME":       "/fn/" + req.Tenant + "/" + req.Function,
+		"PATH_INFO":         req.Path,
+		"QUERY_STRING":      req.RawQuery,
+		"REQUEST_URI":       "/fn/" + req.Tenant + "/" + req.Function + req.Path,
+		"CONTENT_LENGTH":    strconv.Itoa(len(req.Body)),
+		"REMOTE_ADDR":       req.RemoteAddr,
+		"SERVER_NAME":       req.Host,
+	}
+	if req.RawQuery != "" {
+		env["REQUEST_URI"] += "?" + req.RawQuery
+	}
+	if host, port, err := net.SplitHostPort(req.Host); err == nil {
+		env["SERVER_NAME"], env["SERVER_PORT"] = host, port
+	}
+	if host, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+		env["REMOTE_ADDR"] = host
+	}
+	if ct := req.Header.Get("Content-Type"); ct != "" {
+		env["CONTENT_TYPE"] = ct
+	}
+	for name, values := range req.Header {
+		key := "HTTP_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		switch key {
+		case "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_PROXY", "HTTP_AUTHORIZATION":
+			// CONTENT_* have their own variables; Proxy is httpoxy (CVE-2016-5385);
+			// credentials meant for Gust are not the function's.
+			continue
+		}
+		env[key] = strings.Join(values, ", ")
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+strings.ReplaceAll(v, "\x00", ""))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// hopByHop headers describe one connection, not the response; a guest may not
+// set them. Content-Length is Gust's to compute.
+var hopByHop = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true,
+	"Transfer-Encoding": true, "Upgrade": true, "Te": true, "Trailer": true,
+	"Content-Length": true,
+}
+
+// ParseResponse parses a CGI response: header lines, a blank line, the body.
+// Lines may end in "\n" or "\r\n". A Status header sets the status code (200
+// if absent, 302 if only Location is given). Headers named X-Gust-* are
+// Gust's own and are dropped, as are hop-by-hop headers.
+func ParseResponse(out []byte) (*runtime.Response, error) {
+	head, body, err := split(out)
+	if err != nil {
+		return nil, err
+	}
+	resp := &runtime.Response{Status: http.StatusOK, Header: http.Header{}, Body: body}
+	statusSet := false
+	lines := strings.Split(head, "\n")
+	if len(lines) > MaxHeaders {
+		return nil, fmt.Errorf("response has %d header lines, at most %d are allowed", len(lines), MaxHeaders)
+	}
+	for i, line := range lines {
+		line = strings.TrimSuffix(line, "\r")
+		name, value, ok := strings.Cut(line, ":")
+		if !ok {
+			return nil, fmt.Errorf("response header line %d has no colon: %q", i+1, clip(line))
+		}
+		if !validName(name) {
+			return nil, fmt.Errorf("response header line %d has an invalid name %q", i+1, clip(name))
+		}
+		value = strings.Trim(value, " \t")
+		if !validValue(value) {
+			return nil, fmt.Errorf("response header %s has a control character in its value", name)
+		}
+		name = http.CanonicalHeaderKey(name)
+		switch {
+		case name == "Status":
+			code, err := parseStatus(value)
+			if err != nil {
+				return nil, err
+			}
+			resp.Status, statusSet = code, true
+		case hopByHop[name] || strings.HasPrefix(name, "X-Gust-"):
+			continue
+		default:
+			resp.Header.Add(name, value)
+		}
+	}
+	if !statusSet && resp.Header.Get("Location") != "" {
+		resp.Status = http.StatusFound
+	}
+	return resp, nil
+}
+
+// split finds the blank line that ends the header section.
+func split(out []byte) (string, []byte, error) {
+	if len(out) == 0 {
+		return "", nil, fmt.Errorf("response is empty: a CGI response starts with headers, such as \"Content-Type: text/plain\", and a blank line")
+	}
+	limit := min(len(out), MaxHeaderBytes+4)
+	for i := 0; i < limit; i++ {
+		if out[i] != '\n' {
+			continue
+		}
+		if i == 0 || (i == 1 && out[0] == '\r') {
+			return "", nil, fmt.Errorf("response has an empty header section: a CGI response needs at least a Content-Type or Status header")
+		}
+		rest := out[i+1:]
+		switch {
+		case len(rest) > 0 && rest[0] == '\n':
+			return string(out[:i]), rest[1:], nil
+		case len(rest) > 1 && rest[0] == '\r' && rest[1] == '\n':
+			return string(out[:i]), rest[2:], nil
+		}
+	}
+	if len(out) > MaxHeaderBytes {
+		return "", nil, fmt.Errorf("response header section is longer than %d bytes", MaxHeaderBytes)
+	}
+	return "", nil, fmt.Errorf("response has no blank line after its headers (%d bytes of output)", len(out))
+}
+
+func parseStatus(v string) (int, error) {
+	codeText, _, _ := strings.Cut(v, " ")
+	code, err := strconv.Atoi(codeText)
+	if err != nil || len(codeText) != 3 || code < 200 || code > 599 {
+		return 0, fmt.Errorf("response Status %q is not a code from 200 to 599", clip(v))
+	}
+	return code, nil
+}
+
+func validName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTokenChar(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isTokenChar(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' ||
+		strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func validValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "..."
+	}
+	return string(bytes.ToValidUTF8([]byte(s), []byte("\uFFFD")))
+}

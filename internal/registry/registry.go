@@ -1,0 +1,404 @@
+// Package registry owns functions and their versions: the spec and its
+// validation, the records in the store, the artifacts they point at, and a
+// watched in-memory view so the request path never reads the store.
+package registry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gust-faas/gust/internal/store"
+)
+
+// Buckets in the store.
+const (
+	functionsBucket = "gust_functions"
+	artifactsBucket = "gust_artifacts"
+)
+
+// DefaultTenant holds every function until tenants are built.
+const DefaultTenant = "default"
+
+// Function is a deployed function and its immutable versions.
+type Function struct {
+	Tenant   string    `json:"tenant"`
+	Name     string    `json:"name"`
+	Latest   int       `json:"latest"`
+	Versions []Version `json:"versions"`
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
+}
+
+// Version is one immutable deployment of a function.
+type Version struct {
+	Number int `json:"version"`
+	// Digest is "sha256:" and the hex SHA-256 of the artifact.
+	Digest  string    `json:"digest"`
+	Size    int64     `json:"size"`
+	Spec    Spec      `json:"spec"`
+	Created time.Time `json:"created"`
+}
+
+// Version returns version n of f (0 means the latest), or false.
+func (f *Function) Version(n int) (Version, bool) {
+	if n == 0 {
+		n = f.Latest
+	}
+	i := sort.Search(len(f.Versions), func(i int) bool { return f.Versions[i].Number >= n })
+	if i < len(f.Versions) && f.Versions[i].Number == n {
+		return f.Versions[i], true
+	}
+	return Version{}, false
+}
+
+// Digest returns the artifact digest written in version records.
+func Digest(artifact []byte) string {
+	sum := sha256.Sum256(artifact)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// Checker makes sure an artifact can run under a spec before its version is
+// recorded: for WebAssembly, it compiles the module.
+type Checker interface {
+	Check(ctx context.Context, spec Spec, digest string, artifact []byte) error
+}
+
+// ErrNotFound is returned for a function or version that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// InvalidError is a deploy refused for what it asked: a bad spec or artifact.
+type InvalidError struct{ Err error }
+
+func (e *InvalidError) Error() string { return e.Err.Error() }
+func (e *InvalidError) Unwrap() error { return e.Err }
+
+// Deps are what a Registry needs.
+type Deps struct {
+	Store   *store.Store
+	Checker Checker
+	Logger  *slog.Logger
+}
+
+// Registry reads and writes functions. Writes go to the store; reads come
+// from the in-memory view, which a watch on the store keeps current on every
+// node.
+type Registry struct {
+	functions *store.KV
+	artifacts *store.Objects
+	checker   Checker
+	log       *slog.Logger
+	now       func() time.Time
+
+	mu      sync.RWMutex
+	view    map[string]*Function // by key
+	applied map[string]uint64    // last revision seen per key
+	changed chan struct{}        // closed and replaced whenever the view changes
+	synced  chan struct{}        // closed once the watch has delivered every key
+	onDrop  []func(Function)
+}
+
+// New opens the registry's buckets.
+func New(ctx context.Context, deps Deps) (*Registry, error) {
+	if deps.Store == nil || deps.Checker == nil {
+		return nil, errors.New("registry: Store and Checker are required")
+	}
+	fns, err := deps.Store.KV(ctx, functionsBucket)
+	if err != nil {
+		return nil, err
+	}
+	arts, err := deps.Store.Objects(ctx, artifactsBucket)
+	if err != nil {
+		return nil, err
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Registry{
+		functions: fns,
+		artifacts: arts,
+		checker:   deps.Checker,
+		log:       log,
+		now:       time.Now,
+		view:      map[string]*Function{},
+		applied:   map[string]uint64{},
+		changed:   make(chan struct{}),
+		synced:    make(chan struct{}),
+	}, nil
+}
+
+// OnRemove registers fn to be called (on the watch goroutine) with each
+// function that leaves the view. Call it before Start.
+func (r *Registry) OnRemove(fn func(Function)) { r.onDrop = append(r.onDrop, fn) }
+
+// Start begins watching the store and returns once the view holds every
+// function, or ctx is done. The watch runs until watchCtx is done.
+func (r *Registry) Start(ctx, watchCtx context.Context) error {
+	if err := r.functions.Watch(watchCtx, r.apply, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		select {
+		case <-r.synced:
+		default:
+			close(r.synced)
+		}
+	}); err != nil {
+		return err
+	}
+	select {
+	case <-r.synced:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("registry: waiting for the function view: %w", ctx.Err())
+	}
+}
+
+// Ready reports whether the view has caught up with the store once.
+func (r *Registry) Ready() bool {
+	select {
+	case <-r.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *Registry) apply(e store.Entry) {
+	var removed *Function
+	r.mu.Lock()
+	if e.Deleted {
+		removed = r.view[e.Key]
+		delete(r.view, e.Key)
+	} else {
+		var f Function
+		if err := json.Unmarshal(e.Value, &f); err != nil {
+			r.log.Error("skipping unreadable function record", "key", e.Key, "err", err)
+		} else {
+			r.view[e.Key] = &f
+		}
+	}
+	r.applied[e.Key] = e.Revision
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+	if removed != nil {
+		for _, fn := range r.onDrop {
+			fn(*removed)
+		}
+	}
+}
+
+// waitApplied returns once the view has applied revision rev of key, so that
+// a client that deployed through this node can invoke through it at once.
+func (r *Registry) waitApplied(ctx context.Context, key string, rev uint64) error {
+	for {
+		r.mu.RLock()
+		done, changed := r.applied[key] >= rev, r.changed
+		r.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("registry: waiting for the view to see %s: %w", key, ctx.Err())
+		}
+	}
+}
+
+func key(tenant, name string) string { return tenant + "." + name }
+
+// Get returns a copy of a function from the view.
+func (r *Registry) Get(tenant, name string) (Function, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	f, ok := r.view[key(tenant, name)]
+	if !ok {
+		return Function{}, false
+	}
+	return *f, true
+}
+
+// List returns the tenant's functions from the view, sorted by name.
+func (r *Registry) List(tenant string) []Function {
+	prefix := tenant + "."
+	r.mu.RLock()
+	var out []Function
+	for k, f := range r.view {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, *f)
+		}
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Artifact returns the artifact with the given digest, checked against it.
+func (r *Registry) Artifact(ctx context.Context, digest string) ([]byte, error) {
+	data, err := r.artifacts.Get(ctx, objectName(digest))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("artifact %s: %w", digest, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if got := Digest(data); got != digest {
+		return nil, fmt.Errorf("registry: artifact %s read back with digest %s", digest, got)
+	}
+	return data, nil
+}
+
+func objectName(digest string) string { return strings.Replace(digest, ":", "-", 1) }
+
+// DeployResult says what a deploy did.
+type DeployResult struct {
+	Function Function
+	Version  Version
+	// Created is false when the latest version already had this artifact and
+	// spec, so nothing new was recorded.
+	Created bool
+}
+
+// Deploy records a new version of spec.Name in tenant, running artifact. The
+// artifact is checked (compiled) and stored, its digest verified, before the
+// version record is written; if any step fails, the function is unchanged.
+func (r *Registry) Deploy(ctx context.Context, tenant string, spec Spec, artifact []byte) (DeployResult, error) {
+	spec = spec.WithDefaults()
+	if err := spec.Validate(); err != nil {
+		return DeployResult{}, &InvalidError{err}
+	}
+	if len(artifact) == 0 {
+		return DeployResult{}, &InvalidError{errors.New("artifact is empty")}
+	}
+	digest := Digest(artifact)
+	if err := r.checker.Check(ctx, spec, digest, artifact); err != nil {
+		return DeployResult{}, err
+	}
+	name := objectName(digest)
+	has, err := r.artifacts.Has(ctx, name)
+	if err != nil {
+		return DeployResult{}, err
+	}
+	if !has {
+		if err := r.artifacts.Put(ctx, name, artifact); err != nil {
+			return DeployResult{}, err
+		}
+	}
+	k := key(tenant, spec.Name)
+	for {
+		res, rev, err := r.addVersion(ctx, k, tenant, spec, digest, int64(len(artifact)))
+		if errors.Is(err, store.ErrConflict) {
+			continue // another deploy won the race; read again and retry
+		}
+		if err != nil {
+			return DeployResult{}, err
+		}
+		if rev != 0 {
+			if err := r.waitApplied(ctx, k, rev); err != nil {
+				return DeployResult{}, err
+			}
+		}
+		r.log.Info("function deployed", "tenant", tenant, "function", spec.Name,
+			"version", res.Version.Number, "digest", digest, "created", res.Created)
+		return res, nil
+	}
+}
+
+func (r *Registry) addVersion(ctx context.Context, k, tenant string, spec Spec, digest string, size int64) (DeployResult, uint64, error) {
+	now := r.now().UTC()
+	cur, err := r.functions.Get(ctx, k)
+	var f Function
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		f = Function{Tenant: tenant, Name: spec.Name, Created: now}
+	case err != nil:
+		return DeployResult{}, 0, err
+	default:
+		if err := json.Unmarshal(cur.Value, &f); err != nil {
+			return DeployResult{}, 0, fmt.Errorf("registry: record %s: %w", k, err)
+		}
+		if latest, ok := f.Version(0); ok && latest.Digest == digest && sameSpec(latest.Spec, spec) {
+			return DeployResult{Function: f, Version: latest}, cur.Revision, nil
+		}
+	}
+	v := Version{Number: f.Latest + 1, Digest: digest, Size: size, Spec: spec, Created: now}
+	f.Versions = append(f.Versions, v)
+	f.Latest = v.Number
+	f.Updated = now
+	data, err := json.Marshal(f)
+	if err != nil {
+		return DeployResult{}, 0, err
+	}
+	var rev uint64
+	if cur.Revision == 0 {
+		rev, err = r.functions.Create(ctx, k, data)
+	} else {
+		rev, err = r.functions.Update(ctx, k, data, cur.Revision)
+	}
+	if err != nil {
+		return DeployResult{}, 0, err
+	}
+	return DeployResult{Function: f, Version: v, Created: true}, rev, nil
+}
+
+func sameSpec(a, b Spec) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+// Delete removes a function and all its versions. Nodes stop routing to it
+// as soon as their view sees the delete.
+func (r *Registry) Delete(ctx context.Context, tenant, name string) error {
+	k := key(tenant, name)
+	for {
+		cur, err := r.functions.Get(ctx, k)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("function %s: %w", name, ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		err = r.functions.Delete(ctx, k, cur.Revision)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		// The delete marker's revision is not returned; wait until the view
+		// no longer holds the function.
+		if err := r.waitGone(ctx, k); err != nil {
+			return err
+		}
+		r.log.Info("function deleted", "tenant", tenant, "function", name)
+		return nil
+	}
+}
+
+func (r *Registry) waitGone(ctx context.Context, k string) error {
+	for {
+		r.mu.RLock()
+		_, present := r.view[k]
+		changed := r.changed
+		r.mu.RUnlock()
+		if !present {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("registry: waiting for the view to drop %s: %w", k, ctx.Err())
+		}
+	}
+}

@@ -1,0 +1,213 @@
+package registry
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Limits and defaults of a function spec.
+const (
+	DefaultMemoryMB     = 128
+	MinMemoryMB         = 16
+	MaxMemoryMB         = 10240
+	DefaultTimeout      = 30 * time.Second
+	MaxTimeout          = 15 * time.Minute
+	DefaultMaxBodyBytes = 6 << 20
+	MaxMaxBodyBytes     = 32 << 20
+	maxEnvVars          = 256
+	maxEnvBytes         = 64 << 10
+	maxSpecBytes        = 256 << 10
+)
+
+// RuntimeWasm is the WebAssembly runtime, the default.
+const RuntimeWasm = "wasm"
+
+var (
+	nameRE   = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+)
+
+// Spec is what a developer writes about a function (gust.yaml, or JSON to the API).
+type Spec struct {
+	Name         string            `json:"name" yaml:"name"`
+	Runtime      string            `json:"runtime,omitempty" yaml:"runtime,omitempty"`
+	Env          map[string]string `json:"env,omitempty" yaml:"env,omitempty"`
+	MemoryMB     int               `json:"memory_mb,omitempty" yaml:"memory_mb,omitempty"`
+	Timeout      Duration          `json:"timeout,omitempty" yaml:"timeout,omitempty"`
+	MaxBodyBytes int64             `json:"max_body_bytes,omitempty" yaml:"max_body_bytes,omitempty"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("30s", "2m").
+type Duration time.Duration
+
+// MarshalJSON writes d as a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads a duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("timeout must be a duration string such as \"30s\"")
+	}
+	return d.parse(s)
+}
+
+// MarshalYAML writes d as a duration string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// UnmarshalYAML reads a duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: timeout must be a duration string such as \"30s\"", n.Line)
+	}
+	return d.parse(n.Value)
+}
+
+func (d *Duration) parse(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("timeout %q is not a duration such as \"30s\"", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ValidName reports whether s may name a function or a tenant.
+func ValidName(s string) bool { return nameRE.MatchString(s) }
+
+// ParseSpecJSON decodes a spec from JSON, rejecting unknown fields and
+// trailing data, applies defaults and validates it.
+func ParseSpecJSON(data []byte) (Spec, error) {
+	if len(data) > maxSpecBytes {
+		return Spec{}, fmt.Errorf("spec is larger than %d bytes", maxSpecBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var s Spec
+	if err := dec.Decode(&s); err != nil {
+		return Spec{}, fmt.Errorf("spec is not valid JSON: %s", jsonError(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Spec{}, errors.New("spec is not valid JSON: data after the object")
+	}
+	return s.WithDefaults().validated()
+}
+
+// ParseSpecYAML decodes a spec from YAML (gust.yaml), rejecting unknown
+// fields, applies defaults and validates it.
+func ParseSpecYAML(data []byte) (Spec, error) {
+	if len(data) > maxSpecBytes {
+		return Spec{}, fmt.Errorf("spec is larger than %d bytes", maxSpecBytes)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var s Spec
+	if err := dec.Decode(&s); err != nil {
+		if err == io.EOF {
+			return Spec{}, errors.New("spec is empty")
+		}
+		return Spec{}, fmt.Errorf("spec is not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var extra any
+	if err := dec.Decode(&extra); err != io.EOF {
+		return Spec{}, errors.New("spec is not valid YAML: more than one document")
+	}
+	return s.WithDefaults().validated()
+}
+
+func jsonError(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		return fmt.Sprintf("field %q must be a %s", typeErr.Field, typeErr.Type)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// WithDefaults returns s with every unset field at its default.
+func (s Spec) WithDefaults() Spec {
+	if s.Runtime == "" {
+		s.Runtime = RuntimeWasm
+	}
+	if s.MemoryMB == 0 {
+		s.MemoryMB = DefaultMemoryMB
+	}
+	if s.Timeout == 0 {
+		s.Timeout = Duration(DefaultTimeout)
+	}
+	if s.MaxBodyBytes == 0 {
+		s.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	return s
+}
+
+func (s Spec) validated() (Spec, error) { return s, s.Validate() }
+
+// Validate reports every problem with s (after defaults) in one error.
+func (s Spec) Validate() error {
+	var errs []error
+	if !ValidName(s.Name) {
+		errs = append(errs, fmt.Errorf("name %q is invalid: use 1 to 63 lowercase letters, digits and dashes, starting with a letter", s.Name))
+	}
+	if s.Runtime != RuntimeWasm {
+		errs = append(errs, fmt.Errorf("runtime %q is not supported: use %q", s.Runtime, RuntimeWasm))
+	}
+	if s.MemoryMB < MinMemoryMB || s.MemoryMB > MaxMemoryMB {
+		errs = append(errs, fmt.Errorf("memory_mb %d is out of range %d to %d", s.MemoryMB, MinMemoryMB, MaxMemoryMB))
+	}
+	if t := time.Duration(s.Timeout); t < time.Millisecond || t > MaxTimeout {
+		errs = append(errs, fmt.Errorf("timeout %s is out of range 1ms to %s", t, MaxTimeout))
+	}
+	if s.MaxBodyBytes < 1 || s.MaxBodyBytes > MaxMaxBodyBytes {
+		errs = append(errs, fmt.Errorf("max_body_bytes %d is out of range 1 to %d", s.MaxBodyBytes, MaxMaxBodyBytes))
+	}
+	errs = append(errs, validateEnv(s.Env)...)
+	return errors.Join(errs...)
+}
+
+func validateEnv(env map[string]string) []error {
+	var errs []error
+	if len(env) > maxEnvVars {
+		errs = append(errs, fmt.Errorf("env has %d variables, at most %d are allowed", len(env), maxEnvVars))
+	}
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	size := 0
+	for _, k := range keys {
+		v := env[k]
+		size += len(k) + len(v)
+		switch {
+		case !envKeyRE.MatchString(k):
+			errs = append(errs, fmt.Errorf("env name %q is invalid: use letters, digits and underscores, not starting with a digit", k))
+		case strings.HasPrefix(strings.ToUpper(k), "GUST_") || strings.HasPrefix(k, "HTTP_") || reservedEnv[k]:
+			errs = append(errs, fmt.Errorf("env name %q is reserved for Gust", k))
+		case strings.ContainsRune(v, 0):
+			errs = append(errs, fmt.Errorf("env %s contains a NUL byte", k))
+		}
+	}
+	if size > maxEnvBytes {
+		errs = append(errs, fmt.Errorf("env is %d bytes, at most %d are allowed", size, maxEnvBytes))
+	}
+	return errs
+}
+
+// reservedEnv are the CGI variables Gust sets for every request.
+var reservedEnv = map[string]bool{
+	"REQUEST_METHOD": true, "PATH_INFO": true, "QUERY_STRING": true, "CONTENT_TYPE": true,
+	"CONTENT_LENGTH": true, "SERVER_PROTOCOL": true, "GATEWAY_INTERFACE": true,
+	"SCRIPT_NAME": true, "REMOTE_ADDR": true, "SERVER_NAME": true, "SERVER_PORT": true,
+	"SERVER_SOFTWARE": true, "REQUEST_URI": true,
+}

@@ -1,0 +1,271 @@
+// Package wasm runs WebAssembly functions on wazero: WASI command modules,
+// called as CGI is, with memory capped per instance, the deadline enforced by
+// interrupting the guest, and no filesystem or network.
+package wasm
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	goruntime "runtime"
+	"strings"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/gust-faas/gust/internal/cgi"
+	"github.com/gust-faas/gust/internal/runtime"
+)
+
+const pageSize = 65536
+
+// Config configures a Runtime.
+type Config struct {
+	// CacheDir keeps compiled machine code across restarts. Empty keeps it
+	// in memory only.
+	CacheDir string
+}
+
+// Runtime compiles and runs WebAssembly modules. It is safe for concurrent use.
+type Runtime struct {
+	rt      wazero.Runtime
+	wasi    map[string]bool // functions of wasi_snapshot_preview1 that wazero provides
+	closeFn func(context.Context) error
+}
+
+// New returns a Runtime with WASI preview 1 available to guests.
+func New(ctx context.Context, cfg Config) (*Runtime, error) {
+	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
+	var cache wazero.CompilationCache
+	if cfg.CacheDir != "" {
+		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("wasm: compilation cache %s: %w", cfg.CacheDir, err)
+		}
+		cache = c
+		rc = rc.WithCompilationCache(c)
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		rt.Close(ctx)
+		return nil, fmt.Errorf("wasm: instantiate WASI: %w", err)
+	}
+	provided := map[string]bool{}
+	for name := range rt.Module(wasi_snapshot_preview1.ModuleName).ExportedFunctionDefinitions() {
+		provided[name] = true
+	}
+	return &Runtime{
+		rt:   rt,
+		wasi: provided,
+		closeFn: func(ctx context.Context) error {
+			err := rt.Close(ctx)
+			if cache != nil {
+				err = errors.Join(err, cache.Close(ctx))
+			}
+			return err
+		},
+	}, nil
+}
+
+// Close closes every module and the runtime. Call it once, after every
+// invocation has returned.
+func (r *Runtime) Close(ctx context.Context) error { return r.closeFn(ctx) }
+
+// Module is a compiled WebAssembly module, ready to be instantiated.
+type Module struct {
+	rt        *Runtime
+	compiled  wazero.CompiledModule
+	minMemory uint64 // bytes the module needs at instantiation
+}
+
+// Compile validates and compiles a module. A module that Gust cannot run
+// fails with a runtime.BadArtifact error that says why.
+func (r *Runtime) Compile(ctx context.Context, artifact []byte) (*Module, error) {
+	if !bytes.HasPrefix(artifact, []byte("\x00asm")) {
+		return nil, runtime.Errorf(runtime.BadArtifact, "artifact is not a WebAssembly module (it does not start with \\0asm)")
+	}
+	compiled, err := r.rt.CompileModule(ctx, artifact)
+	if err != nil {
+		return nil, &runtime.Error{Kind: runtime.BadArtifact, Message: "invalid WebAssembly module", Err: err}
+	}
+	m := &Module{rt: r, compiled: compiled}
+	if err := m.validate(); err != nil {
+		compiled.Close(ctx)
+		return nil, err
+	}
+	return m, nil
+}
+
+func (m *Module) validate() error {
+	if _, ok := m.compiled.ExportedFunctions()["_start"]; !ok {
+		return runtime.Errorf(runtime.BadArtifact, "module exports no _start function: Gust runs WASI command modules (GOOS=wasip1 GOARCH=wasm go build)")
+	}
+	for _, fn := range m.compiled.ImportedFunctions() {
+		mod, name, _ := fn.Import()
+		if mod != wasi_snapshot_preview1.ModuleName || !m.rt.wasi[name] {
+			return runtime.Errorf(runtime.BadArtifact, "module imports %s.%s, which Gust does not provide (only %s)", mod, name, wasi_snapshot_preview1.ModuleName)
+		}
+	}
+	if mems := m.compiled.ImportedMemories(); len(mems) > 0 {
+		return runtime.Errorf(runtime.BadArtifact, "module imports a memory, which Gust does not provide")
+	}
+	for _, mem := range m.compiled.ExportedMemories() {
+		m.minMemory = uint64(mem.Min()) * pageSize
+	}
+	return nil
+}
+
+// CheckMemory fails with runtime.OutOfMemory if the module needs more memory
+// at start than limit bytes.
+func (m *Module) CheckMemory(limit uint64) error {
+	if m.minMemory > limit {
+		return runtime.Errorf(runtime.OutOfMemory, "module needs %d MiB of memory to start, its limit is %d MiB", ceilMiB(m.minMemory), limit>>20)
+	}
+	return nil
+}
+
+func ceilMiB(b uint64) uint64 { return (b + 1<<20 - 1) >> 20 }
+
+// Close releases the compiled code. Calling it twice is harmless.
+func (m *Module) Close(ctx context.Context) error { return m.compiled.Close(ctx) }
+
+// Invocation is everything one call needs besides the request.
+type Invocation struct {
+	// Env holds KEY=value pairs from the function's spec; CGI variables
+	// are added after them.
+	Env    []string
+	Limits runtime.Limits
+	// Stderr receives the guest's stderr. Required.
+	Stderr *runtime.StderrLog
+}
+
+// Invoke runs a fresh instance of the module for req, as a CGI program:
+// headers in the environment, the body on stdin, the response on stdout.
+// Failures are *runtime.Error. The instance is closed before Invoke returns.
+func (m *Module) Invoke(ctx context.Context, req *runtime.Request, inv Invocation) (*runtime.Response, error) {
+	if err := m.CheckMemory(inv.Limits.MemoryBytes); err != nil {
+		return nil, err
+	}
+	if ctx.Err() != nil {
+		return nil, stopped(ctx)
+	}
+	mem := &limitedMemory{limit: inv.Limits.MemoryBytes}
+	stdout := &cappedBuffer{max: inv.Limits.MaxOutputBytes + cgi.MaxHeaderBytes}
+	cfg := wazero.NewModuleConfig().
+		WithName("").
+		WithArgs(req.Function).
+		WithStdin(bytes.NewReader(req.Body)).
+		WithStdout(stdout).
+		WithStderr(inv.Stderr).
+		WithSysWalltime().
+		WithSysNanotime().
+		WithRandSource(rand.Reader).
+		WithOsyield(goruntime.Gosched).
+		WithNanosleep(func(ns int64) { runtime.SleepUntilDone(ctx, time.Duration(ns)) })
+	for _, kv := range append(inv.Env, cgi.Env(req)...) {
+		k, v, _ := strings.Cut(kv, "=")
+		cfg = cfg.WithEnv(k, v)
+	}
+	mod, err := m.rt.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
+	if mod != nil {
+		mod.Close(context.WithoutCancel(ctx))
+	}
+	inv.Stderr.Flush()
+	if err := classify(ctx, err, mem, inv.Stderr); err != nil {
+		return nil, err
+	}
+	if stdout.overflow {
+		return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", inv.Limits.MaxOutputBytes)
+	}
+	resp, err := cgi.ParseResponse(stdout.Bytes())
+	if err != nil {
+		return nil, &runtime.Error{Kind: runtime.BadResponse, Message: err.Error(), Stderr: inv.Stderr.Tail()}
+	}
+	return resp, nil
+}
+
+// classify turns what InstantiateModule returned into a typed error, or nil
+// if the guest ran to a successful exit.
+func classify(ctx context.Context, err error, mem *limitedMemory, stderr *runtime.StderrLog) error {
+	var exit *sys.ExitError
+	if err == nil || errors.As(err, &exit) && exit.ExitCode() == 0 {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return stopped(ctx)
+	}
+	tail := stderr.Tail()
+	switch {
+	case mem.refused:
+		return &runtime.Error{Kind: runtime.OutOfMemory, Message: fmt.Sprintf("needed more than its %d MiB of memory", mem.limit>>20), Stderr: tail}
+	case exit != nil:
+		return &runtime.Error{Kind: runtime.Crashed, Message: fmt.Sprintf("exited with code %d", exit.ExitCode()), Stderr: tail}
+	default:
+		msg, _, _ := strings.Cut(err.Error(), "\n")
+		return &runtime.Error{Kind: runtime.Crashed, Message: "trapped: " + strings.TrimPrefix(msg, "wasm error: "), Stderr: tail, Err: err}
+	}
+}
+
+func stopped(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return &runtime.Error{Kind: runtime.Timeout, Message: "stopped at its deadline", Err: context.DeadlineExceeded}
+	}
+	return &runtime.Error{Kind: runtime.Timeout, Message: "cancelled", Err: ctx.Err()}
+}
+
+// limitedMemory backs one instance's linear memory and refuses to grow it
+// past limit, remembering that it did: that refusal is what tells an
+// out-of-memory guest from one that crashed for another reason.
+type limitedMemory struct {
+	limit   uint64
+	buf     []byte
+	refused bool // written and read on the guest's goroutine
+}
+
+func (l *limitedMemory) Allocate(capacity, _ uint64) experimental.LinearMemory {
+	l.buf = make([]byte, 0, min(capacity, l.limit))
+	return l
+}
+
+func (l *limitedMemory) Reallocate(size uint64) []byte {
+	if size > l.limit {
+		l.refused = true
+		return nil
+	}
+	if size <= uint64(cap(l.buf)) {
+		l.buf = l.buf[:size]
+		return l.buf
+	}
+	grown := make([]byte, size, min(max(size, 2*uint64(cap(l.buf))), l.limit))
+	copy(grown, l.buf)
+	l.buf = grown
+	return grown
+}
+
+func (l *limitedMemory) Free() { l.buf = nil }
+
+// cappedBuffer keeps at most max bytes and fails writes past that.
+type cappedBuffer struct {
+	bytes.Buffer
+	max      int
+	overflow bool
+}
+
+func (c *cappedBuffer) Write(p []byte) (int, error) {
+	if c.Len()+len(p) > c.max {
+		c.overflow = true
+		return 0, io.ErrShortWrite
+	}
+	return c.Buffer.Write(p)
+}
+
+var (
+	_ experimental.MemoryAllocator = (*limitedMemory)(nil)
+	_ experimental.LinearMemory    = (*limitedMemory)(nil)
+)

@@ -1,0 +1,165 @@
+// Package store runs Gust's embedded NATS JetStream server and gives the rest of
+// Gust its buckets: key-value buckets for records and an object store for
+// artifacts. No NATS type leaves this package.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config says where the embedded server keeps its data and whether it listens.
+type Config struct {
+	// DataDir holds JetStream's files. Required.
+	DataDir string
+	// Listen is a host:port for NATS clients; empty (the default) opens no port:
+	// Gust itself connects in-process.
+	Listen string
+	// Logger receives the NATS server's warnings and errors. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Store is a running embedded NATS server and Gust's in-process connection to it.
+type Store struct {
+	srv *server.Server
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	log *slog.Logger
+}
+
+// ErrNotFound is returned for a key or object that does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned when a key changed since the revision a caller read.
+var ErrConflict = errors.New("revision conflict")
+
+// Open starts the embedded server, waits until it accepts connections and
+// connects to it in-process. Close stops both.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("store: DataDir is required")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	opts := &server.Options{
+		ServerName: "gust",
+		JetStream:  true,
+		StoreDir:   cfg.DataDir,
+		DontListen: cfg.Listen == "",
+		NoSigs:     true,
+		// JetStream refuses to start with less than this much free memory
+		// reserved; these are upper bounds, not allocations.
+		JetStreamMaxMemory: 256 << 20,
+	}
+	if cfg.Listen != "" {
+		host, port, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("store: --nats-listen %q: %w", cfg.Listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("store: --nats-listen %q: bad port", cfg.Listen)
+		}
+		opts.Host, opts.Port = host, p
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	srv.SetLoggerV2(natsLogger{log}, false, false, false)
+	srv.Start()
+	deadline := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		deadline = time.Until(d)
+	}
+	if !srv.ReadyForConnections(deadline) {
+		srv.Shutdown()
+		return nil, errors.New("store: embedded NATS server did not become ready")
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("gust"))
+	if err != nil {
+		srv.Shutdown()
+		return nil, fmt.Errorf("store: connect in-process: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		srv.Shutdown()
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	if cfg.Listen != "" {
+		log.Info("NATS listening", "addr", srv.ClientURL())
+	}
+	return &Store{srv: srv, nc: nc, js: js, log: log}, nil
+}
+
+// Close drains the connection and shuts the embedded server down, flushing
+// JetStream to disk. It may be called more than once.
+func (s *Store) Close() error {
+	if s.nc.IsClosed() {
+		return nil
+	}
+	err := s.nc.Drain()
+	s.nc.Close()
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
+	return err
+}
+
+// KV opens (creating it if needed) the key-value bucket with the given name,
+// keeping one revision per key.
+func (s *Store) KV(ctx context.Context, bucket string) (*KV, error) {
+	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:  bucket,
+		History: 1,
+		Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: bucket %s: %w", bucket, err)
+	}
+	return &KV{kv: kv}, nil
+}
+
+// Objects opens (creating it if needed) the object store with the given name.
+func (s *Store) Objects(ctx context.Context, bucket string) (*Objects, error) {
+	obs, err := s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:  bucket,
+		Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: object store %s: %w", bucket, err)
+	}
+	return &Objects{obs: obs}, nil
+}
+
+// natsLogger sends the NATS server's log to slog: notices at debug level, since
+// the server is an implementation detail of Gust.
+type natsLogger struct{ log *slog.Logger }
+
+func (l natsLogger) Noticef(format string, v ...any) {
+	l.log.Debug(fmt.Sprintf(format, v...), "component", "nats")
+}
+func (l natsLogger) Warnf(format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...), "component", "nats")
+}
+func (l natsLogger) Fatalf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...), "component", "nats")
+}
+func (l natsLogger) Errorf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...), "component", "nats")
+}
+func (l natsLogger) Debugf(format string, v ...any) {}
+func (l natsLogger) Tracef(format string, v ...any) {}
+
+var _ server.Logger = natsLogger{}
