@@ -5,8 +5,6 @@ package registry
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,12 +58,6 @@ func (f *Function) Version(n int) (Version, bool) {
 	return Version{}, false
 }
 
-// Digest returns the artifact digest written in version records.
-func Digest(artifact []byte) string {
-	sum := sha256.Sum256(artifact)
-	return "sha256:" + hex.EncodeToString(sum[:])
-}
-
 // Checker makes sure an artifact can run under a spec before its version is
 // recorded: for WebAssembly, it compiles the module.
 type Checker interface {
@@ -83,9 +75,10 @@ func (e *InvalidError) Unwrap() error { return e.Err }
 
 // Deps are what a Registry needs.
 type Deps struct {
-	Store   *store.Store
-	Checker Checker
-	Logger  *slog.Logger
+	Store     *store.Store
+	Artifacts *Artifacts
+	Checker   Checker
+	Logger    *slog.Logger
 }
 
 // Registry reads and writes functions. Writes go to the store; reads come
@@ -93,7 +86,7 @@ type Deps struct {
 // node.
 type Registry struct {
 	functions *store.KV
-	artifacts *store.Objects
+	artifacts *Artifacts
 	checker   Checker
 	log       *slog.Logger
 	now       func() time.Time
@@ -108,14 +101,10 @@ type Registry struct {
 
 // New opens the registry's buckets.
 func New(ctx context.Context, deps Deps) (*Registry, error) {
-	if deps.Store == nil || deps.Checker == nil {
-		return nil, errors.New("registry: Store and Checker are required")
+	if deps.Store == nil || deps.Artifacts == nil || deps.Checker == nil {
+		return nil, errors.New("registry: Store, Artifacts and Checker are required")
 	}
 	fns, err := deps.Store.KV(ctx, functionsBucket)
-	if err != nil {
-		return nil, err
-	}
-	arts, err := deps.Store.Objects(ctx, artifactsBucket)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +114,7 @@ func New(ctx context.Context, deps Deps) (*Registry, error) {
 	}
 	return &Registry{
 		functions: fns,
-		artifacts: arts,
+		artifacts: deps.Artifacts,
 		checker:   deps.Checker,
 		log:       log,
 		now:       time.Now,
@@ -228,6 +217,19 @@ func (r *Registry) Get(tenant, name string) (Function, bool) {
 	return *f, true
 }
 
+// Digests returns the artifact digests of every version in the view.
+func (r *Registry) Digests() map[string]bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := map[string]bool{}
+	for _, f := range r.view {
+		for _, v := range f.Versions {
+			out[v.Digest] = true
+		}
+	}
+	return out
+}
+
 // List returns the tenant's functions from the view, sorted by name.
 func (r *Registry) List(tenant string) []Function {
 	prefix := tenant + "."
@@ -242,23 +244,6 @@ func (r *Registry) List(tenant string) []Function {
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
-
-// Artifact returns the artifact with the given digest, checked against it.
-func (r *Registry) Artifact(ctx context.Context, digest string) ([]byte, error) {
-	data, err := r.artifacts.Get(ctx, objectName(digest))
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("artifact %s: %w", digest, ErrNotFound)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if got := Digest(data); got != digest {
-		return nil, fmt.Errorf("registry: artifact %s read back with digest %s", digest, got)
-	}
-	return data, nil
-}
-
-func objectName(digest string) string { return strings.Replace(digest, ":", "-", 1) }
 
 // DeployResult says what a deploy did.
 type DeployResult struct {
@@ -284,15 +269,8 @@ func (r *Registry) Deploy(ctx context.Context, tenant string, spec Spec, artifac
 	if err := r.checker.Check(ctx, spec, digest, artifact); err != nil {
 		return DeployResult{}, err
 	}
-	name := objectName(digest)
-	has, err := r.artifacts.Has(ctx, name)
-	if err != nil {
+	if err := r.artifacts.Put(ctx, digest, artifact); err != nil {
 		return DeployResult{}, err
-	}
-	if !has {
-		if err := r.artifacts.Put(ctx, name, artifact); err != nil {
-			return DeployResult{}, err
-		}
 	}
 	k := key(tenant, spec.Name)
 	for {

@@ -86,9 +86,29 @@ func (d *Duration) parse(s string) error {
 // ValidName reports whether s may name a function or a tenant.
 func ValidName(s string) bool { return nameRE.MatchString(s) }
 
-// ParseSpecJSON decodes a spec from JSON, rejecting unknown fields and
-// trailing data, applies defaults and validates it.
+// ParseSpecJSON decodes a spec from JSON (see DecodeSpecJSON), applies
+// defaults and validates it.
 func ParseSpecJSON(data []byte) (Spec, error) {
+	s, err := DecodeSpecJSON(data)
+	if err != nil {
+		return Spec{}, err
+	}
+	return s.WithDefaults().validated()
+}
+
+// ParseSpecYAML decodes a spec from YAML (see DecodeSpecYAML), applies
+// defaults and validates it.
+func ParseSpecYAML(data []byte) (Spec, error) {
+	s, err := DecodeSpecYAML(data)
+	if err != nil {
+		return Spec{}, err
+	}
+	return s.WithDefaults().validated()
+}
+
+// DecodeSpecJSON decodes a spec from JSON, rejecting unknown fields and
+// trailing data. It neither applies defaults nor validates.
+func DecodeSpecJSON(data []byte) (Spec, error) {
 	if len(data) > maxSpecBytes {
 		return Spec{}, fmt.Errorf("spec is larger than %d bytes", maxSpecBytes)
 	}
@@ -101,12 +121,13 @@ func ParseSpecJSON(data []byte) (Spec, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return Spec{}, errors.New("spec is not valid JSON: data after the object")
 	}
-	return s.WithDefaults().validated()
+	return s, nil
 }
 
-// ParseSpecYAML decodes a spec from YAML (gust.yaml), rejecting unknown
-// fields, applies defaults and validates it.
-func ParseSpecYAML(data []byte) (Spec, error) {
+// DecodeSpecYAML decodes a spec from YAML (gust.yaml), rejecting unknown
+// fields and more than one document. It neither applies defaults nor
+// validates.
+func DecodeSpecYAML(data []byte) (Spec, error) {
 	if len(data) > maxSpecBytes {
 		return Spec{}, fmt.Errorf("spec is larger than %d bytes", maxSpecBytes)
 	}
@@ -123,7 +144,7 @@ func ParseSpecYAML(data []byte) (Spec, error) {
 	if err := dec.Decode(&extra); err != io.EOF {
 		return Spec{}, errors.New("spec is not valid YAML: more than one document")
 	}
-	return s.WithDefaults().validated()
+	return s, nil
 }
 
 func jsonError(err error) string {

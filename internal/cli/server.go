@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gust-faas/gust/examples"
+	"github.com/gust-faas/gust/internal/build"
+	"github.com/gust-faas/gust/internal/registry"
+	"github.com/gust-faas/gust/internal/server"
+)
+
+func (e *env) server(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	helpOn(fs, e.stdout, "gust server [flags]")
+	addr := fs.String("addr", "127.0.0.1:8080", "HTTP listen address")
+	dataDir := fs.String("data-dir", "./gust-data", "where the store and the compilation cache live")
+	natsListen := fs.String("nats-listen", "", "open a NATS client port on the embedded server at host:port (default: none)")
+	demo := fs.Bool("demo", false, "build and deploy the example functions at start (needs the Go toolchain)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "text or json")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long in-flight requests may finish after SIGINT or SIGTERM")
+	if _, err := parse(fs, args, 0, "gust server [flags]"); err != nil {
+		return err
+	}
+	log, err := newLogger(e, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{DataDir: *dataDir, Addr: *addr, NATSListen: *natsListen, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	if *demo {
+		if err := deployDemo(ctx, srv, log); err != nil {
+			log.Error("demo functions were not deployed", "err", err)
+		}
+	}
+	<-ctx.Done()
+	log.Info("shutting down: finishing requests in flight", "timeout", *shutdownTimeout)
+	stopCtx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	defer cancel()
+	return srv.Stop(stopCtx)
+}
+
+func newLogger(e *env, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level %q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+	}
+	return nil, usagef("--log-format %q: use text or json", format)
+}
+
+// deployDemo builds the embedded examples and deploys them to the default
+// tenant.
+func deployDemo(ctx context.Context, srv *server.Server, log *slog.Logger) error {
+	for _, name := range examples.Names {
+		log.Info("demo: building example function", "function", name)
+		fn, err := build.FS(ctx, examples.FS, name)
+		if err != nil {
+			return err
+		}
+		res, err := srv.Registry().Deploy(ctx, registry.DefaultTenant, fn.Spec, fn.Artifact)
+		if err != nil {
+			return fmt.Errorf("deploy %s: %w", name, err)
+		}
+		log.Info("demo: deployed", "function", name, "version", res.Version.Number,
+			"try", fmt.Sprintf("curl -d world http://%s/fn/%s/%s", srv.Addr(), registry.DefaultTenant, name))
+	}
+	return nil
+}

@@ -1,0 +1,192 @@
+// Package gateway is the data path: it turns an HTTP request to
+// /fn/{tenant}/{function}[@version][/path] into an invocation, and the
+// function's response, or the reason it failed, into the HTTP response.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gust-faas/gust/internal/httperror"
+	"github.com/gust-faas/gust/internal/registry"
+	"github.com/gust-faas/gust/internal/runtime"
+)
+
+// Invoker runs one invocation of a function version.
+type Invoker interface {
+	Invoke(ctx context.Context, v registry.Version, req *runtime.Request, log *slog.Logger) (*runtime.Response, error)
+}
+
+// Functions finds functions; the registry's in-memory view.
+type Functions interface {
+	Get(tenant, name string) (registry.Function, bool)
+}
+
+// Gateway serves function invocations over HTTP.
+type Gateway struct {
+	functions Functions
+	invoker   Invoker
+	log       *slog.Logger
+}
+
+// New returns a Gateway.
+func New(functions Functions, invoker Invoker, log *slog.Logger) *Gateway {
+	return &Gateway{functions: functions, invoker: invoker, log: log}
+}
+
+// Register adds the gateway's routes to mux.
+func (g *Gateway) Register(mux *http.ServeMux) {
+	mux.Handle("/fn/{tenant}/{function}", g)
+	mux.Handle("/fn/{tenant}/{function}/{path...}", g)
+}
+
+// Response headers.
+const (
+	HeaderInvocationID = "X-Gust-Invocation-Id"
+	HeaderVersion      = "X-Gust-Function-Version"
+)
+
+// ServeHTTP implements http.Handler.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := NewInvocationID()
+	w.Header().Set(HeaderInvocationID, id)
+	log := g.log.With("invocation_id", id)
+	if err := g.serve(w, r, id, log); err != nil {
+		httperror.Write(w, r, log, err)
+	}
+}
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *slog.Logger) error {
+	tenant := r.PathValue("tenant")
+	name, version, err := parseTarget(r.PathValue("function"))
+	if err != nil {
+		return err
+	}
+	fn, ok := g.functions.Get(tenant, name)
+	if !registry.ValidName(tenant) || !ok {
+		return httperror.NotFound("function %q not found in tenant %q", name, tenant)
+	}
+	v, ok := fn.Version(version)
+	if !ok {
+		return httperror.NotFound("function %q has no version %d (latest is %d)", name, version, fn.Latest)
+	}
+	body, err := readBody(w, r, v.Spec.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	req := &runtime.Request{
+		Method:       r.Method,
+		Path:         "/" + r.PathValue("path"),
+		RawQuery:     r.URL.RawQuery,
+		Header:       r.Header,
+		Body:         body,
+		RemoteAddr:   r.RemoteAddr,
+		Host:         r.Host,
+		InvocationID: id,
+		Tenant:       tenant,
+		Function:     name,
+		Version:      v.Number,
+	}
+	log = log.With("tenant", tenant, "function", name, "version", v.Number)
+	start := time.Now()
+	resp, err := g.invoker.Invoke(r.Context(), v, req, log)
+	took := time.Since(start)
+	w.Header().Set("Server-Timing", fmt.Sprintf("fn;dur=%.3f", float64(took.Microseconds())/1000))
+	w.Header().Set(HeaderVersion, strconv.Itoa(v.Number))
+	if err != nil {
+		return invocationError(name, v, err)
+	}
+	log.Info("invoked", "status", resp.Status, "duration_ms", took.Milliseconds(), "request_bytes", len(body), "response_bytes", len(resp.Body))
+	h := w.Header()
+	for k, vs := range resp.Header {
+		h[k] = vs
+	}
+	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	w.WriteHeader(resp.Status)
+	_, err = w.Write(resp.Body)
+	if err != nil {
+		log.Debug("client went away while the response was written", "err", err)
+	}
+	return nil
+}
+
+// parseTarget splits "name" or "name@version".
+func parseTarget(s string) (name string, version int, err error) {
+	name, ver, hasVersion := strings.Cut(s, "@")
+	if !registry.ValidName(name) {
+		return "", 0, httperror.NotFound("function %q not found: function names are 1 to 63 lowercase letters, digits and dashes", name)
+	}
+	if !hasVersion || ver == "latest" {
+		return name, 0, nil
+	}
+	n, err := strconv.Atoi(ver)
+	if err != nil || n < 1 || ver != strconv.Itoa(n) {
+		return "", 0, httperror.NotFound("version %q of function %q not found: a version is a number such as @3, or @latest", ver, name)
+	}
+	return name, n, nil
+}
+
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	tooLarge := httperror.New(http.StatusRequestEntityTooLarge, "payload_too_large", "request body is larger than this function's limit of %d bytes", limit)
+	if r.ContentLength > limit {
+		return nil, tooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var maxErr *http.MaxBytesError
+	if errors.As(err, &maxErr) {
+		return nil, tooLarge
+	}
+	if err != nil {
+		return nil, httperror.BadRequest("reading the request body: %v", err)
+	}
+	return body, nil
+}
+
+// invocationError maps a sandbox failure to what the caller sees.
+func invocationError(name string, v registry.Version, err error) error {
+	var rerr *runtime.Error
+	if !errors.As(err, &rerr) {
+		return err
+	}
+	e := &httperror.Error{Status: http.StatusBadGateway, Stderr: rerr.Stderr, Cause: err}
+	switch rerr.Kind {
+	case runtime.Timeout:
+		e.Status, e.Code = http.StatusGatewayTimeout, "timeout"
+		e.Message = fmt.Sprintf("function %s did not finish within its timeout of %s", name, time.Duration(v.Spec.Timeout))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			e.Message = fmt.Sprintf("invocation of %s was cancelled", name)
+		}
+	case runtime.OutOfMemory:
+		e.Code = "out_of_memory"
+		e.Message = fmt.Sprintf("function %s %s", name, rerr.Message)
+	case runtime.BadResponse:
+		e.Code = "bad_response"
+		e.Message = fmt.Sprintf("function %s wrote an invalid CGI response: %s", name, rerr.Message)
+	default:
+		e.Code = "function_error"
+		e.Message = fmt.Sprintf("function %s %s", name, rerr.Message)
+	}
+	return e
+}
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// NewInvocationID returns a unique id that sorts by creation time: 48 bits
+// of Unix milliseconds and 80 random bits, in 26 characters of Crockford's
+// base32 (lowercase).
+func NewInvocationID() string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMilli())<<16)
+	rand.Read(b[6:])
+	return idEncoding.EncodeToString(b[:])
+}

@@ -1,0 +1,199 @@
+// Package server is Gust's composition root: it builds every part of a node
+// (store, runtime, pool, registry, gateway, API), starts them in dependency
+// order and stops them in reverse.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/gust-faas/gust/internal/api"
+	"github.com/gust-faas/gust/internal/gateway"
+	"github.com/gust-faas/gust/internal/httperror"
+	"github.com/gust-faas/gust/internal/pool"
+	"github.com/gust-faas/gust/internal/registry"
+	"github.com/gust-faas/gust/internal/runtime/wasm"
+	"github.com/gust-faas/gust/internal/store"
+)
+
+// Version is the server's version, reported by /v1/info.
+const Version = "0.1.0-dev"
+
+// Config configures a node. The zero value, with DataDir set, is usable.
+type Config struct {
+	// DataDir holds the store and the compilation cache. Required.
+	DataDir string
+	// Addr is the HTTP listen address; default 127.0.0.1:8080.
+	Addr string
+	// NATSListen opens a NATS client port on the embedded server; empty opens none.
+	NATSListen string
+	Logger     *slog.Logger
+}
+
+// Server is one Gust node.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	store    *store.Store
+	rt       *wasm.Runtime
+	pool     *pool.Pool
+	registry *registry.Registry
+	http     *http.Server
+	listener net.Listener
+
+	cancelWatch context.CancelFunc
+	served      chan error
+	stopOnce    sync.Once
+	stopErr     error
+}
+
+// New checks cfg and returns a Server that Start will start.
+func New(cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("server: a data directory is required")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:8080"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Start opens the store, catches up with the functions in it, and listens.
+// It returns once the node serves requests. If it fails, what it started is
+// stopped.
+func (s *Server) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			s.Stop(context.Background())
+		}
+	}()
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("server: data dir: %w", err)
+	}
+	s.store, err = store.Open(ctx, store.Config{
+		DataDir: filepath.Join(s.cfg.DataDir, "nats"),
+		Listen:  s.cfg.NATSListen,
+		Logger:  s.log,
+	})
+	if err != nil {
+		return err
+	}
+	s.rt, err = wasm.New(ctx, wasm.Config{CacheDir: filepath.Join(s.cfg.DataDir, "wasm-cache")})
+	if err != nil {
+		return err
+	}
+	artifacts, err := registry.OpenArtifacts(ctx, s.store)
+	if err != nil {
+		return err
+	}
+	s.pool = pool.New(s.rt, artifacts, s.log)
+	s.registry, err = registry.New(ctx, registry.Deps{Store: s.store, Artifacts: artifacts, Checker: s.pool, Logger: s.log})
+	if err != nil {
+		return err
+	}
+	s.registry.OnRemove(func(registry.Function) { s.pool.Retain(s.registry.Digests()) })
+	watchCtx, cancel := context.WithCancel(context.Background())
+	s.cancelWatch = cancel
+	if err := s.registry.Start(ctx, watchCtx); err != nil {
+		return err
+	}
+	go s.prepareAll(watchCtx)
+
+	mux := http.NewServeMux()
+	api.New(s.registry, s.log, Version).Register(mux)
+	gateway.New(s.registry, s.pool, s.log).Register(mux)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		httperror.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.Handle("GET /readyz", httperror.Handler(s.log, func(w http.ResponseWriter, r *http.Request) error {
+		if !s.registry.Ready() {
+			return httperror.New(http.StatusServiceUnavailable, "not_ready", "the function view has not caught up with the store")
+		}
+		return httperror.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	}))
+	mux.Handle("/", httperror.Handler(s.log, func(w http.ResponseWriter, r *http.Request) error {
+		return httperror.NotFound("nothing at %s: functions are at /fn/{tenant}/{name}, the API at /v1", r.URL.Path)
+	}))
+
+	s.listener, err = net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("server: listen on %s: %w", s.cfg.Addr, err)
+	}
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.served = make(chan error, 1)
+	go func() { s.served <- s.http.Serve(s.listener) }()
+	s.log.Info("gust is serving", "addr", s.Addr(), "data_dir", s.cfg.DataDir)
+	return nil
+}
+
+// prepareAll compiles every function's latest version in the background,
+// from the disk cache where it can, so first requests do not wait for it.
+func (s *Server) prepareAll(ctx context.Context) {
+	for d := range s.registry.Digests() {
+		if ctx.Err() != nil {
+			return
+		}
+		if err := s.pool.Prepare(ctx, d); err != nil && ctx.Err() == nil {
+			s.log.Warn("could not prepare artifact", "digest", d, "err", err)
+		}
+	}
+}
+
+// Addr returns the address the HTTP server listens on.
+func (s *Server) Addr() string { return s.listener.Addr().String() }
+
+// Registry returns the node's registry, for deploys made in-process.
+func (s *Server) Registry() *registry.Registry { return s.registry }
+
+// Stop stops accepting requests, waits for those in flight until ctx is
+// done (then cuts them off), and closes the pool, runtime and store. It may
+// be called more than once; later calls return the first one's result.
+func (s *Server) Stop(ctx context.Context) error {
+	s.stopOnce.Do(func() { s.stopErr = s.stop(ctx) })
+	return s.stopErr
+}
+
+func (s *Server) stop(ctx context.Context) error {
+	var errs []error
+	if s.http != nil {
+		if err := s.http.Shutdown(ctx); err != nil {
+			s.log.Warn("requests still running at the shutdown deadline were cut off", "err", err)
+			s.http.Close()
+		}
+		if err := <-s.served; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if s.cancelWatch != nil {
+		s.cancelWatch()
+	}
+	if s.pool != nil {
+		s.pool.Close()
+	}
+	if s.rt != nil {
+		errs = append(errs, s.rt.Close(context.Background()))
+	}
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	s.log.Info("gust stopped")
+	return errors.Join(errs...)
+}
