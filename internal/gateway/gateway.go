@@ -98,6 +98,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *
 		Version:      v.Number,
 	}
 	log = log.With("tenant", tenant, "function", name, "version", v.Number)
+	log.Debug("invocation started", "path", req.Path)
 	start := time.Now()
 	resp, err := g.invoker.Invoke(r.Context(), v, req, log)
 	took := time.Since(start)

@@ -21,6 +21,9 @@ func main() {
 		}
 	case "/sleep": // sleeps far past any deadline
 		time.Sleep(time.Hour)
+	case "/slow": // takes a while, then answers
+		time.Sleep(500 * time.Millisecond)
+		fmt.Print("Content-Type: text/plain\n\nslow done\n")
 	case "/oom": // allocates until memory runs out
 		for {
 			sink = append(sink, make([]byte, 1<<20))

@@ -1,0 +1,503 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gust-faas/gust/internal/runtime/wasm/wasmtest"
+	"github.com/gust-faas/gust/internal/server"
+)
+
+var (
+	guestPath  string // the misbehaving test guest, built once
+	helloWasm  []byte
+	moduleRoot string
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	if guestPath, err = wasmtest.Build(wasmtest.Guest); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	helloWasm = wasmtest.MustRead(wasmtest.Hello)
+	if moduleRoot, err = wasmtest.ModuleRoot(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
+
+// syncBuffer is a bytes.Buffer safe for the server's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// node is a server started in-process for a test.
+type node struct {
+	srv  *server.Server
+	url  string
+	logs *syncBuffer
+}
+
+func startNode(t *testing.T, dataDir string) *node {
+	t.Helper()
+	logs := &syncBuffer{}
+	srv, err := server.New(server.Config{
+		DataDir: dataDir,
+		Addr:    "127.0.0.1:0",
+		Logger:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	n := &node{srv: srv, url: "http://" + srv.Addr(), logs: logs}
+	t.Cleanup(func() { n.stop(t) })
+	return n
+}
+
+func (n *node) stop(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.srv.Stop(ctx); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+}
+
+// gust runs the gust command against n and returns its exit code and output.
+func (n *node) gust(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	args = append(args, "--server", n.url)
+	code = Run(context.Background(), args, strings.NewReader(stdin), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func (n *node) mustGust(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errOut := n.gust(t, "", args...)
+	if code != 0 {
+		t.Fatalf("gust %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   string
+	code   string // Gust's error code, if any
+	msg    string
+}
+
+func (n *node) do(t *testing.T, method, path, contentType string, body io.Reader) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, n.url+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	a := answer{status: resp.StatusCode, header: resp.Header, body: string(data)}
+	if resp.Header.Get("X-Gust-Error") != "" {
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		if err := json.Unmarshal(data, &e); err != nil {
+			t.Fatalf("%s %s: error answer is not JSON: %q", method, path, data)
+		}
+		a.code, a.msg = e.Error.Code, e.Error.Message
+	}
+	return a
+}
+
+// deployRaw sends a deploy with the given spec JSON and artifact.
+func (n *node) deployRaw(t *testing.T, name, spec string, artifact []byte) answer {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	if spec != "" {
+		mw.WriteField("spec", spec)
+	}
+	if artifact != nil {
+		w, _ := mw.CreateFormFile("artifact", "f.wasm")
+		w.Write(artifact)
+	}
+	mw.Close()
+	return n.do(t, "PUT", "/v1/functions/"+name, mw.FormDataContentType(), &buf)
+}
+
+func TestQuickStart(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	out := n.mustGust(t, "deploy", filepath.Join(moduleRoot, "examples", "echo"))
+	if !strings.Contains(out, "deployed echo version 1") {
+		t.Errorf("deploy printed %q, want it to say version 1 was deployed", out)
+	}
+	out = n.mustGust(t, "invoke", "echo", "-d", `{"a":1}`, "-H", "X-Trace: abc", "--path", "/x/y?k=v")
+	var echo struct {
+		Method, Path, Body string
+		Query              map[string][]string
+		Headers            map[string]string
+	}
+	if err := json.Unmarshal([]byte(out), &echo); err != nil {
+		t.Fatalf("invoke printed %q: %v", out, err)
+	}
+	if echo.Method != "POST" || echo.Path != "/x/y" || echo.Body != `{"a":1}` || echo.Headers["X-Trace"] != "abc" || echo.Query["k"][0] != "v" {
+		t.Errorf("echo answered %+v, want POST /x/y with the body, header and query sent", echo)
+	}
+	// The same directory again changes nothing.
+	if out := n.mustGust(t, "deploy", filepath.Join(moduleRoot, "examples", "echo")); !strings.Contains(out, "unchanged") {
+		t.Errorf("second deploy printed %q, want it to say unchanged", out)
+	}
+	if out := n.mustGust(t, "ls"); !strings.Contains(out, "echo") || !strings.Contains(out, "wasm") {
+		t.Errorf("ls printed %q, want a row for echo", out)
+	}
+	if out := n.mustGust(t, "describe", "echo"); !strings.Contains(out, "/fn/default/echo") || !strings.Contains(out, "sha256:") {
+		t.Errorf("describe printed %q, want the URL and the version's digest", out)
+	}
+	n.mustGust(t, "rm", "echo")
+	code, _, errOut := n.gust(t, "", "invoke", "echo")
+	if code != 1 || !strings.Contains(errOut, "not found") {
+		t.Errorf("invoke after rm: exit %d, stderr %q; want 1 and not found", code, errOut)
+	}
+	if out := n.mustGust(t, "ls"); !strings.Contains(out, "no functions") {
+		t.Errorf("ls after rm printed %q", out)
+	}
+}
+
+func TestInvokeHeadersAndVersions(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	n.mustGust(t, "deploy", guestPath, "--name", "guest")
+	n.mustGust(t, "deploy", wasmFile(t, helloWasm), "--name", "guest") // version 2 is hello
+	a := n.do(t, "POST", "/fn/default/guest@1/hi", "text/plain", strings.NewReader("there"))
+	if a.status != 201 || a.body != "POST /hi there" {
+		t.Errorf("guest@1 answered %d %q, want 201 from the guest", a.status, a.body)
+	}
+	if id := a.header.Get("X-Gust-Invocation-Id"); len(id) != 26 {
+		t.Errorf("X-Gust-Invocation-Id = %q, want a 26-character id", id)
+	}
+	if st := a.header.Get("Server-Timing"); !strings.HasPrefix(st, "fn;dur=") {
+		t.Errorf("Server-Timing = %q, want fn;dur=...", st)
+	}
+	for _, path := range []string{"/fn/default/guest", "/fn/default/guest@latest", "/fn/default/guest@2"} {
+		if a := n.do(t, "POST", path, "", strings.NewReader("you")); a.status != 200 || a.body != "Hello, you!\n" {
+			t.Errorf("%s answered %d %q, want hello's greeting", path, a.status, a.body)
+		}
+	}
+}
+
+func wasmFile(t *testing.T, data []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "fn.wasm")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestBadInput sends what users and hostile guests send, and checks each
+// answer names the problem while the deployed functions keep serving.
+func TestBadInput(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	n.mustGust(t, "deploy", wasmFile(t, helloWasm), "--name", "hello")
+	if a := n.deployRaw(t, "guest", `{"name":"guest","timeout":"1s","memory_mb":32}`, must(os.ReadFile(guestPath))); a.status != 201 {
+		t.Fatalf("deploy guest: %d %s", a.status, a.body)
+	}
+	big := bytes.Repeat([]byte("x"), 6<<20+1)
+	hugeArtifact := append([]byte("\x00asm\x01\x00\x00\x00"), make([]byte, 64<<20)...)
+	tests := []struct {
+		name   string
+		send   func() answer
+		status int
+		code   string
+		msg    string
+	}{
+		{"invalid name", func() answer { return n.deployRaw(t, "Bad_Name", `{}`, helloWasm) }, 400, "bad_request", "invalid"},
+		{"malformed spec", func() answer { return n.deployRaw(t, "x", `{"name":`, helloWasm) }, 400, "bad_request", "not valid JSON"},
+		{"unknown spec field", func() answer { return n.deployRaw(t, "x", `{"memroy_mb":64}`, helloWasm) }, 400, "bad_request", "memroy_mb"},
+		{"memory out of range", func() answer { return n.deployRaw(t, "x", `{"memory_mb":99999}`, helloWasm) }, 400, "bad_request", "memory_mb"},
+		{"timeout too long", func() answer { return n.deployRaw(t, "x", `{"timeout":"16m"}`, helloWasm) }, 400, "bad_request", "timeout"},
+		{"name mismatch", func() answer { return n.deployRaw(t, "x", `{"name":"y"}`, helloWasm) }, 400, "bad_request", "URL names"},
+		{"missing artifact", func() answer { return n.deployRaw(t, "x", `{}`, nil) }, 400, "bad_request", "artifact"},
+		{"empty artifact", func() answer { return n.deployRaw(t, "x", `{}`, []byte{}) }, 400, "bad_request", "empty"},
+		{"not wasm", func() answer { return n.deployRaw(t, "x", `{}`, []byte("#!/bin/sh\n")) }, 422, "bad_artifact", "not a WebAssembly module"},
+		{"memory below module minimum", func() answer { return n.deployRaw(t, "x", `{"memory_mb":16}`, append([]byte(nil), helloWasm...)) }, 201, "", ""},
+		{"oversized artifact", func() answer { return n.deployRaw(t, "x", `{}`, hugeArtifact) }, 413, "payload_too_large", "64 MiB"},
+		{"not multipart", func() answer { return n.do(t, "PUT", "/v1/functions/x", "application/json", strings.NewReader(`{}`)) }, 415, "unsupported_media_type", "multipart"},
+		{"unknown function", func() answer { return n.do(t, "GET", "/fn/default/nope", "", nil) }, 404, "not_found", `"nope" not found`},
+		{"unknown tenant", func() answer { return n.do(t, "GET", "/fn/other/hello", "", nil) }, 404, "not_found", "not found"},
+		{"unknown version", func() answer { return n.do(t, "GET", "/fn/default/hello@7", "", nil) }, 404, "not_found", "no version 7"},
+		{"bad version", func() answer { return n.do(t, "GET", "/fn/default/hello@x1", "", nil) }, 404, "not_found", "a version is a number"},
+		{"unknown API function", func() answer { return n.do(t, "GET", "/v1/functions/nope", "", nil) }, 404, "not_found", "nope"},
+		{"unknown API path", func() answer { return n.do(t, "GET", "/v1/nothing", "", nil) }, 404, "not_found", "no API endpoint"},
+		{"wrong method on list", func() answer { return n.do(t, "DELETE", "/v1/functions", "", nil) }, 405, "method_not_allowed", "DELETE"},
+		{"wrong method on function", func() answer { return n.do(t, "PATCH", "/v1/functions/hello", "", nil) }, 405, "method_not_allowed", "PATCH"},
+		{"body too large", func() answer { return n.do(t, "POST", "/fn/default/hello", "", bytes.NewReader(big)) }, 413, "payload_too_large", "6291456"},
+		{"guest loops forever", func() answer { return n.do(t, "GET", "/fn/default/guest/loop", "", nil) }, 504, "timeout", "timeout of 1s"},
+		{"guest sleeps forever", func() answer { return n.do(t, "GET", "/fn/default/guest/sleep", "", nil) }, 504, "timeout", "timeout of 1s"},
+		{"guest grows memory past its limit", func() answer { return n.do(t, "GET", "/fn/default/guest/oom", "", nil) }, 502, "out_of_memory", "32 MiB"},
+		{"guest panics", func() answer { return n.do(t, "GET", "/fn/default/guest/panic", "", nil) }, 502, "function_error", "exited with code 2"},
+		{"guest writes no CGI", func() answer { return n.do(t, "POST", "/fn/default/guest/raw", "", strings.NewReader("just text")) }, 502, "bad_response", "no blank line"},
+		{"guest injects a header", func() answer {
+			return n.do(t, "POST", "/fn/default/guest/raw", "", strings.NewReader("X-A: b\rSet-Cookie: evil=1\n\nbody"))
+		}, 502, "bad_response", "control character"},
+		{"guest sends a bad status", func() answer {
+			return n.do(t, "POST", "/fn/default/guest/raw", "", strings.NewReader("Status: 7000\n\n"))
+		}, 502, "bad_response", "Status"},
+		{"guest sends huge headers", func() answer {
+			return n.do(t, "POST", "/fn/default/guest/raw", "", strings.NewReader("X-A: "+strings.Repeat("a", 70<<10)+"\n\n"))
+		}, 502, "bad_response", "longer than"},
+		{"guest writes too much", func() answer { return n.do(t, "GET", "/fn/default/guest/huge-output", "", nil) }, 502, "bad_response", "larger than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := tt.send()
+			if a.status != tt.status || a.code != tt.code || !strings.Contains(a.msg, tt.msg) {
+				t.Errorf("got %d %s %q, want %d %s with a message containing %q", a.status, a.code, a.msg, tt.status, tt.code, tt.msg)
+			}
+			if a := n.do(t, "POST", "/fn/default/hello", "", strings.NewReader("still")); a.status != 200 || a.body != "Hello, still!\n" {
+				t.Errorf("after %s, hello answered %d %q", tt.name, a.status, a.body)
+			}
+		})
+	}
+	if a := n.do(t, "GET", "/fn/default/guest/panic", "", nil); !strings.Contains(a.body, "guest panicked on purpose") {
+		t.Errorf("function_error body %q lacks the guest's stderr", a.body)
+	}
+	if !strings.Contains(n.logs.String(), "guest panicked on purpose") {
+		t.Errorf("server log lacks the guest's stderr line")
+	}
+}
+
+func TestFailedDeployKeepsPreviousVersion(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	n.mustGust(t, "deploy", wasmFile(t, helloWasm), "--name", "keep")
+	for _, artifact := range [][]byte{[]byte("not wasm"), []byte("\x00asm\x01\x00\x00\x00")} {
+		if a := n.deployRaw(t, "keep", `{}`, artifact); a.status != 422 {
+			t.Errorf("bad deploy answered %d %s, want 422", a.status, a.body)
+		}
+	}
+	var f struct{ Latest int }
+	a := n.do(t, "GET", "/v1/functions/keep", "", nil)
+	if err := json.Unmarshal([]byte(a.body), &f); err != nil || f.Latest != 1 {
+		t.Errorf("after failed deploys, latest = %d (%v), want 1", f.Latest, err)
+	}
+	if a := n.do(t, "POST", "/fn/default/keep", "", strings.NewReader("x")); a.body != "Hello, x!\n" {
+		t.Errorf("after failed deploys, keep answered %q", a.body)
+	}
+}
+
+func TestBadSpecFile(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	tests := []struct{ yaml, msg string }{
+		{"name: [unclosed", "not valid YAML"},
+		{"name: x\nmemroy_mb: 64\n", "memroy_mb"},
+		{"name: x\nmemory_mb: 1\n", "memory_mb 1 is out of range"},
+		{"name: x\ntimeout: soon\n", "not a duration"},
+	}
+	for _, tt := range tests {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "fn.wasm"), helloWasm, 0o644)
+		os.WriteFile(filepath.Join(dir, "gust.yaml"), []byte(tt.yaml), 0o644)
+		code, _, errOut := n.gust(t, "", "deploy", filepath.Join(dir, "fn.wasm"))
+		if code != 1 || !strings.Contains(errOut, tt.msg) {
+			t.Errorf("deploy with gust.yaml %q: exit %d, stderr %q; want 1 and %q", tt.yaml, code, errOut, tt.msg)
+		}
+	}
+}
+
+func TestRestartKeepsFunctionsWithoutRecompiling(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir)
+	n.mustGust(t, "deploy", guestPath, "--name", "guest")
+	if a := n.do(t, "GET", "/fn/default/guest/a", "", nil); a.status != 201 {
+		t.Fatalf("before restart: %d %s", a.status, a.body)
+	}
+	n.stop(t)
+	cache := filepath.Join(dir, "wasm-cache")
+	before := listFiles(t, cache)
+	if len(before) == 0 {
+		t.Fatal("no compiled code in the cache after a deploy")
+	}
+
+	n = startNode(t, dir)
+	if a := n.do(t, "GET", "/fn/default/guest/b", "", nil); a.status != 201 || a.body != "GET /b " {
+		t.Fatalf("after restart: %d %q", a.status, a.body)
+	}
+	if after := listFiles(t, cache); !slices.Equal(before, after) {
+		t.Errorf("cache changed across the restart: before %v, after %v: the module was compiled again", before, after)
+	}
+	if out := n.mustGust(t, "ls"); !strings.Contains(out, "guest") {
+		t.Errorf("ls after restart printed %q", out)
+	}
+}
+
+// listFiles returns every file under dir with its size and modification time.
+func listFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			info, _ := d.Info()
+			out = append(out, fmt.Sprintf("%s %d %d", path, info.Size(), info.ModTime().UnixNano()))
+		}
+		return nil
+	})
+	return out
+}
+
+func TestGracefulShutdownFinishesRequests(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	n.mustGust(t, "deploy", guestPath, "--name", "guest")
+	done := make(chan answer, 1)
+	conn, err := net.Dial("tcp", n.srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET /fn/default/guest/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	go func() {
+		resp, err := http.ReadResponse(bufioReader(conn), nil)
+		if err != nil {
+			done <- answer{body: err.Error()}
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		done <- answer{status: resp.StatusCode, body: string(body)}
+	}()
+	waitFor(t, func() bool { return strings.Contains(n.logs.String(), "invocation started") })
+	n.stop(t)
+	if a := <-done; a.status != 200 || a.body != "slow done\n" {
+		t.Errorf("request in flight at shutdown got %d %q, want its 200 answer\n%s", a.status, a.body, n.logs.String())
+	}
+}
+
+func TestServerCommandDemo(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- Run(ctx, []string{"server", "--demo", "--addr", addr, "--data-dir", t.TempDir()}, nil, io.Discard, &logs)
+	}()
+	deadline := time.Now().Add(3 * time.Minute)
+	var body string
+	for time.Now().Before(deadline) {
+		resp, err := http.Post("http://"+addr+"/fn/default/echo", "text/plain", strings.NewReader("demo"))
+		if err == nil {
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				body = string(data)
+				break
+			}
+		}
+		select {
+		case code := <-exited:
+			t.Fatalf("server exited with %d before serving the demo:\n%s", code, logs.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if !strings.Contains(body, `"body": "demo"`) {
+		t.Fatalf("demo echo answered %q\n%s", body, logs.String())
+	}
+	resp, err := http.Post("http://"+addr+"/fn/default/hello", "text/plain", strings.NewReader("world"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(data) != "Hello, world!\n" {
+		t.Errorf("demo hello answered %q", data)
+	}
+	cancel()
+	if code := <-exited; code != 0 {
+		t.Errorf("server exited with %d after its context ended, want 0\n%s", code, logs.String())
+	}
+}
+
+func TestCLIErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"invoke"}, 2, "usage: gust invoke"},
+		{[]string{"ls", "extra"}, 2, "takes no arguments"},
+		{[]string{"ls", "--server", "ftp://x"}, 2, "not an http"},
+		{[]string{"ls", "--server", "http://127.0.0.1:1"}, 1, "cannot reach the Gust server"},
+		{[]string{"deploy", "/does/not/exist"}, 1, "no such file"},
+		{[]string{"server", "--log-level", "loud"}, 2, "--log-level"},
+	}
+	for _, tt := range tests {
+		var out, errOut bytes.Buffer
+		code := Run(context.Background(), tt.args, nil, &out, &errOut)
+		if code != tt.code || !strings.Contains(errOut.String(), tt.msg) {
+			t.Errorf("gust %s: exit %d, stderr %q; want %d and %q", strings.Join(tt.args, " "), code, errOut.String(), tt.code, tt.msg)
+		}
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 30 seconds.
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 30s")
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }

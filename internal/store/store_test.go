@@ -1,0 +1,530 @@
+package store_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gust-faas/gust/internal/store"
+)
+
+// openStore starts a real embedded server on dir and closes it when the test
+// ends (Close may be called twice, so tests may also close it themselves).
+func openStore(t *testing.T, cfg store.Config) *store.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Open(%+v) error = %v, want nil", cfg, err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close() = %v, want nil", err)
+		}
+	})
+	return s
+}
+
+func openKV(t *testing.T, s *store.Store, bucket string) *store.KV {
+	t.Helper()
+	kv, err := s.KV(t.Context(), bucket)
+	if err != nil {
+		t.Fatalf("KV(%q) error = %v, want nil", bucket, err)
+	}
+	return kv
+}
+
+func openObjects(t *testing.T, s *store.Store, bucket string) *store.Objects {
+	t.Helper()
+	obs, err := s.Objects(t.Context(), bucket)
+	if err != nil {
+		t.Fatalf("Objects(%q) error = %v, want nil", bucket, err)
+	}
+	return obs
+}
+
+func TestOpenRefusesBadConfig(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  store.Config
+	}{
+		{"no data dir", store.Config{}},
+		{"listen without port", store.Config{DataDir: "x", Listen: "127.0.0.1"}},
+		{"listen with named port", store.Config{DataDir: "x", Listen: "127.0.0.1:nats"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			if cfg.DataDir != "" {
+				cfg.DataDir = t.TempDir()
+			}
+			s, err := store.Open(t.Context(), cfg)
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open(%+v) error = nil, want an error", cfg)
+			}
+		})
+	}
+}
+
+func TestCloseTwice(t *testing.T) {
+	s := openStore(t, store.Config{DataDir: t.TempDir()})
+	for i := range 2 {
+		if err := s.Close(); err != nil {
+			t.Fatalf("Close() #%d = %v, want nil", i+1, err)
+		}
+	}
+}
+
+func TestDataSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	ctx := t.Context()
+	blob := randomBytes(t, 64<<10)
+
+	s := openStore(t, store.Config{DataDir: dir})
+	kv := openKV(t, s, "survive")
+	rev, err := kv.Create(ctx, "k", []byte("v1"))
+	if err != nil {
+		t.Fatalf("Create(k) error = %v", err)
+	}
+	rev, err = kv.Update(ctx, "k", []byte("v2"), rev)
+	if err != nil {
+		t.Fatalf("Update(k) error = %v", err)
+	}
+	if err := openObjects(t, s, "survive_obj").Put(ctx, "blob", blob); err != nil {
+		t.Fatalf("Put(blob) error = %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close() = %v, want nil", err)
+	}
+
+	s = openStore(t, store.Config{DataDir: dir})
+	got, err := openKV(t, s, "survive").Get(ctx, "k")
+	if err != nil {
+		t.Fatalf("after reopen, Get(k) error = %v, want nil", err)
+	}
+	if string(got.Value) != "v2" || got.Revision != rev {
+		t.Errorf("after reopen, Get(k) = %q at revision %d, want %q at revision %d", got.Value, got.Revision, "v2", rev)
+	}
+	data, err := openObjects(t, s, "survive_obj").Get(ctx, "blob")
+	if err != nil {
+		t.Fatalf("after reopen, object Get(blob) error = %v, want nil", err)
+	}
+	if !bytes.Equal(data, blob) {
+		t.Errorf("after reopen, object Get(blob) = %d bytes that differ from the %d put", len(data), len(blob))
+	}
+}
+
+// TestOpenDoesNotListen runs without t.Parallel so that no other test opens a
+// socket while it compares this process's listening sockets.
+func TestOpenDoesNotListen(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads the process's sockets from /proc")
+	}
+	// Make sure NATS's default port is taken, by us or by whatever already
+	// holds it: a store that tried to listen there would fail to start.
+	if l, err := net.Listen("tcp", "127.0.0.1:4222"); err == nil {
+		defer l.Close()
+	}
+	before := listeningSockets(t)
+	s := openStore(t, store.Config{DataDir: t.TempDir()})
+	after := listeningSockets(t)
+	if !slices.Equal(before, after) {
+		t.Errorf("listening sockets of this process: before Open %v, after %v; want no new one", before, after)
+	}
+	kv := openKV(t, s, "quiet")
+	if _, err := kv.Create(t.Context(), "k", []byte("v")); err != nil {
+		t.Errorf("Create(k) on a store that does not listen: error = %v, want nil", err)
+	}
+}
+
+func TestOpenListens(t *testing.T) {
+	addr := freeAddr(t)
+	s := openStore(t, store.Config{DataDir: t.TempDir(), Listen: addr})
+
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("Dial(%s) with Listen %q: %v, want a connection", addr, addr, err)
+	}
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	conn.Close()
+	if err != nil || !strings.HasPrefix(line, "INFO ") {
+		t.Errorf("first line from %s = %q, %v; want a NATS INFO line", addr, line, err)
+	}
+
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close() = %v, want nil", err)
+	}
+	if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		conn.Close()
+		t.Errorf("Dial(%s) after Close succeeded, want the port closed", addr)
+	}
+}
+
+func TestOpenListenPortTaken(t *testing.T) {
+//	//t.Skip("bug: store.Open waits the whole deadline (10s without one) when the Listen port is taken, " +
+//		"then says only \"did not become ready\"; see report")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	addr := l.Addr().String()
+
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir(), Listen: addr})
+	elapsed := time.Since(start)
+	if err == nil {
+		s.Close()
+		t.Fatalf("Open with Listen %s already taken: error = nil, want one", addr)
+	}
+	if !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("Open with Listen %s already taken: error = %q, want it to give the cause", addr, err)
+	}
+	if elapsed > 2*time.Second {
+		t.Errorf("Open with Listen %s already taken returned after %v, want it to fail at once", addr, elapsed)
+	}
+}
+
+func TestKVErrors(t *testing.T) {
+	s := openStore(t, store.Config{DataDir: t.TempDir()})
+	kv := openKV(t, s, "errors")
+	tests := []struct {
+		name string
+		// do runs against a fresh key that holds "v" at revision rev.
+		do   func(ctx context.Context, key string, rev uint64) error
+		want error
+	}{
+		{"create existing", func(ctx context.Context, key string, rev uint64) error {
+			_, err := kv.Create(ctx, key, []byte("again"))
+			return err
+		}, store.ErrConflict},
+		{"update with stale revision", func(ctx context.Context, key string, rev uint64) error {
+			if _, err := kv.Update(ctx, key, []byte("v2"), rev); err != nil {
+				return fmt.Errorf("first update: %w", err)
+			}
+			_, err := kv.Update(ctx, key, []byte("v3"), rev)
+			return err
+		}, store.ErrConflict},
+		{"update with future revision", func(ctx context.Context, key string, rev uint64) error {
+			_, err := kv.Update(ctx, key, []byte("v2"), rev+1000)
+			return err
+		}, store.ErrConflict},
+		{"delete with stale revision", func(ctx context.Context, key string, rev uint64) error {
+			if _, err := kv.Update(ctx, key, []byte("v2"), rev); err != nil {
+				return fmt.Errorf("update: %w", err)
+			}
+			return kv.Delete(ctx, key, rev)
+		}, store.ErrConflict},
+		{"get missing", func(ctx context.Context, key string, rev uint64) error {
+			_, err := kv.Get(ctx, key+"-missing")
+			return err
+		}, store.ErrNotFound},
+		{"get deleted", func(ctx context.Context, key string, rev uint64) error {
+			if err := kv.Delete(ctx, key, rev); err != nil {
+				return fmt.Errorf("delete: %w", err)
+			}
+			_, err := kv.Get(ctx, key)
+			return err
+		}, store.ErrNotFound},
+		{"create after delete", func(ctx context.Context, key string, rev uint64) error {
+			if err := kv.Delete(ctx, key, rev); err != nil {
+				return fmt.Errorf("delete: %w", err)
+			}
+			if _, err := kv.Create(ctx, key, []byte("again")); err != nil {
+				return fmt.Errorf("create: %w", err)
+			}
+			e, err := kv.Get(ctx, key)
+			if err == nil && string(e.Value) != "again" {
+				return fmt.Errorf("get = %q, want %q", e.Value, "again")
+			}
+			return err
+		}, nil},
+		{"update with current revision", func(ctx context.Context, key string, rev uint64) error {
+			rev2, err := kv.Update(ctx, key, []byte("v2"), rev)
+			if err != nil {
+				return err
+			}
+			if rev2 <= rev {
+				return fmt.Errorf("update returned revision %d, want more than %d", rev2, rev)
+			}
+			e, err := kv.Get(ctx, key)
+			if err == nil && (string(e.Value) != "v2" || e.Revision != rev2) {
+				return fmt.Errorf("get = %q at %d, want %q at %d", e.Value, e.Revision, "v2", rev2)
+			}
+			return err
+		}, nil},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := t.Context()
+			key := fmt.Sprintf("key%d", i)
+			rev, err := kv.Create(ctx, key, []byte("v"))
+			if err != nil {
+				t.Fatalf("Create(%s) error = %v, want nil", key, err)
+			}
+			err = tt.do(ctx, key, rev)
+			if tt.want == nil && err != nil {
+				t.Errorf("error = %v, want nil", err)
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("error = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestKVHammer increments one counter from many goroutines with
+// read-modify-write and retry on ErrConflict: no increment may be lost.
+func TestKVHammer(t *testing.T) {
+	s := openStore(t, store.Config{DataDir: t.TempDir()})
+	kv := openKV(t, s, "hammer")
+	ctx := t.Context()
+	if _, err := kv.Create(ctx, "n", []byte("0")); err != nil {
+		t.Fatalf("Create(n) error = %v", err)
+	}
+	const workers, each = 16, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for range workers {
+		wg.Go(func() {
+			for range each {
+				for {
+					e, err := kv.Get(ctx, "n")
+					if err != nil {
+						errs <- err
+						return
+					}
+					n, err := strconv.Atoi(string(e.Value))
+					if err != nil {
+						errs <- err
+						return
+					}
+					_, err = kv.Update(ctx, "n", []byte(fmt.Sprint(n+1)), e.Revision)
+					if errors.Is(err, store.ErrConflict) {
+						continue
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+					break
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("increment: %v", err)
+	}
+	e, err := kv.Get(ctx, "n")
+	if err != nil {
+		t.Fatalf("Get(n) error = %v", err)
+	}
+	if got, want := string(e.Value), fmt.Sprint(workers*each); got != want {
+		t.Errorf("counter = %s, want %s", got, want)
+	}
+}
+
+// event is what a watch delivered: an entry, or synced.
+type event struct {
+	store.Entry
+	synced bool
+}
+
+func (e event) String() string {
+	if e.synced {
+		return "synced"
+	}
+	return fmt.Sprintf("%s=%q deleted=%v", e.Key, e.Value, e.Deleted)
+}
+
+func TestKVWatch(t *testing.T) {
+	s := openStore(t, store.Config{DataDir: t.TempDir()})
+	kv := openKV(t, s, "watch")
+	ctx := t.Context()
+
+	revA, err := kv.Create(ctx, "a", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, "b", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+
+	events := make(chan event, 100)
+	watchCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	err = kv.Watch(watchCtx,
+		func(e store.Entry) { events <- event{Entry: e} },
+		func() { events <- event{synced: true} })
+	if err != nil {
+		t.Fatalf("Watch() error = %v, want nil", err)
+	}
+
+	want := []string{`a="1" deleted=false`, `b="2" deleted=false`, "synced"}
+	got := nextEvents(t, events, len(want))
+	if !slices.Equal(got, want) {
+		t.Fatalf("events before changes = %q, want %q", got, want)
+	}
+
+	revA, err = kv.Update(ctx, "a", []byte("3"), revA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, "c", []byte("4")); err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "b", e.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, "a", revA); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{`a="3" deleted=false`, `c="4" deleted=false`, `b="" deleted=true`, `a="" deleted=true`}
+	got = nextEvents(t, events, len(want))
+	if !slices.Equal(got, want) {
+		t.Errorf("events after changes = %q, want %q", got, want)
+	}
+}
+
+func TestKVWatchEmptyBucketSyncs(t *testing.T) {
+	s := openStore(t, store.Config{DataDir: t.TempDir()})
+	kv := openKV(t, s, "empty")
+	events := make(chan event, 10)
+	err := kv.Watch(t.Context(),
+		func(e store.Entry) { events <- event{Entry: e} },
+		func() { events <- event{synced: true} })
+	if err != nil {
+		t.Fatalf("Watch() error = %v, want nil", err)
+	}
+	if got, want := nextEvents(t, events, 1), []string{"synced"}; !slices.Equal(got, want) {
+		t.Errorf("events on an empty bucket = %q, want %q", got, want)
+	}
+}
+
+func nextEvents(t *testing.T, events <-chan event, n int) []string {
+	t.Helper()
+	var got []string
+	deadline := time.After(5 * time.Second)
+	for len(got) < n {
+		select {
+		case e := <-events:
+			got = append(got, e.String())
+		case <-deadline:
+			t.Fatalf("after 5s got events %q, want %d events", got, n)
+		}
+	}
+	return got
+}
+
+func TestObjects(t *testing.T) {
+	s := openStore(t, store.Config{DataDir: t.TempDir()})
+	obs := openObjects(t, s, "objects")
+	ctx := t.Context()
+	blob := randomBytes(t, 3<<20)
+
+	if has, err := obs.Has(ctx, "big"); err != nil || has {
+		t.Errorf("Has(big) before Put = %v, %v; want false, nil", has, err)
+	}
+	if err := obs.Put(ctx, "big", blob); err != nil {
+		t.Fatalf("Put(big, 3 MiB) error = %v, want nil", err)
+	}
+	if has, err := obs.Has(ctx, "big"); err != nil || !has {
+		t.Errorf("Has(big) after Put = %v, %v; want true, nil", has, err)
+	}
+	got, err := obs.Get(ctx, "big")
+	if err != nil {
+		t.Fatalf("Get(big) error = %v, want nil", err)
+	}
+	if !bytes.Equal(got, blob) {
+		t.Errorf("Get(big) = %d bytes that differ from the %d put", len(got), len(blob))
+	}
+
+	if _, err := obs.Get(ctx, "missing"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get(missing) error = %v, want %v", err, store.ErrNotFound)
+	}
+
+	// Putting again under the same name replaces the object.
+	if err := obs.Put(ctx, "big", []byte("small")); err != nil {
+		t.Fatalf("Put(big) again error = %v, want nil", err)
+	}
+	if got, err := obs.Get(ctx, "big"); err != nil || string(got) != "small" {
+		t.Errorf("Get(big) after replacing = %d bytes, %v; want %q", len(got), err, "small")
+	}
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// listeningSockets returns the local addresses of the TCP sockets this
+// process is listening on, sorted.
+func listeningSockets(t *testing.T) []string {
+	t.Helper()
+	inodes := map[string]bool{}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skipf("cannot list this process's files: %v", err)
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(link, "socket:[") {
+			inodes[strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]")] = true
+		}
+	}
+	var out []string
+	for _, table := range []string{"/proc/self/net/tcp", "/proc/self/net/tcp6"} {
+		data, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n")[1:] {
+			f := strings.Fields(line)
+			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+			const listen = "0A"
+			if len(f) >= 10 && f[3] == listen && inodes[f[9]] {
+				out = append(out, f[1])
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
