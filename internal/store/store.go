@@ -77,15 +77,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	srv.SetLoggerV2(natsLogger{log}, false, false, false)
+	logger := natsLogger{log: log, fatal: make(chan string, 1)}
+	srv.SetLoggerV2(logger, false, false, false)
 	srv.Start()
-	deadline := 10 * time.Second
-	if d, ok := ctx.Deadline(); ok {
-		deadline = time.Until(d)
-	}
-	if !srv.ReadyForConnections(deadline) {
+	if err := waitReady(ctx, srv, logger.fatal); err != nil {
 		srv.Shutdown()
-		return nil, errors.New("store: embedded NATS server did not become ready")
+		return nil, err
 	}
 	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("gust"))
 	if err != nil {
@@ -143,9 +140,33 @@ func (s *Store) Objects(ctx context.Context, bucket string) (*Objects, error) {
 	return &Objects{obs: obs}, nil
 }
 
+// waitReady waits until srv accepts connections, fails with the server's own
+// words if it reports a fatal error (such as a port in use), and gives up
+// when ctx is done or after ten seconds.
+func waitReady(ctx context.Context, srv *server.Server, fatal <-chan string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for !srv.ReadyForConnections(20 * time.Millisecond) {
+		select {
+		case msg := <-fatal:
+			return fmt.Errorf("store: embedded NATS server: %s", msg)
+		case <-ctx.Done():
+			return fmt.Errorf("store: embedded NATS server not ready: %w", ctx.Err())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return errors.New("store: embedded NATS server did not become ready within 10s")
+		}
+	}
+	return nil
+}
+
 // natsLogger sends the NATS server's log to slog: notices at debug level, since
-// the server is an implementation detail of Gust.
-type natsLogger struct{ log *slog.Logger }
+// the server is an implementation detail of Gust. The first fatal error is
+// also sent on fatal, so that Open can report it.
+type natsLogger struct {
+	log   *slog.Logger
+	fatal chan string
+}
 
 func (l natsLogger) Noticef(format string, v ...any) {
 	l.log.Debug(fmt.Sprintf(format, v...), "component", "nats")
@@ -154,7 +175,12 @@ func (l natsLogger) Warnf(format string, v ...any) {
 	l.log.Warn(fmt.Sprintf(format, v...), "component", "nats")
 }
 func (l natsLogger) Fatalf(format string, v ...any) {
-	l.log.Error(fmt.Sprintf(format, v...), "component", "nats")
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error(msg, "component", "nats")
+	select {
+	case l.fatal <- msg:
+	default:
+	}
 }
 func (l natsLogger) Errorf(format string, v ...any) {
 	l.log.Error(fmt.Sprintf(format, v...), "component", "nats")
