@@ -176,9 +176,9 @@ func TestOpenListens(t *testing.T) {
 	}
 }
 
+// TestOpenListenPortTaken: Open must fail at once, with the cause, when the
+// Listen port is taken, rather than wait out its deadline.
 func TestOpenListenPortTaken(t *testing.T) {
-//	//t.Skip("bug: store.Open waits the whole deadline (10s without one) when the Listen port is taken, " +
-//		"then says only \"did not become ready\"; see report")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

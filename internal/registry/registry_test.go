@@ -1,0 +1,644 @@
+package registry_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gust-faas/gust/internal/registry"
+	"github.com/gust-faas/gust/internal/store"
+)
+
+// errNotOK is what okChecker returns for an artifact it refuses.
+var errNotOK = errors.New("artifact does not start with \"ok\"")
+
+// checkFunc adapts a function to registry.Checker. The real checker compiles
+// WebAssembly and is tested with the runtime; here the seam is a function.
+type checkFunc func(ctx context.Context, spec registry.Spec, digest string, artifact []byte) error
+
+func (f checkFunc) Check(ctx context.Context, spec registry.Spec, digest string, artifact []byte) error {
+	return f(ctx, spec, digest, artifact)
+}
+
+// okChecker accepts artifacts that start with "ok" and counts its calls.
+type okChecker struct{ calls atomic.Int64 }
+
+func (c *okChecker) Check(ctx context.Context, spec registry.Spec, digest string, artifact []byte) error {
+	c.calls.Add(1)
+	if digest != registry.Digest(artifact) {
+		return fmt.Errorf("Check got digest %s, want %s", digest, registry.Digest(artifact))
+	}
+	if !bytes.HasPrefix(artifact, []byte("ok")) {
+		return errNotOK
+	}
+	return nil
+}
+
+var _ registry.Checker = checkFunc(nil)
+var _ registry.Checker = (*okChecker)(nil)
+
+// openRegistryStore starts a real embedded NATS store on dir and closes it
+// when the test ends.
+func openRegistryStore(t *testing.T, dir string) *store.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, store.Config{DataDir: dir})
+	if err != nil {
+		t.Fatalf("store.Open(%s) error = %v", dir, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+type node struct {
+	reg       *registry.Registry
+	artifacts *registry.Artifacts
+	checker   *okChecker
+	stop      context.CancelFunc // stops the registry's watch
+	mu        sync.Mutex
+	removed   []string // names passed to OnRemove
+}
+
+func (n *node) removedNames() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.removed)
+}
+
+// startNode builds a registry on s, as one Gust node would, and starts it.
+// Its watch stops when the test ends, before the store closes.
+func startNode(t *testing.T, s *store.Store) *node {
+	t.Helper()
+	ctx := t.Context()
+	arts, err := registry.OpenArtifacts(ctx, s)
+	if err != nil {
+		t.Fatalf("OpenArtifacts() error = %v", err)
+	}
+	n := &node{artifacts: arts, checker: &okChecker{}}
+	n.reg, err = registry.New(ctx, registry.Deps{Store: s, Artifacts: arts, Checker: n.checker})
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	n.reg.OnRemove(func(f registry.Function) {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		n.removed = append(n.removed, f.Tenant+"/"+f.Name)
+	})
+	if n.reg.Ready() {
+		t.Errorf("Ready() before Start = true, want false")
+	}
+	watchCtx, stop := context.WithCancel(context.Background())
+	n.stop = stop
+	t.Cleanup(stop)
+	startCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := n.reg.Start(startCtx, watchCtx); err != nil {
+		t.Fatalf("Start() error = %v", err)
+	}
+	if !n.reg.Ready() {
+		t.Errorf("Ready() after Start = false, want true")
+	}
+	return n
+}
+
+func deploy(t *testing.T, r *registry.Registry, tenant, name, artifact string) registry.DeployResult {
+	t.Helper()
+	res, err := r.Deploy(t.Context(), tenant, registry.Spec{Name: name}, []byte(artifact))
+	if err != nil {
+		t.Fatalf("Deploy(%s, %s, %q) error = %v, want nil", tenant, name, artifact, err)
+	}
+	return res
+}
+
+// eventually polls cond until it holds or five seconds pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5s, still not: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestNewRequiresDeps(t *testing.T) {
+	s := openRegistryStore(t, t.TempDir())
+	arts, err := registry.OpenArtifacts(t.Context(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		deps registry.Deps
+	}{
+		{"no store", registry.Deps{Artifacts: arts, Checker: &okChecker{}}},
+		{"no artifacts", registry.Deps{Store: s, Checker: &okChecker{}}},
+		{"no checker", registry.Deps{Store: s, Artifacts: arts}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := registry.New(t.Context(), tt.deps); err == nil {
+				t.Errorf("New(%s) error = nil, want one", tt.name)
+			}
+		})
+	}
+}
+
+func TestDeployAddsVersions(t *testing.T) {
+	n := startNode(t, openRegistryStore(t, t.TempDir()))
+	tenant := registry.DefaultTenant
+
+	res := deploy(t, n.reg, tenant, "hello", "ok-1")
+	if !res.Created || res.Version.Number != 1 || res.Function.Latest != 1 {
+		t.Errorf("first deploy: Created %v, version %d, latest %d; want true, 1, 1",
+			res.Created, res.Version.Number, res.Function.Latest)
+	}
+	if got, want := res.Version.Digest, registry.Digest([]byte("ok-1")); got != want {
+		t.Errorf("first deploy: digest %s, want %s", got, want)
+	}
+	if res.Version.Size != int64(len("ok-1")) {
+		t.Errorf("first deploy: size %d, want %d", res.Version.Size, len("ok-1"))
+	}
+	if want := (registry.Spec{Name: "hello"}).WithDefaults(); !specEqual(res.Version.Spec, want) {
+		t.Errorf("first deploy: spec %+v, want the defaults %+v", res.Version.Spec, want)
+	}
+
+	res = deploy(t, n.reg, tenant, "hello", "ok-2")
+	if !res.Created || res.Version.Number != 2 || res.Function.Latest != 2 {
+		t.Errorf("second deploy: Created %v, version %d, latest %d; want true, 2, 2",
+			res.Created, res.Version.Number, res.Function.Latest)
+	}
+
+	f, ok := n.reg.Get(tenant, "hello")
+	if !ok {
+		t.Fatalf("Get(hello) after deploys: missing")
+	}
+	if f.Tenant != tenant || f.Name != "hello" || f.Latest != 2 || len(f.Versions) != 2 {
+		t.Fatalf("Get(hello) = %s/%s latest %d with %d versions, want %s/hello latest 2 with 2",
+			f.Tenant, f.Name, f.Latest, len(f.Versions), tenant)
+	}
+	for _, tt := range []struct {
+		n        int
+		artifact string
+	}{{1, "ok-1"}, {2, "ok-2"}, {0, "ok-2"}} {
+		v, ok := f.Version(tt.n)
+		if want := registry.Digest([]byte(tt.artifact)); !ok || v.Digest != want {
+			t.Errorf("Version(%d) = %s, %v; want %s, true", tt.n, v.Digest, ok, want)
+		}
+	}
+	if _, ok := f.Version(3); ok {
+		t.Errorf("Version(3) found, want none")
+	}
+	if f.Updated.Before(f.Created) {
+		t.Errorf("Updated %v is before Created %v", f.Updated, f.Created)
+	}
+	digests := n.reg.Digests()
+	for _, a := range []string{"ok-1", "ok-2"} {
+		if !digests[registry.Digest([]byte(a))] {
+			t.Errorf("Digests() = %v, want it to hold the digest of %q", digests, a)
+		}
+	}
+}
+
+func specEqual(a, b registry.Spec) bool {
+	return a.Name == b.Name && a.Runtime == b.Runtime && a.MemoryMB == b.MemoryMB &&
+		a.Timeout == b.Timeout && a.MaxBodyBytes == b.MaxBodyBytes && fmt.Sprint(a.Env) == fmt.Sprint(b.Env)
+}
+
+func TestDeployUnchangedRecordsNothing(t *testing.T) {
+	n := startNode(t, openRegistryStore(t, t.TempDir()))
+	ctx := t.Context()
+	tenant := registry.DefaultTenant
+	withEnv := registry.Spec{Name: "hello", Env: map[string]string{"GREETING": "hi"}}
+
+	steps := []struct {
+		name        string
+		spec        registry.Spec
+		artifact    string
+		wantCreated bool
+		wantVersion int
+	}{
+		{"first", registry.Spec{Name: "hello"}, "ok-a", true, 1},
+		{"same artifact and spec", registry.Spec{Name: "hello"}, "ok-a", false, 1},
+		{"defaults written out", registry.Spec{Name: "hello"}.WithDefaults(), "ok-a", false, 1},
+		{"same artifact, new spec", withEnv, "ok-a", true, 2},
+		{"same again", withEnv, "ok-a", false, 2},
+		{"new artifact", withEnv, "ok-b", true, 3},
+		{"back to an older version's artifact", withEnv, "ok-a", true, 4},
+	}
+	for _, st := range steps {
+		res, err := n.reg.Deploy(ctx, tenant, st.spec, []byte(st.artifact))
+		if err != nil {
+			t.Fatalf("%s: Deploy error = %v, want nil", st.name, err)
+		}
+		if res.Created != st.wantCreated || res.Version.Number != st.wantVersion {
+			t.Errorf("%s: Deploy = Created %v, version %d; want %v, %d",
+				st.name, res.Created, res.Version.Number, st.wantCreated, st.wantVersion)
+		}
+		f, _ := n.reg.Get(tenant, "hello")
+		if f.Latest != st.wantVersion || len(f.Versions) != st.wantVersion {
+			t.Errorf("%s: Get = latest %d with %d versions, want %d with %d",
+				st.name, f.Latest, len(f.Versions), st.wantVersion, st.wantVersion)
+		}
+	}
+}
+
+func TestDeployCheckFailureChangesNothing(t *testing.T) {
+	n := startNode(t, openRegistryStore(t, t.TempDir()))
+	ctx := t.Context()
+	tenant := registry.DefaultTenant
+	deploy(t, n.reg, tenant, "hello", "ok-1")
+
+	for _, name := range []string{"hello", "fresh"} {
+		_, err := n.reg.Deploy(ctx, tenant, registry.Spec{Name: name}, []byte("bad"))
+		if !errors.Is(err, errNotOK) {
+			t.Errorf("Deploy(%s, %q) error = %v, want the checker's %v", name, "bad", err, errNotOK)
+		}
+	}
+	f, ok := n.reg.Get(tenant, "hello")
+	if !ok || f.Latest != 1 || len(f.Versions) != 1 {
+		t.Errorf("Get(hello) after a refused deploy = latest %d with %d versions (found %v), want 1 with 1",
+			f.Latest, len(f.Versions), ok)
+	}
+	if _, ok := n.reg.Get(tenant, "fresh"); ok {
+		t.Errorf("Get(fresh) after its only deploy was refused: found, want missing")
+	}
+	if got := len(n.reg.List(tenant)); got != 1 {
+		t.Errorf("len(List) after a refused deploy = %d, want 1", got)
+	}
+	digest := registry.Digest([]byte("bad"))
+	if _, err := n.artifacts.Get(ctx, digest); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("Artifacts.Get(refused artifact) error = %v, want %v", err, registry.ErrNotFound)
+	}
+	if n.reg.Digests()[digest] {
+		t.Errorf("Digests() holds the refused artifact's digest")
+	}
+}
+
+func TestDeployInvalid(t *testing.T) {
+	n := startNode(t, openRegistryStore(t, t.TempDir()))
+	tests := []struct {
+		name     string
+		spec     registry.Spec
+		artifact []byte
+	}{
+		{"empty name", registry.Spec{}, []byte("ok")},
+		{"bad name", registry.Spec{Name: "Hello_World"}, []byte("ok")},
+		{"unknown runtime", registry.Spec{Name: "hello", Runtime: "docker"}, []byte("ok")},
+		{"too much memory", registry.Spec{Name: "hello", MemoryMB: registry.MaxMemoryMB + 1}, []byte("ok")},
+		{"negative timeout", registry.Spec{Name: "hello", Timeout: -1}, []byte("ok")},
+		{"reserved env", registry.Spec{Name: "hello", Env: map[string]string{"GUST_X": "1"}}, []byte("ok")},
+		{"empty artifact", registry.Spec{Name: "hello"}, []byte{}},
+		{"nil artifact", registry.Spec{Name: "hello"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := n.checker.calls.Load()
+			_, err := n.reg.Deploy(t.Context(), registry.DefaultTenant, tt.spec, tt.artifact)
+			var invalid *registry.InvalidError
+			if !errors.As(err, &invalid) {
+				t.Errorf("Deploy(%+v, %q) error = %#v, want a *registry.InvalidError", tt.spec, tt.artifact, err)
+			}
+			if calls := n.checker.calls.Load() - before; calls != 0 {
+				t.Errorf("Deploy(%+v, %q) called the checker %d times, want 0", tt.spec, tt.artifact, calls)
+			}
+		})
+	}
+	if got := n.reg.List(registry.DefaultTenant); len(got) != 0 {
+		t.Errorf("List after invalid deploys = %d functions, want 0", len(got))
+	}
+}
+
+// TestReadYourWrites: once Deploy returns, the same node's view has it, with
+// no waiting.
+func TestReadYourWrites(t *testing.T) {
+	n := startNode(t, openRegistryStore(t, t.TempDir()))
+	tenant := registry.DefaultTenant
+	for i := range 10 {
+		name := fmt.Sprintf("fn-%d", i)
+		for v := 1; v <= 3; v++ {
+			deploy(t, n.reg, tenant, name, fmt.Sprintf("ok-%d-%d", i, v))
+			f, ok := n.reg.Get(tenant, name)
+			if !ok || f.Latest != v {
+				t.Fatalf("Get(%s) right after deploying version %d = latest %d (found %v), want %d", name, v, f.Latest, ok, v)
+			}
+			list := n.reg.List(tenant)
+			if len(list) != i+1 {
+				t.Fatalf("List right after deploying %s = %d functions, want %d", name, len(list), i+1)
+			}
+		}
+	}
+}
+
+func TestListPerTenantSorted(t *testing.T) {
+	n := startNode(t, openRegistryStore(t, t.TempDir()))
+	for _, d := range []struct{ tenant, name string }{
+		{"acme", "zeta"}, {"acme", "alpha"}, {"other", "beta"}, {"acme", "mid"},
+		{"acme-corp", "gamma"}, {"acm", "delta"},
+	} {
+		deploy(t, n.reg, d.tenant, d.name, "ok-"+d.tenant+"-"+d.name)
+	}
+	tests := []struct {
+		tenant string
+		want   []string
+	}{
+		{"acme", []string{"alpha", "mid", "zeta"}},
+		{"other", []string{"beta"}},
+		{"acme-corp", []string{"gamma"}},
+		{"acm", []string{"delta"}},
+		{"nobody", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.tenant, func(t *testing.T) {
+			var got []string
+			for _, f := range n.reg.List(tt.tenant) {
+				if f.Tenant != tt.tenant {
+					t.Errorf("List(%s) holds %s/%s", tt.tenant, f.Tenant, f.Name)
+				}
+				got = append(got, f.Name)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("List(%s) = %q, want %q", tt.tenant, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestTenantMustBeAName: a tenant is a key component in the store, so a
+// tenant with a dot must not make its functions appear in another tenant.
+func TestTenantMustBeAName(t *testing.T) {
+	t.Skip("bug: Deploy does not validate the tenant; tenant \"a.b\" function \"c\" has key \"a.b.c\" " +
+		"and shows in List(\"a\"); see report")
+	n := startNode(t, openRegistryStore(t, t.TempDir()))
+	for _, tenant := range []string{"a.b", "A", "", "a*", "a>"} {
+		_, err := n.reg.Deploy(t.Context(), tenant, registry.Spec{Name: "c"}, []byte("ok"))
+		var invalid *registry.InvalidError
+		if !errors.As(err, &invalid) {
+			t.Errorf("Deploy(tenant %q) error = %v, want a *registry.InvalidError", tenant, err)
+		}
+	}
+	for _, f := range n.reg.List("a") {
+		t.Errorf("List(a) holds %s/%s, want only tenant a's functions", f.Tenant, f.Name)
+	}
+}
+
+// TestGetReturnsCopy: Get and List promise copies; changing one must not
+// change the view.
+func TestGetReturnsCopy(t *testing.T) {
+	t.Skip("bug: Get and List copy the Function struct but share its Versions slice " +
+		"(and each Spec.Env map) with the view; see report")
+	n := startNode(t, openRegistryStore(t, t.TempDir()))
+	tenant := registry.DefaultTenant
+	deploy(t, n.reg, tenant, "hello", "ok-1")
+	want := registry.Digest([]byte("ok-1"))
+
+	f, _ := n.reg.Get(tenant, "hello")
+	f.Versions[0].Digest = "changed by Get's caller"
+	n.reg.List(tenant)[0].Versions[0].Digest = "changed by List's caller"
+	if f, _ := n.reg.Get(tenant, "hello"); f.Versions[0].Digest != want {
+		t.Errorf("after a caller changed its copy, Get(hello).Versions[0].Digest = %q, want %q",
+			f.Versions[0].Digest, want)
+	}
+}
+
+func TestDelete(t *testing.T) {
+	n := startNode(t, openRegistryStore(t, t.TempDir()))
+	ctx := t.Context()
+	tenant := registry.DefaultTenant
+	deploy(t, n.reg, tenant, "keep", "ok-keep")
+	deploy(t, n.reg, tenant, "gone", "ok-gone-1")
+	deploy(t, n.reg, tenant, "gone", "ok-gone-2")
+
+	if err := n.reg.Delete(ctx, tenant, "gone"); err != nil {
+		t.Fatalf("Delete(gone) error = %v, want nil", err)
+	}
+	if _, ok := n.reg.Get(tenant, "gone"); ok {
+		t.Errorf("Get(gone) right after Delete: found, want missing")
+	}
+	var names []string
+	for _, f := range n.reg.List(tenant) {
+		names = append(names, f.Name)
+	}
+	if want := []string{"keep"}; !slices.Equal(names, want) {
+		t.Errorf("List after Delete(gone) = %q, want %q", names, want)
+	}
+	if d := n.reg.Digests(); d[registry.Digest([]byte("ok-gone-2"))] || !d[registry.Digest([]byte("ok-keep"))] {
+		t.Errorf("Digests() after Delete(gone) = %v, want only keep's digest", d)
+	}
+	want := []string{tenant + "/gone"}
+	eventually(t, fmt.Sprintf("OnRemove called with %q", want), func() bool {
+		return slices.Equal(n.removedNames(), want)
+	})
+
+	for _, name := range []string{"gone", "never-was"} {
+		if err := n.reg.Delete(ctx, tenant, name); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("Delete(%s) error = %v, want %v", name, err, registry.ErrNotFound)
+		}
+	}
+	if err := n.reg.Delete(ctx, "other", "keep"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("Delete(other/keep) error = %v, want %v", err, registry.ErrNotFound)
+	}
+	if _, ok := n.reg.Get(tenant, "keep"); !ok {
+		t.Errorf("Get(keep) after deleting other functions: missing")
+	}
+
+	// A function deleted and deployed again starts afresh.
+	res := deploy(t, n.reg, tenant, "gone", "ok-gone-3")
+	if !res.Created || res.Version.Number != 1 || len(res.Function.Versions) != 1 {
+		t.Errorf("deploy after Delete = Created %v, version %d with %d versions; want true, 1 with 1",
+			res.Created, res.Version.Number, len(res.Function.Versions))
+	}
+	if f, ok := n.reg.Get(tenant, "gone"); !ok || f.Latest != 1 {
+		t.Errorf("Get(gone) after deploying it again = latest %d (found %v), want 1", f.Latest, ok)
+	}
+	if got := n.removedNames(); !slices.Equal(got, want) {
+		t.Errorf("OnRemove calls = %q, want %q", got, want)
+	}
+}
+
+func TestArtifacts(t *testing.T) {
+	s := openRegistryStore(t, t.TempDir())
+	ctx := t.Context()
+	arts, err := registry.OpenArtifacts(ctx, s)
+	if err != nil {
+		t.Fatalf("OpenArtifacts() error = %v", err)
+	}
+	data := bytes.Repeat([]byte("ok-artifact "), 200_000) // 2.4 MB, several chunks
+	digest := registry.Digest(data)
+
+	for i := range 2 { // a second Put of the same artifact is a no-op
+		if err := arts.Put(ctx, digest, data); err != nil {
+			t.Fatalf("Put #%d error = %v, want nil", i+1, err)
+		}
+	}
+	got, err := arts.Get(ctx, digest)
+	if err != nil {
+		t.Fatalf("Get(%s) error = %v, want nil", digest, err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Errorf("Get(%s) = %d bytes that differ from the %d put", digest, len(got), len(data))
+	}
+
+	unknown := registry.Digest([]byte("never stored"))
+	if _, err := arts.Get(ctx, unknown); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("Get(unknown digest) error = %v, want %v", err, registry.ErrNotFound)
+	}
+	if err := arts.Put(ctx, unknown, []byte("other bytes")); err == nil {
+		t.Errorf("Put(digest of other bytes) error = nil, want a digest mismatch")
+	}
+	if _, err := arts.Get(ctx, unknown); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("Get(digest) after a refused Put: error = %v, want %v", err, registry.ErrNotFound)
+	}
+}
+
+func TestDeployStoresArtifact(t *testing.T) {
+	n := startNode(t, openRegistryStore(t, t.TempDir()))
+	res := deploy(t, n.reg, registry.DefaultTenant, "hello", "ok-stored")
+	got, err := n.artifacts.Get(t.Context(), res.Version.Digest)
+	if err != nil || string(got) != "ok-stored" {
+		t.Errorf("Artifacts.Get(deployed digest) = %q, %v; want %q, nil", got, err, "ok-stored")
+	}
+}
+
+// TestTwoNodes runs two registries on one store, as two Gust nodes share
+// one cluster: each sees the other's writes.
+func TestTwoNodes(t *testing.T) {
+	s := openRegistryStore(t, t.TempDir())
+	a, b := startNode(t, s), startNode(t, s)
+	tenant := registry.DefaultTenant
+
+	deploy(t, a.reg, tenant, "hello", "ok-1")
+	eventually(t, "node b sees hello version 1", func() bool {
+		f, ok := b.reg.Get(tenant, "hello")
+		return ok && f.Latest == 1
+	})
+	res := deploy(t, b.reg, tenant, "hello", "ok-2")
+	if res.Version.Number != 2 {
+		t.Errorf("deploy through node b = version %d, want 2", res.Version.Number)
+	}
+	eventually(t, "node a sees hello version 2", func() bool {
+		f, ok := a.reg.Get(tenant, "hello")
+		return ok && f.Latest == 2
+	})
+
+	if err := b.reg.Delete(t.Context(), tenant, "hello"); err != nil {
+		t.Fatalf("Delete through node b error = %v", err)
+	}
+	eventually(t, "node a drops hello and calls OnRemove", func() bool {
+		_, ok := a.reg.Get(tenant, "hello")
+		return !ok && slices.Equal(a.removedNames(), []string{tenant + "/hello"})
+	})
+}
+
+// TestDeployHammer: concurrent deploys of one function through two nodes each
+// get their own version; none is lost or numbered twice.
+func TestDeployHammer(t *testing.T) {
+	s := openRegistryStore(t, t.TempDir())
+	nodes := []*node{startNode(t, s), startNode(t, s)}
+	tenant := registry.DefaultTenant
+	const deploys = 20
+
+	results := make([]registry.DeployResult, deploys)
+	errs := make([]error, deploys)
+	var wg sync.WaitGroup
+	for i := range deploys {
+		wg.Go(func() {
+			results[i], errs[i] = nodes[i%2].reg.Deploy(t.Context(), tenant,
+				registry.Spec{Name: "hot"}, fmt.Appendf(nil, "ok-%d", i))
+		})
+	}
+	wg.Wait()
+
+	byNumber := map[int]string{} // version number -> digest
+	for i, res := range results {
+		if errs[i] != nil {
+			t.Errorf("deploy %d error = %v", i, errs[i])
+			continue
+		}
+		digest := registry.Digest(fmt.Appendf(nil, "ok-%d", i))
+		if !res.Created || res.Version.Digest != digest {
+			t.Errorf("deploy %d = Created %v, digest %s; want true, %s", i, res.Created, res.Version.Digest, digest)
+		}
+		if prev, dup := byNumber[res.Version.Number]; dup {
+			t.Errorf("deploy %d got version %d, which %s already had", i, res.Version.Number, prev)
+		}
+		byNumber[res.Version.Number] = digest
+	}
+	for v := 1; v <= deploys; v++ {
+		if _, ok := byNumber[v]; !ok {
+			t.Errorf("no deploy got version %d", v)
+		}
+	}
+
+	for i, n := range nodes {
+		eventually(t, fmt.Sprintf("node %d sees %d versions", i, deploys), func() bool {
+			f, ok := n.reg.Get(tenant, "hot")
+			return ok && f.Latest == deploys
+		})
+		f, _ := n.reg.Get(tenant, "hot")
+		if len(f.Versions) != deploys {
+			t.Errorf("node %d: %d versions recorded, want %d", i, len(f.Versions), deploys)
+		}
+		for j, v := range f.Versions {
+			if v.Number != j+1 || v.Digest != byNumber[v.Number] {
+				t.Errorf("node %d: Versions[%d] = version %d digest %s, want version %d digest %s",
+					i, j, v.Number, v.Digest, j+1, byNumber[j+1])
+			}
+		}
+	}
+}
+
+// TestRestart: functions and artifacts survive closing the store; a new
+// registry on the reopened store has them once Start returns.
+func TestRestart(t *testing.T) {
+	dir := t.TempDir()
+	tenant := registry.DefaultTenant
+
+	s := openRegistryStore(t, dir)
+	n := startNode(t, s)
+	deploy(t, n.reg, tenant, "hello", "ok-1")
+	deploy(t, n.reg, tenant, "hello", "ok-2")
+	deploy(t, n.reg, "other", "world", "ok-world")
+	deploy(t, n.reg, tenant, "gone", "ok-gone")
+	if err := n.reg.Delete(t.Context(), tenant, "gone"); err != nil {
+		t.Fatalf("Delete(gone) error = %v", err)
+	}
+	n.stop()
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close() error = %v", err)
+	}
+
+	n = startNode(t, openRegistryStore(t, dir))
+	f, ok := n.reg.Get(tenant, "hello")
+	if !ok || f.Latest != 2 || len(f.Versions) != 2 {
+		t.Fatalf("after restart, Get(hello) = latest %d with %d versions (found %v), want 2 with 2",
+			f.Latest, len(f.Versions), ok)
+	}
+	if _, ok := n.reg.Get("other", "world"); !ok {
+		t.Errorf("after restart, Get(other/world): missing")
+	}
+	if _, ok := n.reg.Get(tenant, "gone"); ok {
+		t.Errorf("after restart, Get(gone), deleted before: found, want missing")
+	}
+	if got := n.removedNames(); len(got) != 0 {
+		t.Errorf("after restart, OnRemove calls = %q, want none", got)
+	}
+	for _, v := range f.Versions {
+		data, err := n.artifacts.Get(t.Context(), v.Digest)
+		if err != nil || registry.Digest(data) != v.Digest {
+			t.Errorf("after restart, Artifacts.Get(version %d) = %q, %v; want its artifact", v.Number, data, err)
+		}
+	}
+	// The function's numbering carries on.
+	if res := deploy(t, n.reg, tenant, "hello", "ok-3"); res.Version.Number != 3 {
+		t.Errorf("after restart, deploy = version %d, want 3", res.Version.Number)
+	}
+}
