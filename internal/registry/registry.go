@@ -9,9 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/gust-faas/gust/internal/store"
@@ -91,12 +90,7 @@ type Registry struct {
 	log       *slog.Logger
 	now       func() time.Time
 
-	mu      sync.RWMutex
-	view    map[string]*Function // by key
-	applied map[string]uint64    // last revision seen per key
-	changed chan struct{}        // closed and replaced whenever the view changes
-	synced  chan struct{}        // closed once the watch has delivered every key
-	onDrop  []func(Function)
+	view *store.View[Function]
 }
 
 // New opens the registry's buckets.
@@ -118,111 +112,47 @@ func New(ctx context.Context, deps Deps) (*Registry, error) {
 		checker:   deps.Checker,
 		log:       log,
 		now:       time.Now,
-		view:      map[string]*Function{},
-		applied:   map[string]uint64{},
-		changed:   make(chan struct{}),
-		synced:    make(chan struct{}),
+		view:      store.NewView[Function](fns, log),
 	}, nil
 }
 
 // OnRemove registers fn to be called (on the watch goroutine) with each
 // function that leaves the view. Call it before Start.
-func (r *Registry) OnRemove(fn func(Function)) { r.onDrop = append(r.onDrop, fn) }
+func (r *Registry) OnRemove(fn func(Function)) {
+	r.view.OnDelete(func(_ string, f Function) { fn(f) })
+}
 
 // Start begins watching the store and returns once the view holds every
 // function, or ctx is done. The watch runs until watchCtx is done.
-func (r *Registry) Start(ctx, watchCtx context.Context) error {
-	if err := r.functions.Watch(watchCtx, r.apply, func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		select {
-		case <-r.synced:
-		default:
-			close(r.synced)
-		}
-	}); err != nil {
-		return err
-	}
-	select {
-	case <-r.synced:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("registry: waiting for the function view: %w", ctx.Err())
-	}
-}
+func (r *Registry) Start(ctx, watchCtx context.Context) error { return r.view.Start(ctx, watchCtx) }
 
 // Ready reports whether the view has caught up with the store once.
-func (r *Registry) Ready() bool {
-	select {
-	case <-r.synced:
-		return true
-	default:
-		return false
-	}
-}
-
-func (r *Registry) apply(e store.Entry) {
-	var removed *Function
-	r.mu.Lock()
-	if e.Deleted {
-		removed = r.view[e.Key]
-		delete(r.view, e.Key)
-	} else {
-		var f Function
-		if err := json.Unmarshal(e.Value, &f); err != nil {
-			r.log.Error("skipping unreadable function record", "key", e.Key, "err", err)
-		} else {
-			r.view[e.Key] = &f
-		}
-	}
-	r.applied[e.Key] = e.Revision
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.mu.Unlock()
-	if removed != nil {
-		for _, fn := range r.onDrop {
-			fn(*removed)
-		}
-	}
-}
-
-// waitApplied returns once the view has applied revision rev of key, so that
-// a client that deployed through this node can invoke through it at once.
-func (r *Registry) waitApplied(ctx context.Context, key string, rev uint64) error {
-	for {
-		r.mu.RLock()
-		done, changed := r.applied[key] >= rev, r.changed
-		r.mu.RUnlock()
-		if done {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return fmt.Errorf("registry: waiting for the view to see %s: %w", key, ctx.Err())
-		}
-	}
-}
+func (r *Registry) Ready() bool { return r.view.Ready() }
 
 func key(tenant, name string) string { return tenant + "." + name }
 
 // Get returns a copy of a function from the view.
 func (r *Registry) Get(tenant, name string) (Function, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	f, ok := r.view[key(tenant, name)]
-	if !ok {
+	if !ValidName(tenant) || !ValidName(name) {
 		return Function{}, false
 	}
-	return *f, true
+	f, ok := r.view.Get(key(tenant, name))
+	return f.clone(), ok
+}
+
+// clone returns f with nothing shared with the view.
+func (f Function) clone() Function {
+	f.Versions = slices.Clone(f.Versions)
+	for i := range f.Versions {
+		f.Versions[i].Spec = f.Versions[i].Spec.clone()
+	}
+	return f
 }
 
 // Digests returns the artifact digests of every version in the view.
 func (r *Registry) Digests() map[string]bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
 	out := map[string]bool{}
-	for _, f := range r.view {
+	for _, f := range r.view.List("") {
 		for _, v := range f.Versions {
 			out[v.Digest] = true
 		}
@@ -230,19 +160,16 @@ func (r *Registry) Digests() map[string]bool {
 	return out
 }
 
-// List returns the tenant's functions from the view, sorted by name.
+// List returns copies of the tenant's functions from the view, sorted by name.
 func (r *Registry) List(tenant string) []Function {
-	prefix := tenant + "."
-	r.mu.RLock()
-	var out []Function
-	for k, f := range r.view {
-		if strings.HasPrefix(k, prefix) {
-			out = append(out, *f)
-		}
+	if !ValidName(tenant) {
+		return nil
 	}
-	r.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	fns := r.view.List(tenant + ".")
+	for i := range fns {
+		fns[i] = fns[i].clone()
+	}
+	return fns
 }
 
 // DeployResult says what a deploy did.
@@ -258,6 +185,9 @@ type DeployResult struct {
 // artifact is checked (compiled) and stored, its digest verified, before the
 // version record is written; if any step fails, the function is unchanged.
 func (r *Registry) Deploy(ctx context.Context, tenant string, spec Spec, artifact []byte) (DeployResult, error) {
+	if !ValidName(tenant) {
+		return DeployResult{}, &InvalidError{fmt.Errorf("tenant %q is invalid", tenant)}
+	}
 	spec = spec.WithDefaults()
 	if err := spec.Validate(); err != nil {
 		return DeployResult{}, &InvalidError{err}
@@ -282,7 +212,7 @@ func (r *Registry) Deploy(ctx context.Context, tenant string, spec Spec, artifac
 			return DeployResult{}, err
 		}
 		if rev != 0 {
-			if err := r.waitApplied(ctx, k, rev); err != nil {
+			if err := r.view.WaitApplied(ctx, k, rev); err != nil {
 				return DeployResult{}, err
 			}
 		}
@@ -338,6 +268,9 @@ func sameSpec(a, b Spec) bool {
 // Delete removes a function and all its versions. Nodes stop routing to it
 // as soon as their view sees the delete.
 func (r *Registry) Delete(ctx context.Context, tenant, name string) error {
+	if !ValidName(tenant) || !ValidName(name) {
+		return fmt.Errorf("function %s: %w", name, ErrNotFound)
+	}
 	k := key(tenant, name)
 	for {
 		cur, err := r.functions.Get(ctx, k)
@@ -356,27 +289,10 @@ func (r *Registry) Delete(ctx context.Context, tenant, name string) error {
 		}
 		// The delete marker's revision is not returned; wait until the view
 		// no longer holds the function.
-		if err := r.waitGone(ctx, k); err != nil {
+		if err := r.view.WaitGone(ctx, k); err != nil {
 			return err
 		}
 		r.log.Info("function deleted", "tenant", tenant, "function", name)
 		return nil
-	}
-}
-
-func (r *Registry) waitGone(ctx context.Context, k string) error {
-	for {
-		r.mu.RLock()
-		_, present := r.view[k]
-		changed := r.changed
-		r.mu.RUnlock()
-		if !present {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return fmt.Errorf("registry: waiting for the view to drop %s: %w", k, ctx.Err())
-		}
 	}
 }

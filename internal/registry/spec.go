@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
 	"sort"
 	"strings"
@@ -153,6 +154,12 @@ func jsonError(err error) string {
 		return fmt.Sprintf("field %q must be a %s", typeErr.Field, typeErr.Type)
 	}
 	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// clone returns s with its own Env map.
+func (s Spec) clone() Spec {
+	s.Env = maps.Clone(s.Env)
+	return s
 }
 
 // WithDefaults returns s with every unset field at its default.

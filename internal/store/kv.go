@@ -61,9 +61,12 @@ func (k *KV) Update(ctx context.Context, key string, value []byte, rev uint64) (
 	return rev, nil
 }
 
-// Delete removes key if its revision is still rev; otherwise it returns
-// ErrConflict.
+// Delete removes key if its revision is still rev (which must not be 0);
+// otherwise it returns ErrConflict.
 func (k *KV) Delete(ctx context.Context, key string, rev uint64) error {
+	if rev == 0 {
+		return fmt.Errorf("store: delete %s: a revision is required", key)
+	}
 	err := k.kv.Delete(ctx, key, jetstream.LastRevision(rev))
 	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("%s: %w", key, ErrConflict)
