@@ -1,26 +1,31 @@
-// Package api is Gust's control plane: the JSON REST API under /v1 to deploy,
-// list, describe and delete functions.
+// Package api is Gust's control plane: the JSON REST API under /v1 to manage
+// functions, tenants, API keys and secrets and to read the audit log, with
+// the middleware that authenticates every call, checks its role, and
+// records every change in the audit log.
 package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
-	"mime"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/gust-faas/gust/internal/audit"
 	"github.com/gust-faas/gust/internal/httperror"
 	"github.com/gust-faas/gust/internal/registry"
-	"github.com/gust-faas/gust/internal/runtime"
+	"github.com/gust-faas/gust/internal/tenant"
 )
 
 // MaxArtifactBytes bounds a deployed artifact.
 const MaxArtifactBytes = 64 << 20
 
-const maxSpecPartBytes = 256 << 10
+const (
+	maxSpecPartBytes = 256 << 10
+	maxJSONBodyBytes = tenant.MaxSecretBytes*2 + 4<<10
+)
 
 // Registry is what the API needs of the registry.
 type Registry interface {
@@ -30,37 +35,119 @@ type Registry interface {
 	Delete(ctx context.Context, tenant, name string) error
 }
 
+// Deps are what the API needs. All are required.
+type Deps struct {
+	Registry Registry
+	Tenants  *tenant.Service
+	Audit    *audit.Log
+	Logger   *slog.Logger
+	Version  string
+}
+
 // API serves /v1.
 type API struct {
-	reg     Registry
-	log     *slog.Logger
-	version string
+	Deps
+	log *slog.Logger
 }
 
-// New returns an API; version is reported by GET /v1/info.
-func New(reg Registry, log *slog.Logger, version string) *API {
-	return &API{reg: reg, log: log, version: version}
+// New returns an API.
+func New(deps Deps) *API {
+	return &API{Deps: deps, log: deps.Logger}
 }
+
+// call is an authenticated request: who makes it, and the tenant it acts in.
+type call struct {
+	who    tenant.Principal
+	tenant string
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request, c call) error
 
 // Register adds the API's routes to mux. Every path answers every method:
-// the handlers themselves refuse the wrong ones with a JSON 405.
+// the handlers refuse the wrong ones with a JSON 405.
 func (a *API) Register(mux *http.ServeMux) {
-	mux.Handle("/v1/", a.handle(a.notFound))
-	mux.Handle("/v1/info", a.handle(a.info))
-	mux.Handle("/v1/functions", a.handle(a.functions))
-	mux.Handle("/v1/functions/{name}", a.handle(a.function))
+	mux.Handle("/v1/", httperror.Handler(a.log, func(w http.ResponseWriter, r *http.Request) error {
+		return httperror.NotFound("no API endpoint at %s", r.URL.Path)
+	}))
+	mux.Handle("/v1/info", httperror.Handler(a.log, a.info))
+	a.route(mux, "/v1/whoami", tenant.Invoker, a.whoami)
+	a.route(mux, "/v1/functions", tenant.Developer, a.functions)
+	a.route(mux, "/v1/functions/{name}", tenant.Developer, a.function)
+	a.route(mux, "/v1/tenants", tenant.Admin, a.tenantsEndpoint)
+	a.route(mux, "/v1/tenants/{name}", tenant.Admin, a.tenantEndpoint)
+	a.route(mux, "/v1/keys", tenant.Owner, a.keysEndpoint)
+	a.route(mux, "/v1/keys/{id}", tenant.Owner, a.keyEndpoint)
+	a.route(mux, "/v1/secrets", tenant.Owner, a.secretsEndpoint)
+	a.route(mux, "/v1/secrets/{name}", tenant.Owner, a.secretEndpoint)
+	a.route(mux, "/v1/audit", tenant.Owner, a.auditEndpoint)
 }
 
-func (a *API) handle(fn func(http.ResponseWriter, *http.Request) error) http.Handler {
-	return httperror.Handler(a.log, fn)
+// route registers fn behind authentication: the caller needs a key whose
+// role is at least need in the tenant it acts in. Every call that may change
+// something is recorded in the audit log.
+func (a *API) route(mux *http.ServeMux, pattern string, need tenant.Role, fn handlerFunc) {
+	mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		who, err := a.Tenants.Authenticate(tenant.BearerToken(r.Header.Get("Authorization")))
+		if err != nil {
+			httperror.Write(w, r, a.log, httperror.Unauthorized(w))
+			return
+		}
+		log := a.log.With("key_id", who.KeyID)
+		sw := &statusWriter{ResponseWriter: w}
+		c, err := a.authorize(r, who, need)
+		if err == nil {
+			err = fn(sw, r, c)
+		}
+		if err != nil {
+			httperror.Write(sw, r, log, err)
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			a.Audit.Record(r.Context(), audit.Entry{
+				Time: time.Now().UTC(), Tenant: c.tenant, KeyID: who.KeyID, Role: string(who.Role),
+				Action: r.Method + " " + pattern, Target: r.URL.Path, Remote: r.RemoteAddr, Status: sw.status,
+			})
+		}
+	}))
 }
 
-// tenantOf returns the tenant a request acts for. Until API keys carry a
-// tenant, it is the default one.
-func tenantOf(*http.Request) string { return registry.DefaultTenant }
+// authorize settles the tenant a call acts in — the key's own, or for an
+// admin the one named by ?tenant= — and checks the key's role there. Naming
+// another tenant without being admin gets 404, as if it did not exist.
+func (a *API) authorize(r *http.Request, who tenant.Principal, need tenant.Role) (call, error) {
+	c := call{who: who, tenant: who.Tenant}
+	if t := r.URL.Query().Get("tenant"); t != "" && t != who.Tenant {
+		if who.Role != tenant.Admin {
+			return call{who: who, tenant: who.Tenant}, httperror.NotFound("tenant %q not found", t)
+		}
+		if _, ok := a.Tenants.Tenant(t); !ok {
+			return c, httperror.NotFound("tenant %q not found", t)
+		}
+		c.tenant = t
+	}
+	if !who.CanActIn(c.tenant, need) {
+		return c, httperror.New(http.StatusForbidden, "forbidden", "this key's role (%s) cannot do this; it needs %s", who.Role, need)
+	}
+	return c, nil
+}
 
-func (a *API) notFound(w http.ResponseWriter, r *http.Request) error {
-	return httperror.NotFound("no API endpoint at %s", r.URL.Path)
+// statusWriter remembers the status a handler wrote, for the audit log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
 }
 
 // Info describes this server.
@@ -73,192 +160,37 @@ func (a *API) info(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return httperror.MethodNotAllowed(w, r, "GET")
 	}
-	return httperror.WriteJSON(w, http.StatusOK, Info{Version: a.version, Runtimes: []string{registry.RuntimeWasm}})
+	return httperror.WriteJSON(w, http.StatusOK, Info{Version: a.Version, Runtimes: []string{registry.RuntimeWasm}})
 }
 
-// Summary is a function in a list.
-type Summary struct {
-	Name     string    `json:"name"`
-	Tenant   string    `json:"tenant"`
-	Latest   int       `json:"latest"`
-	Runtime  string    `json:"runtime"`
-	MemoryMB int       `json:"memory_mb"`
-	Updated  time.Time `json:"updated"`
+// Whoami is the answer to GET /v1/whoami.
+type Whoami struct {
+	KeyID  string      `json:"key_id"`
+	Tenant string      `json:"tenant"`
+	Role   tenant.Role `json:"role"`
 }
 
-// List is the answer to GET /v1/functions.
-type List struct {
-	Functions []Summary `json:"functions"`
-}
-
-func (a *API) functions(w http.ResponseWriter, r *http.Request) error {
+func (a *API) whoami(w http.ResponseWriter, r *http.Request, c call) error {
 	if r.Method != http.MethodGet {
 		return httperror.MethodNotAllowed(w, r, "GET")
 	}
-	list := List{Functions: []Summary{}}
-	for _, f := range a.reg.List(tenantOf(r)) {
-		latest, _ := f.Version(0)
-		list.Functions = append(list.Functions, Summary{
-			Name: f.Name, Tenant: f.Tenant, Latest: f.Latest,
-			Runtime: latest.Spec.Runtime, MemoryMB: latest.Spec.MemoryMB, Updated: f.Updated,
-		})
-	}
-	return httperror.WriteJSON(w, http.StatusOK, list)
+	return httperror.WriteJSON(w, http.StatusOK, Whoami{KeyID: c.who.KeyID, Tenant: c.who.Tenant, Role: c.who.Role})
 }
 
-func (a *API) function(w http.ResponseWriter, r *http.Request) error {
-	name := r.PathValue("name")
-	tenant := tenantOf(r)
-	switch r.Method {
-	case http.MethodGet:
-		f, ok := a.reg.Get(tenant, name)
-		if !ok {
-			return httperror.NotFound("function %q not found", name)
-		}
-		return httperror.WriteJSON(w, http.StatusOK, f)
-	case http.MethodPut, http.MethodPost:
-		return a.deploy(w, r, tenant, name)
-	case http.MethodDelete:
-		err := a.reg.Delete(r.Context(), tenant, name)
-		if errors.Is(err, registry.ErrNotFound) {
-			return httperror.NotFound("function %q not found", name)
-		}
-		if err != nil {
-			return err
-		}
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	default:
-		return httperror.MethodNotAllowed(w, r, "GET, PUT, POST, DELETE")
-	}
-}
-
-// Deployed is the answer to a deploy.
-type Deployed struct {
-	Function registry.Function `json:"function"`
-	Version  registry.Version  `json:"version"`
-	// Created is false when the latest version already ran this artifact
-	// with this spec, so no version was added.
-	Created bool `json:"created"`
-}
-
-// deploy takes a multipart/form-data body with a "spec" part (JSON) and an
-// "artifact" part (the module).
-func (a *API) deploy(w http.ResponseWriter, r *http.Request, tenant, name string) error {
-	if !registry.ValidName(name) {
-		return httperror.BadRequest("function name %q is invalid: use 1 to 63 lowercase letters, digits and dashes, starting with a letter", name)
-	}
-	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mediaType != "multipart/form-data" {
-		return httperror.New(http.StatusUnsupportedMediaType, "unsupported_media_type",
-			"a deploy is multipart/form-data with a \"spec\" part (JSON) and an \"artifact\" part")
-	}
-	r.Body = http.MaxBytesReader(w, r.Body, MaxArtifactBytes+maxSpecPartBytes+64<<10)
-	spec, artifact, err := readDeploy(r)
-	if err != nil {
-		return err
-	}
-	if spec.Name == "" {
-		spec.Name = name
-	}
-	if spec.Name != name {
-		return httperror.BadRequest("spec names function %q but the URL names %q", spec.Name, name)
-	}
-	res, err := a.reg.Deploy(r.Context(), tenant, spec, artifact)
-	if err != nil {
-		return deployError(err)
-	}
-	status := http.StatusCreated
-	if !res.Created {
-		status = http.StatusOK
-	}
-	return httperror.WriteJSON(w, status, Deployed{Function: res.Function, Version: res.Version, Created: res.Created})
-}
-
-func readDeploy(r *http.Request) (registry.Spec, []byte, error) {
-	mr, err := r.MultipartReader()
-	if err != nil {
-		return registry.Spec{}, nil, httperror.BadRequest("reading the multipart body: %v", err)
-	}
-	var (
-		spec     registry.Spec
-		artifact []byte
-		gotSpec  bool
-		gotArt   bool
-	)
-	for {
-		part, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return registry.Spec{}, nil, partError("the multipart body", err)
-		}
-		switch part.FormName() {
-		case "spec":
-			data, err := readPart(part, maxSpecPartBytes)
-			if err != nil {
-				return registry.Spec{}, nil, partError("the spec", err)
-			}
-			// The registry validates the spec once its name is settled.
-			spec, err = registry.DecodeSpecJSON(data)
-			if err != nil {
-				return registry.Spec{}, nil, httperror.BadRequest("%v", err)
-			}
-			gotSpec = true
-		case "artifact":
-			artifact, err = readPart(part, MaxArtifactBytes)
-			if err != nil {
-				return registry.Spec{}, nil, partError("the artifact", err)
-			}
-			gotArt = true
-		default:
-			return registry.Spec{}, nil, httperror.BadRequest("unexpected part %q: a deploy has a \"spec\" and an \"artifact\" part", part.FormName())
-		}
-	}
-	if !gotSpec || !gotArt {
-		return registry.Spec{}, nil, httperror.BadRequest("a deploy needs a \"spec\" part and an \"artifact\" part")
-	}
-	if len(artifact) == 0 {
-		return registry.Spec{}, nil, httperror.BadRequest("artifact is empty")
-	}
-	return spec, artifact, nil
-}
-
-var errPartTooLarge = errors.New("part too large")
-
-func readPart(r io.Reader, limit int64) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%w: larger than %d bytes", errPartTooLarge, limit)
-	}
-	return data, nil
-}
-
-func partError(what string, err error) error {
+// decodeJSON reads a JSON request body into v, refusing unknown fields,
+// trailing data and bodies over maxJSONBodyBytes.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBodyBytes))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
 	var maxErr *http.MaxBytesError
-	if errors.Is(err, errPartTooLarge) || errors.As(err, &maxErr) {
-		return httperror.New(http.StatusRequestEntityTooLarge, "payload_too_large", "%s is too large: an artifact may be at most %d MiB, a spec %d KiB", what, MaxArtifactBytes>>20, maxSpecPartBytes>>10)
+	switch {
+	case errors.As(err, &maxErr):
+		return httperror.New(http.StatusRequestEntityTooLarge, "payload_too_large", "request body is larger than %d bytes", maxJSONBodyBytes)
+	case err != nil:
+		return httperror.BadRequest("request body is not valid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+	case dec.More():
+		return httperror.BadRequest("request body is not valid JSON: data after the object")
 	}
-	return httperror.BadRequest("reading %s: %v", what, err)
-}
-
-func deployError(err error) error {
-	var invalid *registry.InvalidError
-	if errors.As(err, &invalid) {
-		return httperror.BadRequest("%v", invalid.Err)
-	}
-	var rerr *runtime.Error
-	if errors.As(err, &rerr) {
-		switch rerr.Kind {
-		case runtime.BadArtifact:
-			return &httperror.Error{Status: http.StatusUnprocessableEntity, Code: "bad_artifact", Message: rerr.Message, Cause: err}
-		case runtime.OutOfMemory:
-			return &httperror.Error{Status: http.StatusUnprocessableEntity, Code: "bad_spec", Message: rerr.Message, Cause: err}
-		}
-	}
-	return err
+	return nil
 }

@@ -25,9 +25,17 @@ Usage:
   gust ls
   gust describe <name>
   gust rm <name>
+  gust login --server URL [--key KEY]
+  gust whoami
+  gust tenant create|set|ls|rm        (admin)
+  gust key create|ls|revoke           (owner)
+  gust secret set|ls|rm               (owner)
+  gust audit [--limit N] [--all]      (owner)
   gust version
 
-Client commands reach the server at --server URL, or $GUST_URL, or ` + DefaultServer + `.
+Client commands reach the server at --server URL, or $GUST_URL, or the one 'gust
+login' saved, or ` + DefaultServer + `; with the key from --key, or $GUST_KEY, or
+'gust login', or ./gust-data/admin.key. An admin acts in another tenant with --tenant.
 Run 'gust <command> -h' for a command's flags.
 `
 
@@ -63,6 +71,18 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = e.remove(ctx, rest)
 	case "version", "--version":
 		err = e.version(ctx, rest)
+	case "login":
+		err = e.login(ctx, rest)
+	case "whoami":
+		err = e.whoami(ctx, rest)
+	case "tenant":
+		err = e.tenantCmd(ctx, rest)
+	case "key":
+		err = e.keyCmd(ctx, rest)
+	case "secret":
+		err = e.secretCmd(ctx, rest)
+	case "audit":
+		err = e.auditCmd(ctx, rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -20,26 +20,39 @@ import (
 // client talks to a Gust server's API.
 type client struct {
 	base string
-	http *http.Client
+	key  string
+	// tenant is the tenant an admin acts in (--tenant); empty: the key's.
+	tenant string
+	http   *http.Client
 }
 
-// serverFlag adds --server to fs and returns a function that makes the client.
-func (e *env) serverFlag(fs *flag.FlagSet) func() (*client, error) {
-	server := fs.String("server", "", "Gust server URL (default $GUST_URL, or "+DefaultServer+")")
+// clientFlags adds --server, --key and --tenant to fs and returns a function
+// that makes the client once the flags are parsed.
+func (e *env) clientFlags(fs *flag.FlagSet) func() (*client, error) {
+	server := fs.String("server", "", "Gust server URL (default $GUST_URL, the one 'gust login' saved, or "+DefaultServer+")")
+	key := fs.String("key", "", "API key (default $GUST_KEY, the one 'gust login' saved, or ./gust-data/admin.key)")
+	tenantName := fs.String("tenant", "", "tenant to act in, for an admin key (default: the key's own)")
 	return func() (*client, error) {
-		base := *server
-		if base == "" {
-			base = e.getenv("GUST_URL")
+		saved, err := e.loadConfig()
+		if err != nil {
+			return nil, err
 		}
-		if base == "" {
-			base = DefaultServer
+		base := firstOf(*server, e.getenv("GUST_URL"), saved.Server, DefaultServer)
+		token := firstOf(*key, e.getenv("GUST_KEY"))
+		if token == "" && saved.Key != "" && (saved.Server == "" || saved.Server == base) {
+			token = saved.Key
+		}
+		if token == "" {
+			token = e.localAdminKey()
 		}
 		u, err := url.Parse(base)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, usagef("server URL %q is not an http:// or https:// URL", base)
 		}
 		return &client{
-			base: strings.TrimSuffix(u.String(), "/"),
+			base:   strings.TrimSuffix(u.String(), "/"),
+			key:    token,
+			tenant: *tenantName,
 			http: &http.Client{Transport: &http.Transport{
 				Proxy:       http.ProxyFromEnvironment,
 				DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -71,6 +84,9 @@ func indent(s string) string {
 // do sends a request and returns the response; a failure to connect becomes
 // an error that says what to do about it.
 func (c *client) do(req *http.Request) (*http.Response, error) {
+	if c.key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.key)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		var opErr *net.OpError
@@ -85,6 +101,13 @@ func (c *client) do(req *http.Request) (*http.Response, error) {
 // call sends a request to the API and decodes a JSON answer into out (if not
 // nil). An error answer becomes an *apiError.
 func (c *client) call(ctx context.Context, method, path string, body io.Reader, contentType string, out any) (int, error) {
+	if c.tenant != "" {
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		path += sep + "tenant=" + url.QueryEscape(c.tenant)
+	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return 0, err
@@ -124,5 +147,27 @@ func decodeError(resp *http.Response, data []byte) error {
 		}
 		return &apiError{Status: resp.StatusCode, Code: "unknown", Message: fmt.Sprintf("the server answered %s: %s", resp.Status, text)}
 	}
-	return &apiError{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message, Stderr: body.Error.Stderr}
+	e := &apiError{Status: resp.StatusCode, Code: body.Error.Code, Message: body.Error.Message, Stderr: body.Error.Stderr}
+	if resp.StatusCode == http.StatusUnauthorized {
+		e.Message += "\n(give a key with --key or GUST_KEY, or save one with 'gust login')"
+	}
+	return e
+}
+
+// callJSON sends v as a JSON body.
+func (c *client) callJSON(ctx context.Context, method, path string, v, out any) (int, error) {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return 0, err
+	}
+	return c.call(ctx, method, path, bytes.NewReader(data), "application/json", out)
+}
+
+func firstOf(values ...string) string {
+	for _, v := range values {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
 }

@@ -23,12 +23,13 @@ import (
 	"github.com/gust-faas/gust/internal/httperror"
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/server"
+	"github.com/gust-faas/gust/internal/tenant"
 )
 
 func (e *env) deploy(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
 	helpOn(fs, e.stdout, "gust deploy <dir|file.wasm> [--name NAME] [-f gust.yaml]")
-	newClient := e.serverFlag(fs)
+	newClient := e.clientFlags(fs)
 	name := fs.String("name", "", "function name (default: the spec's, or the directory's or file's name)")
 	specPath := fs.String("f", "", "spec file for a .wasm file (default: gust.yaml beside it, if there is one)")
 	pos, err := parse(fs, args, 1, "gust deploy <dir|file.wasm>")
@@ -133,7 +134,7 @@ func (h *headerList) Set(v string) error { *h = append(*h, v); return nil }
 func (e *env) invoke(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("invoke", flag.ContinueOnError)
 	helpOn(fs, e.stdout, "gust invoke <name[@version]> [-d data|@file|@-] [-H 'Name: value'] [-X method] [--path /p]")
-	newClient := e.serverFlag(fs)
+	newClient := e.clientFlags(fs)
 	data := fs.String("d", "", "request body; @file reads a file, @- reads stdin")
 	method := fs.String("X", "", "HTTP method (default POST with -d, else GET)")
 	path := fs.String("path", "", "path after the function's name, with an optional ?query")
@@ -159,7 +160,11 @@ func (e *env) invoke(ctx context.Context, args []string) error {
 			m = http.MethodPost
 		}
 	}
-	target := c.base + "/fn/" + registry.DefaultTenant + "/" + pos[0]
+	tenantName, err := c.invokeTenant(ctx)
+	if err != nil {
+		return err
+	}
+	target := c.base + "/fn/" + tenantName + "/" + pos[0]
 	if *path != "" {
 		target += "/" + strings.TrimPrefix(*path, "/")
 	}
@@ -201,6 +206,22 @@ func (e *env) invoke(ctx context.Context, args []string) error {
 	return nil
 }
 
+// invokeTenant is the tenant whose functions invoke calls: --tenant, or the
+// key's own, or the default tenant for a caller without a key.
+func (c *client) invokeTenant(ctx context.Context) (string, error) {
+	if c.tenant != "" {
+		return c.tenant, nil
+	}
+	if c.key == "" {
+		return tenant.Default, nil
+	}
+	var who api.Whoami
+	if _, err := c.call(ctx, http.MethodGet, "/v1/whoami", nil, "", &who); err != nil {
+		return "", err
+	}
+	return who.Tenant, nil
+}
+
 func (e *env) readData(d string) ([]byte, error) {
 	switch {
 	case d == "":
@@ -217,7 +238,7 @@ func (e *env) readData(d string) ([]byte, error) {
 func (e *env) list(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
 	helpOn(fs, e.stdout, "gust ls [--json]")
-	newClient := e.serverFlag(fs)
+	newClient := e.clientFlags(fs)
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	if _, err := parse(fs, args, 0, "gust ls"); err != nil {
 		return err
@@ -248,7 +269,7 @@ func (e *env) list(ctx context.Context, args []string) error {
 func (e *env) describe(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("describe", flag.ContinueOnError)
 	helpOn(fs, e.stdout, "gust describe <name> [--json]")
-	newClient := e.serverFlag(fs)
+	newClient := e.clientFlags(fs)
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	pos, err := parse(fs, args, 1, "gust describe <name>")
 	if err != nil {
@@ -301,7 +322,7 @@ func (e *env) describe(ctx context.Context, args []string) error {
 func (e *env) remove(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("rm", flag.ContinueOnError)
 	helpOn(fs, e.stdout, "gust rm <name>")
-	newClient := e.serverFlag(fs)
+	newClient := e.clientFlags(fs)
 	pos, err := parse(fs, args, 1, "gust rm <name>")
 	if err != nil {
 		return err
@@ -320,7 +341,7 @@ func (e *env) remove(ctx context.Context, args []string) error {
 func (e *env) version(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("version", flag.ContinueOnError)
 	helpOn(fs, e.stdout, "gust version")
-	newClient := e.serverFlag(fs)
+	newClient := e.clientFlags(fs)
 	if _, err := parse(fs, args, 0, "gust version"); err != nil {
 		return err
 	}

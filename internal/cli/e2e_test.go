@@ -30,6 +30,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// Keep the user's saved login and environment out of the tests.
+	os.Setenv("GUST_CONFIG", filepath.Join(os.TempDir(), "gust-test-no-config.json"))
+	os.Unsetenv("GUST_URL")
+	os.Unsetenv("GUST_KEY")
 	var err error
 	if guestPath, err = wasmtest.Build(wasmtest.Guest); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -63,18 +67,22 @@ func (b *syncBuffer) String() string {
 
 // node is a server started in-process for a test.
 type node struct {
-	srv  *server.Server
-	url  string
-	logs *syncBuffer
+	srv      *server.Server
+	url      string
+	logs     *syncBuffer
+	announce *syncBuffer
+	// key is the admin key, sent by n.do and n.gust.
+	key string
 }
 
 func startNode(t *testing.T, dataDir string) *node {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs, announce := &syncBuffer{}, &syncBuffer{}
 	srv, err := server.New(server.Config{
-		DataDir: dataDir,
-		Addr:    "127.0.0.1:0",
-		Logger:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		DataDir:  dataDir,
+		Addr:     "127.0.0.1:0",
+		Announce: announce,
+		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +92,11 @@ func startNode(t *testing.T, dataDir string) *node {
 	if err := srv.Start(ctx); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	n := &node{srv: srv, url: "http://" + srv.Addr(), logs: logs}
+	key, err := os.ReadFile(filepath.Join(dataDir, server.AdminKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{srv: srv, url: "http://" + srv.Addr(), logs: logs, announce: announce, key: strings.TrimSpace(string(key))}
 	t.Cleanup(func() { n.stop(t) })
 	return n
 }
@@ -102,6 +114,9 @@ func (n *node) gust(t *testing.T, stdin string, args ...string) (code int, stdou
 	t.Helper()
 	var out, errOut bytes.Buffer
 	args = append(args, "--server", n.url)
+	if n.key != "" && !slices.Contains(args, "--key") {
+		args = append(args, "--key", n.key)
+	}
 	code = Run(context.Background(), args, strings.NewReader(stdin), &out, &errOut)
 	return code, out.String(), errOut.String()
 }
@@ -125,9 +140,18 @@ type answer struct {
 
 func (n *node) do(t *testing.T, method, path, contentType string, body io.Reader) answer {
 	t.Helper()
+	return n.doAs(t, n.key, method, path, contentType, body)
+}
+
+// doAs sends a request with key as its bearer token ("" sends none).
+func (n *node) doAs(t *testing.T, key, method, path, contentType string, body io.Reader) answer {
+	t.Helper()
 	req, err := http.NewRequest(method, n.url+path, body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -394,7 +418,7 @@ func TestGracefulShutdownFinishesRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "GET /fn/default/guest/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	fmt.Fprintf(conn, "GET /fn/default/guest/slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", n.key)
 	go func() {
 		resp, err := http.ReadResponse(bufioReader(conn), nil)
 		if err != nil {

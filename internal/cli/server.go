@@ -9,8 +9,8 @@ import (
 
 	"github.com/gust-faas/gust/examples"
 	"github.com/gust-faas/gust/internal/build"
-	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/server"
+	"github.com/gust-faas/gust/internal/tenant"
 )
 
 func (e *env) server(ctx context.Context, args []string) error {
@@ -30,7 +30,10 @@ func (e *env) server(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := server.New(server.Config{DataDir: *dataDir, Addr: *addr, NATSListen: *natsListen, Logger: log})
+	srv, err := server.New(server.Config{
+		DataDir: *dataDir, Addr: *addr, NATSListen: *natsListen,
+		MasterKey: e.getenv("GUST_MASTER_KEY"), Announce: e.stderr, Logger: log,
+	})
 	if err != nil {
 		return err
 	}
@@ -73,12 +76,12 @@ func deployDemo(ctx context.Context, srv *server.Server, log *slog.Logger) error
 		if err != nil {
 			return err
 		}
-		res, err := srv.Registry().Deploy(ctx, registry.DefaultTenant, fn.Spec, fn.Artifact)
+		res, err := srv.Registry().Deploy(ctx, tenant.Default, fn.Spec, fn.Artifact)
 		if err != nil {
 			return fmt.Errorf("deploy %s: %w", name, err)
 		}
 		log.Info("demo: deployed", "function", name, "version", res.Version.Number,
-			"try", fmt.Sprintf("curl -d world http://%s/fn/%s/%s", srv.Addr(), registry.DefaultTenant, name))
+			"try", fmt.Sprintf("curl -d world http://%s/fn/%s/%s", srv.Addr(), tenant.Default, name))
 	}
 	return nil
 }

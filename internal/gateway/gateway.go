@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/gust-faas/gust/internal/httperror"
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/runtime"
+	"github.com/gust-faas/gust/internal/tenant"
 )
 
 // Invoker runs one invocation of a function version.
@@ -32,16 +34,35 @@ type Functions interface {
 	Get(tenant, name string) (registry.Function, bool)
 }
 
+// Authenticator tells who a bearer token stands for.
+type Authenticator interface {
+	Authenticate(token string) (tenant.Principal, error)
+}
+
+// Tenants finds a tenant's quotas.
+type Tenants interface {
+	Tenant(name string) (tenant.Tenant, bool)
+}
+
+// Deps are what a Gateway needs. All are required.
+type Deps struct {
+	Functions Functions
+	Invoker   Invoker
+	Auth      Authenticator
+	Tenants   Tenants
+	Limiter   *tenant.Limiter
+	Logger    *slog.Logger
+}
+
 // Gateway serves function invocations over HTTP.
 type Gateway struct {
-	functions Functions
-	invoker   Invoker
-	log       *slog.Logger
+	Deps
+	log *slog.Logger
 }
 
 // New returns a Gateway.
-func New(functions Functions, invoker Invoker, log *slog.Logger) *Gateway {
-	return &Gateway{functions: functions, invoker: invoker, log: log}
+func New(deps Deps) *Gateway {
+	return &Gateway{Deps: deps, log: deps.Logger}
 }
 
 // Register adds the gateway's routes to mux.
@@ -67,19 +88,37 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *slog.Logger) error {
-	tenant := r.PathValue("tenant")
+	tenantName := r.PathValue("tenant")
 	name, version, err := parseTarget(r.PathValue("function"))
 	if err != nil {
 		return err
 	}
-	fn, ok := g.functions.Get(tenant, name)
-	if !registry.ValidName(tenant) || !ok {
-		return httperror.NotFound("function %q not found in tenant %q", name, tenant)
+	fn, found := g.Functions.Get(tenantName, name)
+	v, hasVersion := fn.Version(version)
+	if !(found && hasVersion && v.Spec.Auth == registry.AuthNone) {
+		// Authenticate before saying whether anything exists, so that a
+		// caller without a key learns nothing.
+		p, err := g.Auth.Authenticate(tenant.BearerToken(r.Header.Get("Authorization")))
+		if err != nil {
+			return httperror.Unauthorized(w)
+		}
+		log = log.With("key_id", p.KeyID)
+		if !p.CanActIn(tenantName, tenant.Invoker) {
+			found = false
+		}
 	}
-	v, ok := fn.Version(version)
-	if !ok {
+	if !found {
+		return httperror.NotFound("function %q not found in tenant %q", name, tenantName)
+	}
+	if !hasVersion {
 		return httperror.NotFound("function %q has no version %d (latest is %d)", name, version, fn.Latest)
 	}
+	t, _ := g.Tenants.Tenant(tenantName)
+	release, err := g.Limiter.Admit(tenantName, t.Quotas, v.Spec.MemoryMB)
+	if err != nil {
+		return quotaError(w, err)
+	}
+	defer release()
 	body, err := readBody(w, r, v.Spec.MaxBodyBytes)
 	if err != nil {
 		return err
@@ -93,14 +132,14 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *
 		RemoteAddr:   r.RemoteAddr,
 		Host:         r.Host,
 		InvocationID: id,
-		Tenant:       tenant,
+		Tenant:       tenantName,
 		Function:     name,
 		Version:      v.Number,
 	}
-	log = log.With("tenant", tenant, "function", name, "version", v.Number)
+	log = log.With("tenant", tenantName, "function", name, "version", v.Number)
 	log.Debug("invocation started", "path", req.Path)
 	start := time.Now()
-	resp, err := g.invoker.Invoke(r.Context(), v, req, log)
+	resp, err := g.Invoker.Invoke(r.Context(), v, req, log)
 	took := time.Since(start)
 	w.Header().Set("Server-Timing", fmt.Sprintf("fn;dur=%.3f", float64(took.Microseconds())/1000))
 	w.Header().Set(HeaderVersion, strconv.Itoa(v.Number))
@@ -153,8 +192,23 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return body, nil
 }
 
+// quotaError answers 429 with Retry-After for a tenant over quota.
+func quotaError(w http.ResponseWriter, err error) error {
+	var qerr *tenant.QuotaError
+	if !errors.As(err, &qerr) {
+		return err
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(qerr.RetryAfter.Seconds())))))
+	return httperror.New(http.StatusTooManyRequests, "quota_exceeded", "%v", qerr)
+}
+
 // invocationError maps a sandbox failure to what the caller sees.
 func invocationError(name string, v registry.Version, err error) error {
+	var missing *tenant.MissingSecretError
+	if errors.As(err, &missing) {
+		return &httperror.Error{Status: http.StatusInternalServerError, Code: "function_misconfigured",
+			Message: fmt.Sprintf("function %s uses %v; set it with 'gust secret set %s'", name, missing, missing.Name), Cause: err}
+	}
 	var rerr *runtime.Error
 	if !errors.As(err, &rerr) {
 		return err

@@ -50,6 +50,13 @@ func BadRequest(format string, args ...any) *Error {
 	return New(http.StatusBadRequest, "bad_request", format, args...)
 }
 
+// Unauthorized answers a request without a valid API key, never saying
+// which part of the key was wrong.
+func Unauthorized(w http.ResponseWriter) *Error {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="gust"`)
+	return New(http.StatusUnauthorized, "unauthorized", "missing or invalid API key: send one as 'Authorization: Bearer <key>'")
+}
+
 // MethodNotAllowed sets the Allow header and returns a 405 error.
 func MethodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) *Error {
 	w.Header().Set("Allow", allow)

@@ -30,11 +30,26 @@ type Artifacts interface {
 	Get(ctx context.Context, digest string) ([]byte, error)
 }
 
+// Secrets resolves the values of a tenant's secrets.
+type Secrets interface {
+	Resolve(tenant string, names []string) (map[string]string, error)
+}
+
+// Deps are what a Pool needs.
+type Deps struct {
+	Runtime   *wasm.Runtime
+	Artifacts Artifacts
+	// Secrets may be nil if no function uses secrets.
+	Secrets Secrets
+	Logger  *slog.Logger
+}
+
 // Pool compiles modules on demand and runs invocations. It is safe for
 // concurrent use.
 type Pool struct {
 	rt        *wasm.Runtime
 	artifacts Artifacts
+	secrets   Secrets
 	log       *slog.Logger
 
 	mu      sync.Mutex
@@ -50,12 +65,13 @@ type module struct {
 	dropped  bool // no longer in the map; close when inflight reaches 0
 }
 
-// New returns a Pool that compiles with rt and fetches from artifacts.
-func New(rt *wasm.Runtime, artifacts Artifacts, log *slog.Logger) *Pool {
+// New returns a Pool.
+func New(deps Deps) *Pool {
+	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Pool{rt: rt, artifacts: artifacts, log: log, modules: map[string]*module{}}
+	return &Pool{rt: deps.Runtime, artifacts: deps.Artifacts, secrets: deps.Secrets, log: log, modules: map[string]*module{}}
 }
 
 // Check compiles artifact and checks it fits spec's limits; the compiled
@@ -118,6 +134,16 @@ func (p *Pool) Close() {
 // guest's stderr goes to log. Failures are *runtime.Error, or an error
 // fetching or compiling the artifact.
 func (p *Pool) Invoke(ctx context.Context, v registry.Version, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
+	var secrets map[string]string
+	if len(v.Spec.Secrets) > 0 {
+		if p.secrets == nil {
+			return nil, fmt.Errorf("pool: function %s uses secrets, and this node has no secret store", req.Function)
+		}
+		var err error
+		if secrets, err = p.secrets.Resolve(req.Tenant, v.Spec.Secrets); err != nil {
+			return nil, err
+		}
+	}
 	m, err := p.acquire(ctx, v.Digest, p.fetch(v.Digest))
 	if err != nil {
 		return nil, err
@@ -126,7 +152,7 @@ func (p *Pool) Invoke(ctx context.Context, v registry.Version, req *runtime.Requ
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(v.Spec.Timeout))
 	defer cancel()
 	return m.mod.Invoke(ctx, req, wasm.Invocation{
-		Env: env(v, req),
+		Env: env(v, req, secrets),
 		Limits: runtime.Limits{
 			MemoryBytes:    memoryBytes(v.Spec),
 			MaxOutputBytes: MaxResponseBytes,
@@ -137,11 +163,15 @@ func (p *Pool) Invoke(ctx context.Context, v registry.Version, req *runtime.Requ
 
 func memoryBytes(s registry.Spec) uint64 { return uint64(s.MemoryMB) << 20 }
 
-// env is the spec's environment and Gust's own variables.
-func env(v registry.Version, req *runtime.Request) []string {
-	out := make([]string, 0, len(v.Spec.Env)+5)
+// env is the spec's environment, the function's secrets and Gust's own
+// variables.
+func env(v registry.Version, req *runtime.Request, secrets map[string]string) []string {
+	out := make([]string, 0, len(v.Spec.Env)+len(secrets)+5)
 	for _, k := range slices.Sorted(maps.Keys(v.Spec.Env)) {
 		out = append(out, k+"="+v.Spec.Env[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(secrets)) {
+		out = append(out, k+"="+secrets[k])
 	}
 	return append(out,
 		"GUST_TENANT="+req.Tenant,

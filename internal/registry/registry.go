@@ -22,9 +22,6 @@ const (
 	artifactsBucket = "gust_artifacts"
 )
 
-// DefaultTenant holds every function until tenants are built.
-const DefaultTenant = "default"
-
 // Function is a deployed function and its immutable versions.
 type Function struct {
 	Tenant   string    `json:"tenant"`

@@ -154,7 +154,7 @@ func TestNewRequiresDeps(t *testing.T) {
 
 func TestDeployAddsVersions(t *testing.T) {
 	n := startNode(t, openRegistryStore(t, t.TempDir()))
-	tenant := registry.DefaultTenant
+	tenant := "default"
 
 	res := deploy(t, n.reg, tenant, "hello", "ok-1")
 	if !res.Created || res.Version.Number != 1 || res.Function.Latest != 1 {
@@ -216,7 +216,7 @@ func specEqual(a, b registry.Spec) bool {
 func TestDeployUnchangedRecordsNothing(t *testing.T) {
 	n := startNode(t, openRegistryStore(t, t.TempDir()))
 	ctx := t.Context()
-	tenant := registry.DefaultTenant
+	tenant := "default"
 	withEnv := registry.Spec{Name: "hello", Env: map[string]string{"GREETING": "hi"}}
 
 	steps := []struct {
@@ -254,7 +254,7 @@ func TestDeployUnchangedRecordsNothing(t *testing.T) {
 func TestDeployCheckFailureChangesNothing(t *testing.T) {
 	n := startNode(t, openRegistryStore(t, t.TempDir()))
 	ctx := t.Context()
-	tenant := registry.DefaultTenant
+	tenant := "default"
 	deploy(t, n.reg, tenant, "hello", "ok-1")
 
 	for _, name := range []string{"hello", "fresh"} {
@@ -302,7 +302,7 @@ func TestDeployInvalid(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := n.checker.calls.Load()
-			_, err := n.reg.Deploy(t.Context(), registry.DefaultTenant, tt.spec, tt.artifact)
+			_, err := n.reg.Deploy(t.Context(), "default", tt.spec, tt.artifact)
 			var invalid *registry.InvalidError
 			if !errors.As(err, &invalid) {
 				t.Errorf("Deploy(%+v, %q) error = %#v, want a *registry.InvalidError", tt.spec, tt.artifact, err)
@@ -312,7 +312,7 @@ func TestDeployInvalid(t *testing.T) {
 			}
 		})
 	}
-	if got := n.reg.List(registry.DefaultTenant); len(got) != 0 {
+	if got := n.reg.List("default"); len(got) != 0 {
 		t.Errorf("List after invalid deploys = %d functions, want 0", len(got))
 	}
 }
@@ -321,7 +321,7 @@ func TestDeployInvalid(t *testing.T) {
 // no waiting.
 func TestReadYourWrites(t *testing.T) {
 	n := startNode(t, openRegistryStore(t, t.TempDir()))
-	tenant := registry.DefaultTenant
+	tenant := "default"
 	for i := range 10 {
 		name := fmt.Sprintf("fn-%d", i)
 		for v := 1; v <= 3; v++ {
@@ -392,7 +392,7 @@ func TestTenantMustBeAName(t *testing.T) {
 // change the view.
 func TestGetReturnsCopy(t *testing.T) {
 	n := startNode(t, openRegistryStore(t, t.TempDir()))
-	tenant := registry.DefaultTenant
+	tenant := "default"
 	deploy(t, n.reg, tenant, "hello", "ok-1")
 	want := registry.Digest([]byte("ok-1"))
 
@@ -408,7 +408,7 @@ func TestGetReturnsCopy(t *testing.T) {
 func TestDelete(t *testing.T) {
 	n := startNode(t, openRegistryStore(t, t.TempDir()))
 	ctx := t.Context()
-	tenant := registry.DefaultTenant
+	tenant := "default"
 	deploy(t, n.reg, tenant, "keep", "ok-keep")
 	deploy(t, n.reg, tenant, "gone", "ok-gone-1")
 	deploy(t, n.reg, tenant, "gone", "ok-gone-2")
@@ -497,7 +497,7 @@ func TestArtifacts(t *testing.T) {
 
 func TestDeployStoresArtifact(t *testing.T) {
 	n := startNode(t, openRegistryStore(t, t.TempDir()))
-	res := deploy(t, n.reg, registry.DefaultTenant, "hello", "ok-stored")
+	res := deploy(t, n.reg, "default", "hello", "ok-stored")
 	got, err := n.artifacts.Get(t.Context(), res.Version.Digest)
 	if err != nil || string(got) != "ok-stored" {
 		t.Errorf("Artifacts.Get(deployed digest) = %q, %v; want %q, nil", got, err, "ok-stored")
@@ -509,7 +509,7 @@ func TestDeployStoresArtifact(t *testing.T) {
 func TestTwoNodes(t *testing.T) {
 	s := openRegistryStore(t, t.TempDir())
 	a, b := startNode(t, s), startNode(t, s)
-	tenant := registry.DefaultTenant
+	tenant := "default"
 
 	deploy(t, a.reg, tenant, "hello", "ok-1")
 	eventually(t, "node b sees hello version 1", func() bool {
@@ -539,7 +539,7 @@ func TestTwoNodes(t *testing.T) {
 func TestDeployHammer(t *testing.T) {
 	s := openRegistryStore(t, t.TempDir())
 	nodes := []*node{startNode(t, s), startNode(t, s)}
-	tenant := registry.DefaultTenant
+	tenant := "default"
 	const deploys = 20
 
 	results := make([]registry.DeployResult, deploys)
@@ -596,7 +596,7 @@ func TestDeployHammer(t *testing.T) {
 // registry on the reopened store has them once Start returns.
 func TestRestart(t *testing.T) {
 	dir := t.TempDir()
-	tenant := registry.DefaultTenant
+	tenant := "default"
 
 	s := openRegistryStore(t, dir)
 	n := startNode(t, s)

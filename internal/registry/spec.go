@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -45,7 +46,21 @@ type Spec struct {
 	MemoryMB     int               `json:"memory_mb,omitempty" yaml:"memory_mb,omitempty"`
 	Timeout      Duration          `json:"timeout,omitempty" yaml:"timeout,omitempty"`
 	MaxBodyBytes int64             `json:"max_body_bytes,omitempty" yaml:"max_body_bytes,omitempty"`
+	// Auth is "key" (the default: an API key of the function's tenant is
+	// needed to invoke it) or "none" (its URL is public).
+	Auth string `json:"auth,omitempty" yaml:"auth,omitempty"`
+	// Secrets names the tenant's secrets the function gets as environment
+	// variables.
+	Secrets []string `json:"secrets,omitempty" yaml:"secrets,omitempty"`
 }
+
+// Values of Spec.Auth.
+const (
+	AuthKey  = "key"
+	AuthNone = "none"
+)
+
+const maxSecrets = 64
 
 // Duration is a time.Duration written as a Go duration string ("30s", "2m").
 type Duration time.Duration
@@ -159,6 +174,7 @@ func jsonError(err error) string {
 // clone returns s with its own Env map.
 func (s Spec) clone() Spec {
 	s.Env = maps.Clone(s.Env)
+	s.Secrets = slices.Clone(s.Secrets)
 	return s
 }
 
@@ -175,6 +191,9 @@ func (s Spec) WithDefaults() Spec {
 	}
 	if s.MaxBodyBytes == 0 {
 		s.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if s.Auth == "" {
+		s.Auth = AuthKey
 	}
 	return s
 }
@@ -199,7 +218,11 @@ func (s Spec) Validate() error {
 	if s.MaxBodyBytes < 1 || s.MaxBodyBytes > MaxMaxBodyBytes {
 		errs = append(errs, fmt.Errorf("max_body_bytes %d is out of range 1 to %d", s.MaxBodyBytes, MaxMaxBodyBytes))
 	}
+	if s.Auth != AuthKey && s.Auth != AuthNone {
+		errs = append(errs, fmt.Errorf("auth %q is unknown: use %q (an API key is needed) or %q (public)", s.Auth, AuthKey, AuthNone))
+	}
 	errs = append(errs, validateEnv(s.Env)...)
+	errs = append(errs, validateSecrets(s.Secrets, s.Env)...)
 	return errors.Join(errs...)
 }
 
@@ -228,6 +251,28 @@ func validateEnv(env map[string]string) []error {
 	}
 	if size > maxEnvBytes {
 		errs = append(errs, fmt.Errorf("env is %d bytes, at most %d are allowed", size, maxEnvBytes))
+	}
+	return errs
+}
+
+func validateSecrets(names []string, env map[string]string) []error {
+	var errs []error
+	if len(names) > maxSecrets {
+		errs = append(errs, fmt.Errorf("secrets lists %d names, at most %d are allowed", len(names), maxSecrets))
+	}
+	seen := map[string]bool{}
+	for _, n := range names {
+		switch {
+		case !envKeyRE.MatchString(n) || len(n) > 128:
+			errs = append(errs, fmt.Errorf("secret name %q is invalid: use letters, digits and underscores, not starting with a digit", n))
+		case strings.HasPrefix(strings.ToUpper(n), "GUST_") || strings.HasPrefix(n, "HTTP_") || reservedEnv[n]:
+			errs = append(errs, fmt.Errorf("secret name %q is reserved for Gust", n))
+		case seen[n]:
+			errs = append(errs, fmt.Errorf("secret %q is listed twice", n))
+		case env[n] != "":
+			errs = append(errs, fmt.Errorf("secret %q is also set in env", n))
+		}
+		seen[n] = true
 	}
 	return errs
 }

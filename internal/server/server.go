@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,12 +17,14 @@ import (
 	"time"
 
 	"github.com/gust-faas/gust/internal/api"
+	"github.com/gust-faas/gust/internal/audit"
 	"github.com/gust-faas/gust/internal/gateway"
 	"github.com/gust-faas/gust/internal/httperror"
 	"github.com/gust-faas/gust/internal/pool"
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/runtime/wasm"
 	"github.com/gust-faas/gust/internal/store"
+	"github.com/gust-faas/gust/internal/tenant"
 )
 
 // Version is the server's version, reported by /v1/info.
@@ -35,8 +38,20 @@ type Config struct {
 	Addr string
 	// NATSListen opens a NATS client port on the embedded server; empty opens none.
 	NATSListen string
-	Logger     *slog.Logger
+	// MasterKey seals secrets (64 hex digits or base64 of 32 bytes). Empty
+	// uses DataDir/master.key, created at the first start.
+	MasterKey string
+	// Announce receives, once, the admin API key created at the first start
+	// (never the log). Nil discards it; it is in DataDir/admin.key as well.
+	Announce io.Writer
+	Logger   *slog.Logger
 }
+
+// Files in the data directory.
+const (
+	AdminKeyFile  = "admin.key"
+	MasterKeyFile = "master.key"
+)
 
 // Server is one Gust node.
 type Server struct {
@@ -47,6 +62,7 @@ type Server struct {
 	rt       *wasm.Runtime
 	pool     *pool.Pool
 	registry *registry.Registry
+	tenants  *tenant.Service
 	http     *http.Server
 	listener net.Listener
 
@@ -98,7 +114,23 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	s.pool = pool.New(s.rt, artifacts, s.log)
+	masterKey, err := tenant.LoadMasterKey(s.cfg.MasterKey, filepath.Join(s.cfg.DataDir, MasterKeyFile))
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	sealer, err := tenant.NewSealer(masterKey)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	s.tenants, err = tenant.New(ctx, tenant.Deps{Store: s.store, Sealer: sealer, Logger: s.log})
+	if err != nil {
+		return err
+	}
+	auditLog, err := audit.Open(ctx, s.store, s.log)
+	if err != nil {
+		return err
+	}
+	s.pool = pool.New(pool.Deps{Runtime: s.rt, Artifacts: artifacts, Secrets: s.tenants, Logger: s.log})
 	s.registry, err = registry.New(ctx, registry.Deps{Store: s.store, Artifacts: artifacts, Checker: s.pool, Logger: s.log})
 	if err != nil {
 		return err
@@ -109,16 +141,25 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.registry.Start(ctx, watchCtx); err != nil {
 		return err
 	}
+	if err := s.tenants.Start(ctx, watchCtx); err != nil {
+		return err
+	}
+	if err := s.bootstrap(ctx); err != nil {
+		return err
+	}
 	go s.prepareAll(watchCtx)
 
 	mux := http.NewServeMux()
-	api.New(s.registry, s.log, Version).Register(mux)
-	gateway.New(s.registry, s.pool, s.log).Register(mux)
+	api.New(api.Deps{Registry: s.registry, Tenants: s.tenants, Audit: auditLog, Logger: s.log, Version: Version}).Register(mux)
+	gateway.New(gateway.Deps{
+		Functions: s.registry, Invoker: s.pool, Auth: s.tenants, Tenants: s.tenants,
+		Limiter: tenant.NewLimiter(nil), Logger: s.log,
+	}).Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httperror.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.Handle("GET /readyz", httperror.Handler(s.log, func(w http.ResponseWriter, r *http.Request) error {
-		if !s.registry.Ready() {
+		if !s.registry.Ready() || !s.tenants.Ready() {
 			return httperror.New(http.StatusServiceUnavailable, "not_ready", "the function view has not caught up with the store")
 		}
 		return httperror.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -144,6 +185,20 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	return nil
 }
 
+// bootstrap creates the first admin key if no node has, and announces it.
+func (s *Server) bootstrap(ctx context.Context) error {
+	path := filepath.Join(s.cfg.DataDir, AdminKeyFile)
+	token, err := s.tenants.Bootstrap(ctx, path)
+	if err != nil || token == "" {
+		return err
+	}
+	s.log.Info("created the first admin API key", "file", path)
+	if s.cfg.Announce != nil {
+		fmt.Fprintf(s.cfg.Announce, "\nGust created an admin API key. It is shown only this once, and kept in\n%s (readable by you only), where gust on this machine finds it:\n\n    %s\n\nElsewhere: gust login --server <url> --key <key>\n\n", path, token)
+	}
+	return nil
+}
+
 // prepareAll compiles every function's latest version in the background,
 // from the disk cache where it can, so first requests do not wait for it.
 func (s *Server) prepareAll(ctx context.Context) {
@@ -162,6 +217,9 @@ func (s *Server) Addr() string { return s.listener.Addr().String() }
 
 // Registry returns the node's registry, for deploys made in-process.
 func (s *Server) Registry() *registry.Registry { return s.registry }
+
+// Tenants returns the node's tenant service.
+func (s *Server) Tenants() *tenant.Service { return s.tenants }
 
 // Stop stops accepting requests, waits for those in flight until ctx is
 // done (then cuts them off), and closes the pool, runtime and store. It may

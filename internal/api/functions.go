@@ -1,0 +1,221 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/gust-faas/gust/internal/httperror"
+	"github.com/gust-faas/gust/internal/registry"
+	"github.com/gust-faas/gust/internal/runtime"
+)
+
+// Summary is a function in a list.
+type Summary struct {
+	Name     string    `json:"name"`
+	Tenant   string    `json:"tenant"`
+	Latest   int       `json:"latest"`
+	Runtime  string    `json:"runtime"`
+	MemoryMB int       `json:"memory_mb"`
+	Updated  time.Time `json:"updated"`
+}
+
+// List is the answer to GET /v1/functions.
+type List struct {
+	Functions []Summary `json:"functions"`
+}
+
+func (a *API) functions(w http.ResponseWriter, r *http.Request, c call) error {
+	if r.Method != http.MethodGet {
+		return httperror.MethodNotAllowed(w, r, "GET")
+	}
+	list := List{Functions: []Summary{}}
+	for _, f := range a.Registry.List(c.tenant) {
+		latest, _ := f.Version(0)
+		list.Functions = append(list.Functions, Summary{
+			Name: f.Name, Tenant: f.Tenant, Latest: f.Latest,
+			Runtime: latest.Spec.Runtime, MemoryMB: latest.Spec.MemoryMB, Updated: f.Updated,
+		})
+	}
+	return httperror.WriteJSON(w, http.StatusOK, list)
+}
+
+func (a *API) function(w http.ResponseWriter, r *http.Request, c call) error {
+	name := r.PathValue("name")
+	switch r.Method {
+	case http.MethodGet:
+		f, ok := a.Registry.Get(c.tenant, name)
+		if !ok {
+			return httperror.NotFound("function %q not found", name)
+		}
+		return httperror.WriteJSON(w, http.StatusOK, f)
+	case http.MethodPut, http.MethodPost:
+		return a.deploy(w, r, c.tenant, name)
+	case http.MethodDelete:
+		err := a.Registry.Delete(r.Context(), c.tenant, name)
+		if errors.Is(err, registry.ErrNotFound) {
+			return httperror.NotFound("function %q not found", name)
+		}
+		if err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	default:
+		return httperror.MethodNotAllowed(w, r, "GET, PUT, POST, DELETE")
+	}
+}
+
+// Deployed is the answer to a deploy.
+type Deployed struct {
+	Function registry.Function `json:"function"`
+	Version  registry.Version  `json:"version"`
+	// Created is false when the latest version already ran this artifact
+	// with this spec, so no version was added.
+	Created bool `json:"created"`
+}
+
+// deploy takes a multipart/form-data body with a "spec" part (JSON) and an
+// "artifact" part (the module).
+func (a *API) deploy(w http.ResponseWriter, r *http.Request, tenant, name string) error {
+	if !registry.ValidName(name) {
+		return httperror.BadRequest("function name %q is invalid: use 1 to 63 lowercase letters, digits and dashes, starting with a letter", name)
+	}
+	mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mediaType != "multipart/form-data" {
+		return httperror.New(http.StatusUnsupportedMediaType, "unsupported_media_type",
+			"a deploy is multipart/form-data with a \"spec\" part (JSON) and an \"artifact\" part")
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, MaxArtifactBytes+maxSpecPartBytes+64<<10)
+	spec, artifact, err := readDeploy(r)
+	if err != nil {
+		return err
+	}
+	if spec.Name == "" {
+		spec.Name = name
+	}
+	if spec.Name != name {
+		return httperror.BadRequest("spec names function %q but the URL names %q", spec.Name, name)
+	}
+	if err := a.checkDeploy(tenant, spec); err != nil {
+		return err
+	}
+	res, err := a.Registry.Deploy(r.Context(), tenant, spec, artifact)
+	if err != nil {
+		return deployError(err)
+	}
+	status := http.StatusCreated
+	if !res.Created {
+		status = http.StatusOK
+	}
+	return httperror.WriteJSON(w, status, Deployed{Function: res.Function, Version: res.Version, Created: res.Created})
+}
+
+// checkDeploy refuses a deploy that would put the tenant over its function
+// quota, or that uses secrets the tenant has not set.
+func (a *API) checkDeploy(tenantName string, spec registry.Spec) error {
+	t, _ := a.Tenants.Tenant(tenantName)
+	if _, exists := a.Registry.Get(tenantName, spec.Name); !exists && t.Quotas.MaxFunctions > 0 {
+		if n := len(a.Registry.List(tenantName)); n >= t.Quotas.MaxFunctions {
+			return httperror.New(http.StatusTooManyRequests, "quota_exceeded",
+				"tenant is over its functions quota (%d functions); delete one first", t.Quotas.MaxFunctions)
+		}
+	}
+	for _, name := range spec.Secrets {
+		if !a.Tenants.HasSecret(tenantName, name) {
+			return httperror.BadRequest("the spec uses secret %q, which is not set in this tenant: set it with 'gust secret set %s'", name, name)
+		}
+	}
+	return nil
+}
+
+func readDeploy(r *http.Request) (registry.Spec, []byte, error) {
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return registry.Spec{}, nil, httperror.BadRequest("reading the multipart body: %v", err)
+	}
+	var (
+		spec     registry.Spec
+		artifact []byte
+		gotSpec  bool
+		gotArt   bool
+	)
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return registry.Spec{}, nil, partError("the multipart body", err)
+		}
+		switch part.FormName() {
+		case "spec":
+			data, err := readPart(part, maxSpecPartBytes)
+			if err != nil {
+				return registry.Spec{}, nil, partError("the spec", err)
+			}
+			// The registry validates the spec once its name is settled.
+			spec, err = registry.DecodeSpecJSON(data)
+			if err != nil {
+				return registry.Spec{}, nil, httperror.BadRequest("%v", err)
+			}
+			gotSpec = true
+		case "artifact":
+			artifact, err = readPart(part, MaxArtifactBytes)
+			if err != nil {
+				return registry.Spec{}, nil, partError("the artifact", err)
+			}
+			gotArt = true
+		default:
+			return registry.Spec{}, nil, httperror.BadRequest("unexpected part %q: a deploy has a \"spec\" and an \"artifact\" part", part.FormName())
+		}
+	}
+	if !gotSpec || !gotArt {
+		return registry.Spec{}, nil, httperror.BadRequest("a deploy needs a \"spec\" part and an \"artifact\" part")
+	}
+	if len(artifact) == 0 {
+		return registry.Spec{}, nil, httperror.BadRequest("artifact is empty")
+	}
+	return spec, artifact, nil
+}
+
+var errPartTooLarge = errors.New("part too large")
+
+func readPart(r io.Reader, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%w: larger than %d bytes", errPartTooLarge, limit)
+	}
+	return data, nil
+}
+
+func partError(what string, err error) error {
+	var maxErr *http.MaxBytesError
+	if errors.Is(err, errPartTooLarge) || errors.As(err, &maxErr) {
+		return httperror.New(http.StatusRequestEntityTooLarge, "payload_too_large", "%s is too large: an artifact may be at most %d MiB, a spec %d KiB", what, MaxArtifactBytes>>20, maxSpecPartBytes>>10)
+	}
+	return httperror.BadRequest("reading %s: %v", what, err)
+}
+
+func deployError(err error) error {
+	var invalid *registry.InvalidError
+	if errors.As(err, &invalid) {
+		return httperror.BadRequest("%v", invalid.Err)
+	}
+	var rerr *runtime.Error
+	if errors.As(err, &rerr) {
+		switch rerr.Kind {
+		case runtime.BadArtifact:
+			return &httperror.Error{Status: http.StatusUnprocessableEntity, Code: "bad_artifact", Message: rerr.Message, Cause: err}
+		case runtime.OutOfMemory:
+			return &httperror.Error{Status: http.StatusUnprocessableEntity, Code: "bad_spec", Message: rerr.Message, Cause: err}
+		}
+	}
+	return err
+}

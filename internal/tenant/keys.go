@@ -1,0 +1,257 @@
+package tenant
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gust-faas/gust/internal/store"
+)
+
+// Key is an API key's record. The secret half of the token is stored only as
+// its SHA-256: it has 256 random bits, so a slow hash would add nothing.
+type Key struct {
+	ID      string     `json:"id"`
+	Tenant  string     `json:"tenant"`
+	Role    Role       `json:"role"`
+	Name    string     `json:"name,omitempty"`
+	Hash    string     `json:"hash"`
+	Created time.Time  `json:"created"`
+	Expires *time.Time `json:"expires,omitempty"`
+	Revoked *time.Time `json:"revoked,omitempty"`
+}
+
+// KeyInfo is what the API shows of a key: everything but its hash.
+type KeyInfo struct {
+	ID      string     `json:"id"`
+	Tenant  string     `json:"tenant"`
+	Role    Role       `json:"role"`
+	Name    string     `json:"name,omitempty"`
+	Created time.Time  `json:"created"`
+	Expires *time.Time `json:"expires,omitempty"`
+	Revoked *time.Time `json:"revoked,omitempty"`
+}
+
+// Info returns k without its hash.
+func (k Key) Info() KeyInfo {
+	return KeyInfo{ID: k.ID, Tenant: k.Tenant, Role: k.Role, Name: k.Name, Created: k.Created, Expires: k.Expires, Revoked: k.Revoked}
+}
+
+// Principal is who a request acts as.
+type Principal struct {
+	KeyID  string
+	Tenant string
+	Role   Role
+}
+
+// CanActIn reports whether p may act in tenant with role need.
+func (p Principal) CanActIn(tenant string, need Role) bool {
+	if p.Role == Admin {
+		return true
+	}
+	return p.Tenant == tenant && p.Role.Allows(need)
+}
+
+// Tokens look like gust_<id>_<secret>: the id (16 characters) names the key
+// record, the secret (52 characters) proves possession.
+const (
+	tokenPrefix = "gust_"
+	idLen       = 16
+	secretLen   = 52
+)
+
+var tokenEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// ErrUnauthenticated is every way a token can fail: missing, malformed,
+// unknown, forged, expired or revoked. Callers must not say which.
+var ErrUnauthenticated = errors.New("missing or invalid API key")
+
+// ParseToken splits a token into its id and secret, or fails with
+// ErrUnauthenticated.
+func ParseToken(token string) (id, secret string, err error) {
+	rest, ok := strings.CutPrefix(token, tokenPrefix)
+	if !ok || len(rest) != idLen+1+secretLen || rest[idLen] != '_' {
+		return "", "", ErrUnauthenticated
+	}
+	id, secret = rest[:idLen], rest[idLen+1:]
+	if !validToken(id) || !validToken(secret) {
+		return "", "", ErrUnauthenticated
+	}
+	return id, secret, nil
+}
+
+func validToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
+}
+
+func hashSecret(id, secret string) string {
+	sum := sha256.Sum256([]byte(id + ":" + secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// Authenticate returns the principal a bearer token stands for, or
+// ErrUnauthenticated. It reads only the in-memory view.
+func (s *Service) Authenticate(token string) (Principal, error) {
+	id, secret, err := ParseToken(token)
+	if err != nil {
+		return Principal{}, err
+	}
+	k, ok := s.keys.Get(id)
+	// Compare even for an unknown id, so timing does not tell ids apart.
+	want := k.Hash
+	if !ok {
+		want = strings.Repeat("0", sha256.Size*2)
+	}
+	if subtle.ConstantTimeCompare([]byte(hashSecret(id, secret)), []byte(want)) != 1 || !ok {
+		return Principal{}, ErrUnauthenticated
+	}
+	now := s.now()
+	if k.Revoked != nil || (k.Expires != nil && !now.Before(*k.Expires)) {
+		return Principal{}, ErrUnauthenticated
+	}
+	if _, ok := s.tenants.Get(k.Tenant); !ok {
+		return Principal{}, ErrUnauthenticated
+	}
+	return Principal{KeyID: k.ID, Tenant: k.Tenant, Role: k.Role}, nil
+}
+
+// NewKey describes a key to create.
+type NewKey struct {
+	Tenant string
+	Role   Role
+	Name   string
+	// TTL, if positive, makes the key expire that long after its creation.
+	TTL time.Duration
+}
+
+// CreateKey creates a key and returns its record and its token, which is
+// never shown again.
+func (s *Service) CreateKey(ctx context.Context, nk NewKey) (KeyInfo, string, error) {
+	if !nk.Role.Valid() {
+		return KeyInfo{}, "", invalidf("role %q is unknown: use invoker, developer, owner or admin", nk.Role)
+	}
+	if nk.Role == Admin && nk.Tenant != Default {
+		return KeyInfo{}, "", invalidf("admin keys belong to the %q tenant", Default)
+	}
+	if _, ok := s.tenants.Get(nk.Tenant); !ok {
+		return KeyInfo{}, "", fmt.Errorf("tenant %q: %w", nk.Tenant, ErrNotFound)
+	}
+	if len(nk.Name) > 128 {
+		return KeyInfo{}, "", invalidf("a key's name is at most 128 bytes")
+	}
+	if nk.TTL < 0 {
+		return KeyInfo{}, "", invalidf("a key's lifetime cannot be negative")
+	}
+	id, secret := randomToken(idLen), randomToken(secretLen)
+	now := s.now().UTC()
+	k := Key{ID: id, Tenant: nk.Tenant, Role: nk.Role, Name: nk.Name, Hash: hashSecret(id, secret), Created: now}
+	if nk.TTL > 0 {
+		exp := now.Add(nk.TTL)
+		k.Expires = &exp
+	}
+	rev, err := createJSON(ctx, s.keysKV, id, k)
+	if err != nil {
+		return KeyInfo{}, "", err
+	}
+	if err := s.keys.WaitApplied(ctx, id, rev); err != nil {
+		return KeyInfo{}, "", err
+	}
+	s.log.Info("API key created", "key_id", id, "tenant", k.Tenant, "role", k.Role)
+	return k.Info(), tokenPrefix + id + "_" + secret, nil
+}
+
+func randomToken(n int) string {
+	b := make([]byte, (n*5+7)/8)
+	rand.Read(b)
+	return tokenEncoding.EncodeToString(b)[:n]
+}
+
+// Keys returns the keys of tenant, or of every tenant if tenant is empty.
+func (s *Service) Keys(tenant string) []KeyInfo {
+	var out []KeyInfo
+	for _, k := range s.keys.List("") {
+		if tenant == "" || k.Tenant == tenant {
+			out = append(out, k.Info())
+		}
+	}
+	return out
+}
+
+// Key returns a key's record.
+func (s *Service) Key(id string) (KeyInfo, bool) {
+	k, ok := s.keys.Get(id)
+	return k.Info(), ok
+}
+
+// RevokeKey revokes a key at once on every node. It is kept, marked revoked,
+// so that the audit trail can still name it.
+func (s *Service) RevokeKey(ctx context.Context, id string) (KeyInfo, error) {
+	var out Key
+	rev, err := updateJSON(ctx, s.keysKV, id, func(k *Key) error {
+		if k.Revoked == nil {
+			now := s.now().UTC()
+			k.Revoked = &now
+		}
+		out = *k
+		return nil
+	})
+	if errors.Is(err, ErrNotFound) {
+		return KeyInfo{}, fmt.Errorf("key %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	if err := s.keys.WaitApplied(ctx, id, rev); err != nil {
+		return KeyInfo{}, err
+	}
+	s.log.Info("API key revoked", "key_id", id, "tenant", out.Tenant)
+	return out.Info(), nil
+}
+
+// bootstrapKey marks, in the meta bucket, that the first admin key exists,
+// so that only one node of a cluster creates one.
+const bootstrapKey = "first-admin-key"
+
+// Bootstrap creates the first admin key if no node ever has, writes its
+// token to path (readable by its owner only) and returns it. If an admin key
+// was created before, it returns "".
+func (s *Service) Bootstrap(ctx context.Context, path string) (string, error) {
+	if _, err := s.metaKV.Create(ctx, bootstrapKey, []byte(`{}`)); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return "", nil
+		}
+		return "", err
+	}
+	_, token, err := s.CreateKey(ctx, NewKey{Tenant: Default, Role: Admin, Name: "first admin key"})
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("tenant: write the admin key: %w", err)
+	}
+	return token, nil
+}
+
+// BearerToken returns the token of an "Authorization: Bearer <token>" header
+// value, or "".
+func BearerToken(authorization string) string {
+	scheme, token, ok := strings.Cut(authorization, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
+}

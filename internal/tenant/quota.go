@@ -1,0 +1,90 @@
+package tenant
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"time"
+)
+
+// QuotaError is a request refused because its tenant is over a quota.
+type QuotaError struct {
+	// Quota names the quota: "concurrency", "memory" or "rate".
+	Quota      string
+	Limit      string
+	RetryAfter time.Duration
+}
+
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("tenant is over its %s quota (%s)", e.Quota, e.Limit)
+}
+
+// Limiter enforces tenants' concurrency, memory and request-rate quotas on
+// this node. It is safe for concurrent use.
+type Limiter struct {
+	now   func() time.Time
+	mu    sync.Mutex
+	usage map[string]*usage
+}
+
+type usage struct {
+	inflight int
+	memoryMB int
+	tokens   float64
+	last     time.Time
+}
+
+// NewLimiter returns a Limiter reading time from now (time.Now if nil).
+func NewLimiter(now func() time.Time) *Limiter {
+	if now == nil {
+		now = time.Now
+	}
+	return &Limiter{now: now, usage: map[string]*usage{}}
+}
+
+// Admit admits one invocation of memoryMB for tenant under q, or returns a
+// *QuotaError. The caller must call release when the invocation ends.
+func (l *Limiter) Admit(tenant string, q Quotas, memoryMB int) (release func(), err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	u := l.usage[tenant]
+	if u == nil {
+		u = &usage{tokens: float64(burst(q)), last: l.now()}
+		l.usage[tenant] = u
+	}
+	if q.MaxConcurrency > 0 && u.inflight+1 > q.MaxConcurrency {
+		return nil, &QuotaError{Quota: "concurrency", Limit: fmt.Sprintf("%d invocations at once", q.MaxConcurrency), RetryAfter: time.Second}
+	}
+	if q.MaxMemoryMB > 0 && u.memoryMB+memoryMB > q.MaxMemoryMB {
+		return nil, &QuotaError{Quota: "memory", Limit: fmt.Sprintf("%d MiB of instances at once", q.MaxMemoryMB), RetryAfter: time.Second}
+	}
+	if q.RatePerSecond > 0 {
+		now := l.now()
+		u.tokens = math.Min(float64(burst(q)), u.tokens+now.Sub(u.last).Seconds()*q.RatePerSecond)
+		u.last = now
+		if u.tokens < 1 {
+			wait := time.Duration((1 - u.tokens) / q.RatePerSecond * float64(time.Second))
+			return nil, &QuotaError{Quota: "rate", Limit: fmt.Sprintf("%g requests per second, burst %d", q.RatePerSecond, burst(q)), RetryAfter: wait}
+		}
+		u.tokens--
+	}
+	u.inflight++
+	u.memoryMB += memoryMB
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			u.inflight--
+			u.memoryMB -= memoryMB
+			l.mu.Unlock()
+		})
+	}, nil
+}
+
+// burst is the token bucket's size: the quota's burst, or one second's worth.
+func burst(q Quotas) int {
+	if q.Burst > 0 {
+		return q.Burst
+	}
+	return max(1, int(math.Ceil(q.RatePerSecond)))
+}
