@@ -50,6 +50,12 @@ func Env(req *runtime.Request) []string {
 		env["CONTENT_TYPE"] = ct
 	}
 	for name, values := range req.Header {
+		if strings.Contains(name, "_") {
+			// X_Forwarded_For would become the same variable as
+			// X-Forwarded-For and could override what a proxy set; Apache
+			// and nginx drop such headers too.
+			continue
+		}
 		key := "HTTP_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 		switch key {
 		case "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_PROXY", "HTTP_AUTHORIZATION":
@@ -137,12 +143,19 @@ func split(out []byte) (string, []byte, error) {
 			return "", nil, fmt.Errorf("response has an empty header section: a CGI response needs at least a Content-Type or Status header")
 		}
 		rest := out[i+1:]
+		var body []byte
 		switch {
 		case len(rest) > 0 && rest[0] == '\n':
-			return string(out[:i]), rest[1:], nil
+			body = rest[1:]
 		case len(rest) > 1 && rest[0] == '\r' && rest[1] == '\n':
-			return string(out[:i]), rest[2:], nil
+			body = rest[2:]
+		default:
+			continue
 		}
+		if head := strings.TrimSuffix(string(out[:i]), "\r"); len(head) > MaxHeaderBytes {
+			return "", nil, fmt.Errorf("response header section is longer than %d bytes", MaxHeaderBytes)
+		}
+		return string(out[:i]), body, nil
 	}
 	if len(out) > MaxHeaderBytes {
 		return "", nil, fmt.Errorf("response header section is longer than %d bytes", MaxHeaderBytes)

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -128,6 +130,16 @@ func DecodeSpecJSON(data []byte) (Spec, error) {
 	if len(data) > maxSpecBytes {
 		return Spec{}, fmt.Errorf("spec is larger than %d bytes", maxSpecBytes)
 	}
+	// encoding/json matches field names without regard to case; a spec's
+	// names are exact, as they are in YAML.
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err == nil {
+		for name := range fields {
+			if !specFields[name] {
+				return Spec{}, fmt.Errorf("spec is not valid JSON: unknown field %q", name)
+			}
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var s Spec
@@ -159,6 +171,15 @@ func DecodeSpecYAML(data []byte) (Spec, error) {
 	var extra any
 	if err := dec.Decode(&extra); err != io.EOF {
 		return Spec{}, errors.New("spec is not valid YAML: more than one document")
+	}
+	// yaml.v3 truncates 128.7 into an int field; refuse it as JSON does.
+	var raw map[string]any
+	if yaml.Unmarshal(data, &raw) == nil {
+		for _, name := range []string{"memory_mb", "max_body_bytes"} {
+			if f, ok := raw[name].(float64); ok {
+				return Spec{}, fmt.Errorf("spec is not valid YAML: %s must be a whole number, not %v", name, f)
+			}
+		}
 	}
 	return s, nil
 }
@@ -247,6 +268,8 @@ func validateEnv(env map[string]string) []error {
 			errs = append(errs, fmt.Errorf("env name %q is reserved for Gust", k))
 		case strings.ContainsRune(v, 0):
 			errs = append(errs, fmt.Errorf("env %s contains a NUL byte", k))
+		case !utf8.ValidString(v):
+			errs = append(errs, fmt.Errorf("env %s is not valid UTF-8", k))
 		}
 	}
 	if size > maxEnvBytes {
@@ -276,6 +299,17 @@ func validateSecrets(names []string, env map[string]string) []error {
 	}
 	return errs
 }
+
+// specFields are the JSON names of Spec's fields.
+var specFields = func() map[string]bool {
+	out := map[string]bool{}
+	t := reflect.TypeFor[Spec]()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		out[name] = true
+	}
+	return out
+}()
 
 // reservedEnv are the CGI variables Gust sets for every request.
 var reservedEnv = map[string]bool{
