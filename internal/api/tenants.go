@@ -138,8 +138,11 @@ func (a *API) keysEndpoint(w http.ResponseWriter, r *http.Request, c call) error
 func (a *API) keyEndpoint(w http.ResponseWriter, r *http.Request, c call) error {
 	id := r.PathValue("id")
 	k, ok := a.Tenants.Key(id)
-	if !ok || !c.who.CanActIn(k.Tenant, tenant.Owner) || (k.Tenant != c.tenant && c.who.Role != tenant.Admin) {
+	if !ok || (k.Tenant != c.tenant && c.who.Role != tenant.Admin) {
 		return httperror.NotFound("key %q not found", id)
+	}
+	if !c.who.CanActIn(k.Tenant, tenant.Owner) {
+		return httperror.New(http.StatusForbidden, "forbidden", "this key's role (%s) cannot do this; it needs %s", c.who.Role, tenant.Owner)
 	}
 	switch r.Method {
 	case http.MethodGet:

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
@@ -53,6 +54,9 @@ func main() {
 		for _, kv := range os.Environ() {
 			fmt.Println(kv)
 		}
+	case "/secret": // uses DB_PASSWORD without revealing it: answers its SHA-256
+		sum := sha256.Sum256([]byte(os.Getenv("DB_PASSWORD")))
+		fmt.Printf("Content-Type: text/plain\n\n%x\n", sum)
 	case "/files": // a guest must see no host filesystem
 		fmt.Print("Content-Type: text/plain\n\n")
 		for _, p := range []string{"/", "/etc/passwd", "."} {
