@@ -122,6 +122,14 @@ func (e *env) tenantCmd(ctx context.Context, args []string) error {
 	})
 }
 
+// withUnit is limit with a unit after a number.
+func withUnit(n int, unit string) string {
+	if n == 0 {
+		return "unlimited"
+	}
+	return strconv.Itoa(n) + unit
+}
+
 func limit(n int) string {
 	if n == 0 {
 		return "unlimited"
@@ -159,8 +167,9 @@ func (e *env) tenantSet(ctx context.Context, args []string, create bool) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "tenant %s: functions %s, memory %s MiB, concurrency %s, rate %s/s\n", t.Name,
-		limit(t.Quotas.MaxFunctions), limit(t.Quotas.MaxMemoryMB), limit(t.Quotas.MaxConcurrency), limit(int(t.Quotas.RatePerSecond)))
+	q = t.Quotas
+	fmt.Fprintf(e.stdout, "tenant %s: functions %s, memory %s, concurrency %s, rate %s\n", t.Name,
+		limit(q.MaxFunctions), withUnit(q.MaxMemoryMB, " MiB"), limit(q.MaxConcurrency), withUnit(int(q.RatePerSecond), "/s"))
 	return nil
 }
 
