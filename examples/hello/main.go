@@ -1,25 +1,27 @@
-// Command hello is the smallest Gust function: it greets whoever the request
-// body names. Gust runs it as a WASI command module: the request body arrives
-// on stdin and the CGI response goes to stdout.
+// Command hello is the smallest Gust function: an ordinary http.Handler,
+// served by the Go SDK. It greets whoever the request body names.
 package main
 
 import (
-	"fmt"
 	"io"
-	"os"
+	"net/http"
 	"strings"
+
+	gust "github.com/gust-faas/gust/sdk/go"
 )
 
-func main() {
-	body, err := io.ReadAll(io.LimitReader(os.Stdin, 1<<10))
+func hello(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<10))
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "reading the request:", err)
-		os.Exit(1)
+		http.Error(w, "reading the request: "+err.Error(), http.StatusBadRequest)
+		return
 	}
 	name := strings.TrimSpace(string(body))
 	if name == "" {
 		name = "world"
 	}
-	fmt.Print("Content-Type: text/plain; charset=utf-8\n\n")
-	fmt.Printf("Hello, %s!\n", name)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "Hello, "+name+"!\n")
 }
+
+func main() { gust.Serve(http.HandlerFunc(hello)) }

@@ -1,6 +1,7 @@
 // Package build turns a function's source into what a deploy sends: the spec
 // from its gust.yaml and a WebAssembly artifact built with the local Go
-// toolchain (GOOS=wasip1 GOARCH=wasm).
+// toolchain (GOOS=wasip1 GOARCH=wasm): a reactor (-buildmode=c-shared) if the
+// package uses the Go SDK, else a WASI command module.
 package build
 
 import (
@@ -12,7 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+
+	"github.com/gust-faas/gust"
 
 	"github.com/gust-faas/gust/internal/registry"
 )
@@ -44,32 +48,46 @@ func Dir(ctx context.Context, dir string) (Function, error) {
 	return Function{Spec: spec, Artifact: artifact}, nil
 }
 
-// FS builds the function in directory dir of fsys, which holds only its own
-// files: they are copied to a temporary module and built there.
-func FS(ctx context.Context, fsys fs.FS, dir string) (Function, error) {
+// FS builds the function in directory dir of gust.Source (an example):
+// its files and the SDK's are copied to a temporary module and built there,
+// so no network and no source tree are needed.
+func FS(ctx context.Context, dir string) (Function, error) {
 	tmp, err := os.MkdirTemp("", "gust-build-")
 	if err != nil {
 		return Function{}, err
 	}
 	defer os.RemoveAll(tmp)
-	src, err := fs.Sub(fsys, dir)
+	src, err := fs.Sub(gust.Source, dir)
 	if err != nil {
 		return Function{}, err
 	}
-	if err := os.CopyFS(tmp, src); err != nil {
+	fnDir := filepath.Join(tmp, "fn")
+	if err := os.CopyFS(fnDir, src); err != nil {
 		return Function{}, err
 	}
-	if _, err := os.Stat(filepath.Join(tmp, "go.mod")); errors.Is(err, fs.ErrNotExist) {
-		mod := fmt.Sprintf("module gust.example/%s\n\ngo 1.26\n", filepath.Base(dir))
-		if err := os.WriteFile(filepath.Join(tmp, "go.mod"), []byte(mod), 0o644); err != nil {
+	sdk, err := fs.Sub(gust.Source, "sdk")
+	if err != nil {
+		return Function{}, err
+	}
+	if err := os.CopyFS(filepath.Join(tmp, "gust", "sdk"), sdk); err != nil {
+		return Function{}, err
+	}
+	// A throwaway module that finds the SDK in the copy beside it.
+	files := map[string]string{
+		filepath.Join(tmp, "gust", "go.mod"): "module github.com/gust-faas/gust\n\ngo 1.26\n",
+		filepath.Join(fnDir, "go.mod"): fmt.Sprintf("module gust.example/%s\n\ngo 1.26\n\nrequire github.com/gust-faas/gust v0.0.0\n\nreplace github.com/gust-faas/gust => ../gust\n",
+			filepath.Base(dir)),
+	}
+	for path, content := range files {
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 			return Function{}, err
 		}
 	}
-	spec, err := ReadSpec(filepath.Join(tmp, SpecFile), filepath.Base(dir))
+	spec, err := ReadSpec(filepath.Join(fnDir, SpecFile), filepath.Base(dir))
 	if err != nil {
 		return Function{}, err
 	}
-	artifact, err := goBuild(ctx, tmp)
+	artifact, err := goBuild(ctx, fnDir)
 	if err != nil {
 		return Function{}, err
 	}
@@ -105,19 +123,35 @@ func goBuild(ctx context.Context, dir string) ([]byte, error) {
 	if err != nil {
 		return nil, errors.New("building a Go function needs the Go toolchain: no go command on PATH (or deploy a .wasm file)")
 	}
+	deps, err := goCommand(ctx, goBin, dir, "list", "-deps", "-f", "{{.ImportPath}}", ".")
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"build", "-trimpath"}
+	if slices.Contains(strings.Fields(deps), gust.SDKPath) {
+		args = append(args, "-buildmode=c-shared")
+	}
 	out, err := os.CreateTemp("", "gust-*.wasm")
 	if err != nil {
 		return nil, err
 	}
 	out.Close()
 	defer os.Remove(out.Name())
-	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-o", out.Name(), ".")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	var msg bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &msg, &msg
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("go build in %s failed: %v\n%s", dir, err, strings.TrimSpace(msg.String()))
+	if _, err := goCommand(ctx, goBin, dir, append(args, "-o", out.Name(), ".")...); err != nil {
+		return nil, err
 	}
 	return os.ReadFile(out.Name())
+}
+
+// goCommand runs the go command for wasip1 in dir and returns its output.
+func goCommand(ctx context.Context, goBin, dir string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, goBin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go %s in %s failed: %v\n%s", args[0], dir, err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
 }

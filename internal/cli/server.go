@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/gust-faas/gust/examples"
+	"github.com/gust-faas/gust"
 	"github.com/gust-faas/gust/internal/build"
 	"github.com/gust-faas/gust/internal/server"
 	"github.com/gust-faas/gust/internal/tenant"
@@ -70,9 +70,9 @@ func newLogger(e *env, level, format string) (*slog.Logger, error) {
 // deployDemo builds the embedded examples and deploys them to the default
 // tenant.
 func deployDemo(ctx context.Context, srv *server.Server, log *slog.Logger) error {
-	for _, name := range examples.Names {
+	for _, name := range gust.Examples {
 		log.Info("demo: building example function", "function", name)
-		fn, err := build.FS(ctx, examples.FS, name)
+		fn, err := build.FS(ctx, "examples/"+name)
 		if err != nil {
 			return err
 		}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gust-faas/gust/internal/httperror"
+	"github.com/gust-faas/gust/internal/pool"
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/runtime"
 	"github.com/gust-faas/gust/internal/tenant"
@@ -26,7 +27,7 @@ import (
 
 // Invoker runs one invocation of a function version.
 type Invoker interface {
-	Invoke(ctx context.Context, v registry.Version, req *runtime.Request, log *slog.Logger) (*runtime.Response, error)
+	Invoke(ctx context.Context, t pool.Target, req *runtime.Request, log *slog.Logger) (*runtime.Response, pool.Outcome, error)
 }
 
 // Functions finds functions; the registry's in-memory view.
@@ -75,7 +76,10 @@ func (g *Gateway) Register(mux *http.ServeMux) {
 const (
 	HeaderInvocationID = "X-Gust-Invocation-Id"
 	HeaderVersion      = "X-Gust-Function-Version"
+	HeaderColdStart    = "X-Gust-Cold-Start"
 )
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -139,14 +143,19 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *
 	log = log.With("tenant", tenantName, "function", name, "version", v.Number)
 	log.Debug("invocation started", "path", req.Path)
 	start := time.Now()
-	resp, err := g.Invoker.Invoke(r.Context(), v, req, log)
+	resp, out, err := g.Invoker.Invoke(r.Context(), pool.Target{Tenant: tenantName, Function: name, Version: v}, req, log)
 	took := time.Since(start)
-	w.Header().Set("Server-Timing", fmt.Sprintf("fn;dur=%.3f", float64(took.Microseconds())/1000))
+	timing := fmt.Sprintf("fn;dur=%.3f", ms(took-out.Init))
+	if out.Cold {
+		w.Header().Set(HeaderColdStart, "1")
+		timing = fmt.Sprintf("init;dur=%.3f, %s", ms(out.Init), timing)
+	}
+	w.Header().Set("Server-Timing", timing)
 	w.Header().Set(HeaderVersion, strconv.Itoa(v.Number))
 	if err != nil {
-		return invocationError(name, v, err)
+		return invocationError(w, name, v, err)
 	}
-	log.Info("invoked", "status", resp.Status, "duration_ms", took.Milliseconds(), "request_bytes", len(body), "response_bytes", len(resp.Body))
+	log.Info("invoked", "status", resp.Status, "duration_ms", took.Milliseconds(), "cold", out.Cold, "request_bytes", len(body), "response_bytes", len(resp.Body))
 	h := w.Header()
 	for k, vs := range resp.Header {
 		h[k] = vs
@@ -203,7 +212,13 @@ func quotaError(w http.ResponseWriter, err error) error {
 }
 
 // invocationError maps a sandbox failure to what the caller sees.
-func invocationError(name string, v registry.Version, err error) error {
+func invocationError(w http.ResponseWriter, name string, v registry.Version, err error) error {
+	var busy *pool.BusyError
+	if errors.As(err, &busy) {
+		w.Header().Set("Retry-After", "1")
+		return &httperror.Error{Status: http.StatusTooManyRequests, Code: "too_many_requests",
+			Message: fmt.Sprintf("function %s is busy: %v", name, busy), Cause: err}
+	}
 	var missing *tenant.MissingSecretError
 	if errors.As(err, &missing) {
 		return &httperror.Error{Status: http.StatusInternalServerError, Code: "function_misconfigured",

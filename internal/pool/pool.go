@@ -1,11 +1,14 @@
-// Package pool keeps, on each node, what every function version needs to
-// run: its artifact fetched and compiled once (keyed by digest), and the
-// limits of each invocation. It knows nothing of HTTP or tenants.
+// Package pool keeps, on each node, the instances of every function version:
+// a warm instance serves request after request; a request that finds none
+// starts one (a cold start) up to the version's max_instances, then waits
+// in a bounded queue; idle instances stop after idle_ttl, down to
+// min_instances; a faulted instance is thrown away. It also compiles each
+// artifact once. It knows nothing of HTTP or tenants' rights.
 package pool
 
 import (
 	"context"
-
+	"crypto/sha256"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -24,6 +27,9 @@ const MaxResponseBytes = 6 << 20
 
 // maxStderrLines bounds how many stderr lines one invocation may log.
 const maxStderrLines = 200
+
+// scaleEvery is how often the scaling loop looks at every version.
+const scaleEvery = time.Second
 
 // Artifacts fetches an artifact by digest.
 type Artifacts interface {
@@ -44,60 +50,231 @@ type Deps struct {
 	Logger  *slog.Logger
 }
 
-// Pool compiles modules on demand and runs invocations. It is safe for
+// Target is one version of one function.
+type Target struct {
+	Tenant   string
+	Function string
+	Version  registry.Version
+}
+
+func (t Target) key() string {
+	return t.Tenant + "/" + t.Function + "@" + strconv.Itoa(t.Version.Number)
+}
+
+// Pool holds the instances of every version on this node. It is safe for
 // concurrent use.
 type Pool struct {
 	rt        *wasm.Runtime
 	artifacts Artifacts
 	secrets   Secrets
 	log       *slog.Logger
+	now       func() time.Time
 
-	mu      sync.Mutex
-	modules map[string]*module // by digest
+	mu       sync.Mutex
+	modules  map[string]*module      // by digest
+	versions map[string]*versionPool // by Target.key
 }
 
-// module is one compiled artifact, shared by every version that runs it.
-type module struct {
-	ready    chan struct{} // closed once mod or err is set
-	mod      *wasm.Module
-	err      error
-	inflight int
-	dropped  bool // no longer in the map; close when inflight reaches 0
-}
-
-// New returns a Pool.
+// New returns a Pool. Run its scaling loop with Run.
 func New(deps Deps) *Pool {
 	log := deps.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Pool{rt: deps.Runtime, artifacts: deps.Artifacts, secrets: deps.Secrets, log: log, modules: map[string]*module{}}
+	return &Pool{
+		rt: deps.Runtime, artifacts: deps.Artifacts, secrets: deps.Secrets, log: log, now: time.Now,
+		modules: map[string]*module{}, versions: map[string]*versionPool{},
+	}
 }
 
-// Check compiles artifact and checks it fits spec's limits; the compiled
-// module is kept for the version's invocations. It implements
-// registry.Checker.
-func (p *Pool) Check(ctx context.Context, spec registry.Spec, digest string, artifact []byte) error {
-	m, err := p.acquire(ctx, digest, func(context.Context) ([]byte, error) { return artifact, nil })
-	if err != nil {
-		return err
-	}
-	defer p.release(digest, m)
-	return m.mod.CheckMemory(memoryBytes(spec))
+// Outcome says how an invocation was served.
+type Outcome struct {
+	// Cold is set when the invocation started its instance.
+	Cold bool
+	// Init is how long starting the instance took.
+	Init time.Duration
 }
 
-// Prepare fetches and compiles digest ahead of its first request.
-func (p *Pool) Prepare(ctx context.Context, digest string) error {
-	m, err := p.acquire(ctx, digest, p.fetch(digest))
-	if err != nil {
-		return err
+// BusyError is a request turned away because every instance is busy and the
+// queue is full, or the wait for an instance outlasted the request's deadline.
+type BusyError struct {
+	MaxInstances, MaxQueue int
+	Waited                 bool
+}
+
+func (e *BusyError) Error() string {
+	if e.Waited {
+		return fmt.Sprintf("no instance became free before the request's deadline (max_instances %d)", e.MaxInstances)
 	}
-	p.release(digest, m)
-	return nil
+	return fmt.Sprintf("all %d instances are busy and %d requests are queued", e.MaxInstances, e.MaxQueue)
+}
+
+// Invoke runs req on an instance of t under t's timeout and memory limit.
+// Failures are *runtime.Error, *BusyError, or an error fetching,
+// compiling or configuring the function.
+func (p *Pool) Invoke(ctx context.Context, t Target, req *runtime.Request, log *slog.Logger) (*runtime.Response, Outcome, error) {
+	vp, err := p.version(ctx, t, false)
+	if err != nil {
+		return nil, Outcome{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(t.Version.Spec.Timeout))
+	defer cancel()
+	secrets, fp, err := p.resolveSecrets(t)
+	if err != nil {
+		return nil, Outcome{}, err
+	}
+	inst, out, err := vp.acquire(ctx, secrets, fp)
+	if err != nil {
+		return nil, out, err
+	}
+	resp, err := inst.invoke(ctx, vp, req, log)
+	// Any failure throws the instance away: a guest that wrote a bad
+	// response may be in a bad state too.
+	vp.release(inst, err != nil)
+	return resp, out, err
+}
+
+// resolveSecrets returns the values of t's secrets and a fingerprint of
+// them, so that instances started with older values can be replaced.
+func (p *Pool) resolveSecrets(t Target) (map[string]string, string, error) {
+	names := t.Version.Spec.Secrets
+	if len(names) == 0 {
+		return nil, "", nil
+	}
+	if p.secrets == nil {
+		return nil, "", fmt.Errorf("pool: function %s uses secrets, and this node has no secret store", t.Function)
+	}
+	values, err := p.secrets.Resolve(t.Tenant, names)
+	if err != nil {
+		return nil, "", err
+	}
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(values)) {
+		fmt.Fprintf(h, "%d:%s%d:%s", len(k), k, len(values[k]), values[k])
+	}
+	return values, string(h.Sum(nil)), nil
+}
+
+// version returns the pool of t, creating it (inactive unless active) if
+// needed. It holds a reference to t's compiled module.
+func (p *Pool) version(ctx context.Context, t Target, active bool) (*versionPool, error) {
+	k := t.key()
+	p.mu.Lock()
+	vp := p.versions[k]
+	p.mu.Unlock()
+	if vp != nil {
+		return vp, nil
+	}
+	m, err := p.acquire(ctx, t.Version.Digest, p.fetch(t.Version.Digest))
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if vp := p.versions[k]; vp != nil {
+		go p.release(t.Version.Digest, m)
+		return vp, nil
+	}
+	vp = newVersionPool(p, t, m, active)
+	p.versions[k] = vp
+	return vp, nil
+}
+
+// Sync makes active exactly the given versions: their pools keep
+// min_instances warm and their idle instances live for idle_ttl. Every other
+// version is drained: its idle instances stop now, its busy ones when they
+// finish, and a later request to it starts an instance that stops right
+// after. Sync returns at once; instances start in the background.
+func (p *Pool) Sync(active []Target) {
+	want := map[string]Target{}
+	for _, t := range active {
+		want[t.key()] = t
+	}
+	p.mu.Lock()
+	existing := maps.Clone(p.versions)
+	p.mu.Unlock()
+	for k, vp := range existing {
+		if _, ok := want[k]; !ok {
+			vp.setActive(false)
+		}
+	}
+	for _, t := range want {
+		go func() {
+			vp, err := p.version(context.Background(), t, true)
+			if err != nil {
+				p.log.Warn("could not prepare function", "tenant", t.Tenant, "function", t.Function, "version", t.Version.Number, "err", err)
+				return
+			}
+			vp.setActive(true)
+			p.scaleOne(vp)
+		}()
+	}
+}
+
+// Run scales every version every second, until ctx is done.
+func (p *Pool) Run(ctx context.Context) {
+	tick := time.NewTicker(scaleEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			p.scaleAll()
+		}
+	}
+}
+
+func (p *Pool) scaleAll() {
+	p.mu.Lock()
+	vps := slices.Collect(maps.Values(p.versions))
+	p.mu.Unlock()
+	for _, vp := range vps {
+		if p.scaleOne(vp) {
+			p.mu.Lock()
+			if p.versions[vp.target.key()] == vp {
+				delete(p.versions, vp.target.key())
+			}
+			p.mu.Unlock()
+			vp.close()
+		}
+	}
+}
+
+// scaleOne applies the scaling decision to vp and reports whether vp is an
+// empty, inactive pool that can go.
+func (p *Pool) scaleOne(vp *versionPool) bool {
+	policy, state := vp.snapshot()
+	d := Decide(policy, state, p.now())
+	vp.apply(d)
+	return !policy.Active && state.total() == 0 && state.Waiting == 0
+}
+
+// Stats describes a version's instances on this node.
+type Stats struct {
+	Idle     int `json:"idle"`
+	Busy     int `json:"busy"`
+	Starting int `json:"starting"`
+	Queued   int `json:"queued"`
+}
+
+// Stats returns the instances of each version of a function on this node.
+func (p *Pool) Stats(tenant, function string) map[int]Stats {
+	p.mu.Lock()
+	vps := slices.Collect(maps.Values(p.versions))
+	p.mu.Unlock()
+	out := map[int]Stats{}
+	for _, vp := range vps {
+		if vp.target.Tenant == tenant && vp.target.Function == function {
+			_, s := vp.snapshot()
+			out[vp.target.Version.Number] = Stats{Idle: len(s.Idle), Busy: s.Busy, Starting: s.Starting, Queued: s.Waiting}
+		}
+	}
+	return out
 }
 
 // Retain closes the compiled modules whose digest is not in keep, once
-// their invocations have returned.
+// nothing uses them.
 func (p *Pool) Retain(keep map[string]bool) {
 	p.mu.Lock()
 	var idle []*module
@@ -117,140 +294,50 @@ func (p *Pool) Retain(keep map[string]bool) {
 	}
 }
 
-// Digests returns the digests of the compiled modules the pool holds.
-func (p *Pool) Digests() []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Sorted(maps.Keys(p.modules))
-}
-
-// Close closes every compiled module. In-flight invocations must have
-// returned. Calling it twice is harmless.
+// Close stops every instance and closes every compiled module. Invocations
+// must have returned. Calling it twice is harmless.
 func (p *Pool) Close() {
+	p.mu.Lock()
+	vps := p.versions
+	p.versions = map[string]*versionPool{}
+	p.mu.Unlock()
+	for _, vp := range vps {
+		vp.close()
+	}
 	p.Retain(nil)
 }
 
-// Invoke runs req on version v under v's timeout and memory limit. The
-// guest's stderr goes to log. Failures are *runtime.Error, or an error
-// fetching or compiling the artifact.
-func (p *Pool) Invoke(ctx context.Context, v registry.Version, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
-	var secrets map[string]string
-	if len(v.Spec.Secrets) > 0 {
-		if p.secrets == nil {
-			return nil, fmt.Errorf("pool: function %s uses secrets, and this node has no secret store", req.Function)
-		}
-		var err error
-		if secrets, err = p.secrets.Resolve(req.Tenant, v.Spec.Secrets); err != nil {
-			return nil, err
-		}
-	}
-	m, err := p.acquire(ctx, v.Digest, p.fetch(v.Digest))
+// Check compiles artifact and checks it fits spec's limits; the compiled
+// module is kept for the version's invocations. It implements
+// registry.Checker.
+func (p *Pool) Check(ctx context.Context, spec registry.Spec, digest string, artifact []byte) error {
+	m, err := p.acquire(ctx, digest, func(context.Context) ([]byte, error) { return artifact, nil })
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer p.release(v.Digest, m)
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(v.Spec.Timeout))
-	defer cancel()
-	return m.mod.Invoke(ctx, req, wasm.Invocation{
-		Env: env(v, req, secrets),
-		Limits: runtime.Limits{
-			MemoryBytes:    memoryBytes(v.Spec),
-			MaxOutputBytes: MaxResponseBytes,
-		},
-		Stderr: runtime.NewStderrLog(log, maxStderrLines),
-	})
+	defer p.release(digest, m)
+	return m.mod.CheckMemory(memoryBytes(spec))
 }
 
 func memoryBytes(s registry.Spec) uint64 { return uint64(s.MemoryMB) << 20 }
 
 // env is the spec's environment, the function's secrets and Gust's own
 // variables.
-func env(v registry.Version, req *runtime.Request, secrets map[string]string) []string {
-	out := make([]string, 0, len(v.Spec.Env)+len(secrets)+5)
-	for _, k := range slices.Sorted(maps.Keys(v.Spec.Env)) {
-		out = append(out, k+"="+v.Spec.Env[k])
+func env(t Target, secrets map[string]string) []string {
+	spec := t.Version.Spec
+	out := make([]string, 0, len(spec.Env)+len(secrets)+4)
+	for _, k := range slices.Sorted(maps.Keys(spec.Env)) {
+		out = append(out, k+"="+spec.Env[k])
 	}
 	for _, k := range slices.Sorted(maps.Keys(secrets)) {
 		out = append(out, k+"="+secrets[k])
 	}
 	return append(out,
-		"GUST_TENANT="+req.Tenant,
-		"GUST_FUNCTION="+req.Function,
-		"GUST_FUNCTION_VERSION="+strconv.Itoa(v.Number),
-		"GUST_INVOCATION_ID="+req.InvocationID,
-		"GUST_MEMORY_MB="+strconv.Itoa(v.Spec.MemoryMB),
+		"GUST_TENANT="+t.Tenant,
+		"GUST_FUNCTION="+t.Function,
+		"GUST_FUNCTION_VERSION="+strconv.Itoa(t.Version.Number),
+		"GUST_MEMORY_MB="+strconv.Itoa(spec.MemoryMB),
 	)
-}
-
-func (p *Pool) fetch(digest string) func(context.Context) ([]byte, error) {
-	return func(ctx context.Context) ([]byte, error) { return p.artifacts.Get(ctx, digest) }
-}
-
-// acquire returns the compiled module for digest, compiling what load
-// returns if no other call has; one compile runs per digest at a time. The
-// caller must release it.
-func (p *Pool) acquire(ctx context.Context, digest string, load func(context.Context) ([]byte, error)) (*module, error) {
-	p.mu.Lock()
-	m, ok := p.modules[digest]
-	if !ok {
-		m = &module{ready: make(chan struct{})}
-		p.modules[digest] = m
-	}
-	m.inflight++
-	p.mu.Unlock()
-	if !ok {
-		m.mod, m.err = p.compile(ctx, digest, load)
-		if m.err != nil {
-			p.mu.Lock()
-			if p.modules[digest] == m {
-				delete(p.modules, digest) // let a later call try again
-			}
-			p.mu.Unlock()
-		}
-		close(m.ready)
-	}
-	select {
-	case <-m.ready:
-	case <-ctx.Done():
-		p.release(digest, m)
-		return nil, ctx.Err()
-	}
-	if m.err != nil {
-		p.release(digest, m)
-		return nil, m.err
-	}
-	return m, nil
-}
-
-func (p *Pool) compile(ctx context.Context, digest string, load func(context.Context) ([]byte, error)) (*wasm.Module, error) {
-	start := time.Now()
-	artifact, err := load(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("pool: fetch artifact %s: %w", digest, err)
-	}
-	mod, err := p.rt.Compile(ctx, artifact)
-	if err != nil {
-		return nil, err
-	}
-	p.log.Debug("module compiled", "digest", digest, "took", time.Since(start))
-	return mod, nil
-}
-
-func (p *Pool) release(digest string, m *module) {
-	p.mu.Lock()
-	m.inflight--
-	last := m.dropped && m.inflight == 0
-	p.mu.Unlock()
-	if last {
-		closeModule(m)
-	}
-}
-
-func closeModule(m *module) {
-	<-m.ready
-	if m.mod != nil {
-		m.mod.Close(context.Background())
-	}
 }
 
 var _ registry.Checker = (*Pool)(nil)

@@ -119,6 +119,19 @@ func (r *Registry) OnRemove(fn func(Function)) {
 	r.view.OnDelete(func(_ string, f Function) { fn(f) })
 }
 
+// OnChange registers fn to be called (on the watch goroutine) after every
+// deploy or delete the view applies. Call it before Start.
+func (r *Registry) OnChange(fn func()) { r.view.OnApply(func(string) { fn() }) }
+
+// All returns copies of every function of every tenant.
+func (r *Registry) All() []Function {
+	fns := r.view.List("")
+	for i := range fns {
+		fns[i] = fns[i].clone()
+	}
+	return fns
+}
+
 // Start begins watching the store and returns once the view holds every
 // function, or ctx is done. The watch runs until watchCtx is done.
 func (r *Registry) Start(ctx, watchCtx context.Context) error { return r.view.Start(ctx, watchCtx) }

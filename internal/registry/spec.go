@@ -54,7 +54,29 @@ type Spec struct {
 	// Secrets names the tenant's secrets the function gets as environment
 	// variables.
 	Secrets []string `json:"secrets,omitempty" yaml:"secrets,omitempty"`
+
+	// Scaling, per node. MaxInstances bounds the instances of a version;
+	// MinInstances are kept warm even when idle; an instance idle for
+	// IdleTTL is stopped; MaxQueue requests wait for an instance when all
+	// are busy (0: the default); an instance is replaced after MaxRequests
+	// requests (0: never).
+	MaxInstances int      `json:"max_instances,omitempty" yaml:"max_instances,omitempty"`
+	MinInstances int      `json:"min_instances,omitempty" yaml:"min_instances,omitempty"`
+	IdleTTL      Duration `json:"idle_ttl,omitempty" yaml:"idle_ttl,omitempty"`
+	MaxQueue     int      `json:"max_queue,omitempty" yaml:"max_queue,omitempty"`
+	MaxRequests  int      `json:"max_requests,omitempty" yaml:"max_requests,omitempty"`
 }
+
+// Scaling defaults and limits.
+const (
+	DefaultMaxInstances = 32
+	MaxMaxInstances     = 1000
+	DefaultIdleTTL      = 5 * time.Minute
+	MinIdleTTL          = time.Second
+	MaxIdleTTL          = 24 * time.Hour
+	DefaultMaxQueue     = 100
+	MaxMaxQueue         = 10000
+)
 
 // Values of Spec.Auth.
 const (
@@ -175,7 +197,7 @@ func DecodeSpecYAML(data []byte) (Spec, error) {
 	// yaml.v3 truncates 128.7 into an int field; refuse it as JSON does.
 	var raw map[string]any
 	if yaml.Unmarshal(data, &raw) == nil {
-		for _, name := range []string{"memory_mb", "max_body_bytes"} {
+		for _, name := range []string{"memory_mb", "max_body_bytes", "max_instances", "min_instances", "max_queue", "max_requests"} {
 			if f, ok := raw[name].(float64); ok {
 				return Spec{}, fmt.Errorf("spec is not valid YAML: %s must be a whole number, not %v", name, f)
 			}
@@ -216,6 +238,15 @@ func (s Spec) WithDefaults() Spec {
 	if s.Auth == "" {
 		s.Auth = AuthKey
 	}
+	if s.MaxInstances == 0 {
+		s.MaxInstances = DefaultMaxInstances
+	}
+	if s.IdleTTL == 0 {
+		s.IdleTTL = Duration(DefaultIdleTTL)
+	}
+	if s.MaxQueue == 0 {
+		s.MaxQueue = DefaultMaxQueue
+	}
 	return s
 }
 
@@ -242,6 +273,7 @@ func (s Spec) Validate() error {
 	if s.Auth != AuthKey && s.Auth != AuthNone {
 		errs = append(errs, fmt.Errorf("auth %q is unknown: use %q (an API key is needed) or %q (public)", s.Auth, AuthKey, AuthNone))
 	}
+	errs = append(errs, validateScaling(s)...)
 	errs = append(errs, validateEnv(s.Env)...)
 	errs = append(errs, validateSecrets(s.Secrets, s.Env)...)
 	return errors.Join(errs...)
@@ -274,6 +306,26 @@ func validateEnv(env map[string]string) []error {
 	}
 	if size > maxEnvBytes {
 		errs = append(errs, fmt.Errorf("env is %d bytes, at most %d are allowed", size, maxEnvBytes))
+	}
+	return errs
+}
+
+func validateScaling(s Spec) []error {
+	var errs []error
+	if s.MaxInstances < 1 || s.MaxInstances > MaxMaxInstances {
+		errs = append(errs, fmt.Errorf("max_instances %d is out of range 1 to %d", s.MaxInstances, MaxMaxInstances))
+	}
+	if s.MinInstances < 0 || s.MinInstances > s.MaxInstances {
+		errs = append(errs, fmt.Errorf("min_instances %d is out of range 0 to max_instances (%d)", s.MinInstances, s.MaxInstances))
+	}
+	if t := time.Duration(s.IdleTTL); t < MinIdleTTL || t > MaxIdleTTL {
+		errs = append(errs, fmt.Errorf("idle_ttl %s is out of range %s to %s", t, MinIdleTTL, MaxIdleTTL))
+	}
+	if s.MaxQueue < 0 || s.MaxQueue > MaxMaxQueue {
+		errs = append(errs, fmt.Errorf("max_queue %d is out of range 0 to %d", s.MaxQueue, MaxMaxQueue))
+	}
+	if s.MaxRequests < 0 {
+		errs = append(errs, fmt.Errorf("max_requests %d cannot be negative", s.MaxRequests))
 	}
 	return errs
 }

@@ -175,6 +175,14 @@ func (s *StderrLog) emit(line []byte) {
 	}
 }
 
+// Begin starts a new invocation on a warm instance's StderrLog: its lines go
+// to log, and the tail and line count start afresh.
+func (s *StderrLog) Begin(log *slog.Logger) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.log, s.tail, s.partial, s.lines = log, s.tail[:0], s.partial[:0], 0
+}
+
 // Flush logs a last line that had no newline.
 func (s *StderrLog) Flush() {
 	s.mu.Lock()

@@ -136,6 +136,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 	s.registry.OnRemove(func(registry.Function) { s.pool.Retain(s.registry.Digests()) })
+	s.registry.OnChange(s.syncPool)
 	watchCtx, cancel := context.WithCancel(context.Background())
 	s.cancelWatch = cancel
 	if err := s.registry.Start(ctx, watchCtx); err != nil {
@@ -147,7 +148,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := s.bootstrap(ctx); err != nil {
 		return err
 	}
-	go s.prepareAll(watchCtx)
+	s.syncPool()
+	go s.pool.Run(watchCtx)
 
 	mux := http.NewServeMux()
 	api.New(api.Deps{Registry: s.registry, Tenants: s.tenants, Audit: auditLog, Logger: s.log, Version: Version}).Register(mux)
@@ -199,17 +201,17 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	return nil
 }
 
-// prepareAll compiles every function's latest version in the background,
-// from the disk cache where it can, so first requests do not wait for it.
-func (s *Server) prepareAll(ctx context.Context) {
-	for d := range s.registry.Digests() {
-		if ctx.Err() != nil {
-			return
-		}
-		if err := s.pool.Prepare(ctx, d); err != nil && ctx.Err() == nil {
-			s.log.Warn("could not prepare artifact", "digest", d, "err", err)
+// syncPool tells the pool which versions requests are routed to: those get
+// their min_instances and are compiled ahead of their first request (from
+// the disk cache where it can); the others drain.
+func (s *Server) syncPool() {
+	var active []pool.Target
+	for _, f := range s.registry.All() {
+		if v, ok := f.Version(0); ok {
+			active = append(active, pool.Target{Tenant: f.Tenant, Function: f.Name, Version: v})
 		}
 	}
+	s.pool.Sync(active)
 }
 
 // Addr returns the address the HTTP server listens on.

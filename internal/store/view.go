@@ -22,6 +22,7 @@ type View[T any] struct {
 	changed  chan struct{}     // closed and replaced on every change
 	synced   chan struct{}     // closed once the initial values are in
 	onDelete []func(key string, old T)
+	onApply  []func(key string)
 }
 
 // NewView returns a View of kv; Start fills it.
@@ -42,6 +43,11 @@ func NewView[T any](kv *KV, log *slog.Logger) *View[T] {
 // OnDelete registers fn to be called, on the watch goroutine, with each key
 // that leaves the view and its last value. Call it before Start.
 func (v *View[T]) OnDelete(fn func(key string, old T)) { v.onDelete = append(v.onDelete, fn) }
+
+// OnApply registers fn to be called, on the watch goroutine, after every
+// change the view applies (once synced: not for the initial values). Call it
+// before Start.
+func (v *View[T]) OnApply(fn func(key string)) { v.onApply = append(v.onApply, fn) }
 
 // Start begins the watch and returns once the view holds every key, or ctx
 // is done. The watch runs until watchCtx is done.
@@ -100,6 +106,11 @@ func (v *View[T]) apply(e Entry) {
 	if removed {
 		for _, fn := range v.onDelete {
 			fn(e.Key, old)
+		}
+	}
+	if v.Ready() {
+		for _, fn := range v.onApply {
+			fn(e.Key)
 		}
 	}
 }

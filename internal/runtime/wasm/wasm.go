@@ -36,6 +36,7 @@ type Config struct {
 type Runtime struct {
 	rt      wazero.Runtime
 	wasi    map[string]bool // functions of wasi_snapshot_preview1 that wazero provides
+	host    map[string]bool // functions of the gust host module
 	closeFn func(context.Context) error
 }
 
@@ -60,9 +61,15 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	for name := range rt.Module(wasi_snapshot_preview1.ModuleName).ExportedFunctionDefinitions() {
 		provided[name] = true
 	}
+	host, err := instantiateHost(ctx, rt)
+	if err != nil {
+		rt.Close(ctx)
+		return nil, fmt.Errorf("wasm: instantiate the gust host module: %w", err)
+	}
 	return &Runtime{
 		rt:   rt,
 		wasi: provided,
+		host: host,
 		closeFn: func(ctx context.Context) error {
 			err := rt.Close(ctx)
 			if cache != nil {
@@ -81,8 +88,12 @@ func (r *Runtime) Close(ctx context.Context) error { return r.closeFn(ctx) }
 type Module struct {
 	rt        *Runtime
 	compiled  wazero.CompiledModule
+	kind      Kind
 	minMemory uint64 // bytes the module needs at instantiation
 }
+
+// Kind says whether the module is a command or a reactor.
+func (m *Module) Kind() Kind { return m.kind }
 
 // Compile validates and compiles a module. A module that Gust cannot run
 // fails with a runtime.BadArtifact error that says why.
@@ -103,13 +114,22 @@ func (r *Runtime) Compile(ctx context.Context, artifact []byte) (*Module, error)
 }
 
 func (m *Module) validate() error {
-	if _, ok := m.compiled.ExportedFunctions()["_start"]; !ok {
-		return runtime.Errorf(runtime.BadArtifact, "module exports no _start function: Gust runs WASI command modules (GOOS=wasip1 GOARCH=wasm go build)")
+	exports := m.compiled.ExportedFunctions()
+	switch {
+	case exports[exportHandle] != nil && exports[exportStart] != nil && exports["_initialize"] != nil:
+		m.kind = Reactor
+	case exports["_start"] != nil:
+		m.kind = Command
+	case exports[exportHandle] != nil:
+		return runtime.Errorf(runtime.BadArtifact, "module exports %s but not _initialize and %s: build it with -buildmode=c-shared", exportHandle, exportStart)
+	default:
+		return runtime.Errorf(runtime.BadArtifact, "module exports neither _start (a WASI command: GOOS=wasip1 GOARCH=wasm go build) nor %s (a reactor: the Go SDK with -buildmode=c-shared)", exportHandle)
 	}
 	for _, fn := range m.compiled.ImportedFunctions() {
 		mod, name, _ := fn.Import()
-		if mod != wasi_snapshot_preview1.ModuleName || !m.rt.wasi[name] {
-			return runtime.Errorf(runtime.BadArtifact, "module imports %s.%s, which Gust does not provide (only %s)", mod, name, wasi_snapshot_preview1.ModuleName)
+		ok := mod == wasi_snapshot_preview1.ModuleName && m.rt.wasi[name] || mod == hostModule && m.rt.host[name]
+		if !ok {
+			return runtime.Errorf(runtime.BadArtifact, "module imports %s.%s, which Gust does not provide (only %s and the gust host ABI)", mod, name, wasi_snapshot_preview1.ModuleName)
 		}
 	}
 	if mems := m.compiled.ImportedMemories(); len(mems) > 0 {
@@ -149,6 +169,9 @@ type Invocation struct {
 // headers in the environment, the body on stdin, the response on stdout.
 // Failures are *runtime.Error. The instance is closed before Invoke returns.
 func (m *Module) Invoke(ctx context.Context, req *runtime.Request, inv Invocation) (*runtime.Response, error) {
+	if m.kind != Command {
+		return nil, fmt.Errorf("wasm: Invoke runs a command module, this one is a %s: Start an instance", m.kind)
+	}
 	if err := m.CheckMemory(inv.Limits.MemoryBytes); err != nil {
 		return nil, err
 	}

@@ -15,10 +15,11 @@ import (
 	"github.com/gust-faas/gust/internal/runtime/wasm/wasmtest"
 )
 
-var guestWasm []byte
+var guestWasm, reactorWasm []byte
 
 func TestMain(m *testing.M) {
 	guestWasm = wasmtest.MustRead(wasmtest.Guest)
+	reactorWasm = wasmtest.MustRead(wasmtest.Reactor)
 	os.Exit(m.Run())
 }
 
@@ -185,7 +186,7 @@ func TestCompileRejects(t *testing.T) {
 	}{
 		{"text", "#!/bin/sh\necho hi\n", "not a WebAssembly module"},
 		{"truncated", "\x00asm\x01\x00\x00\x00\x01\xff", "invalid WebAssembly module"},
-		{"empty module", "\x00asm\x01\x00\x00\x00", "no _start"},
+		{"empty module", "\x00asm\x01\x00\x00\x00", "neither _start"},
 		// (import "env" "f" (func)) (func (export "_start"))
 		{"foreign import", "\x00asm\x01\x00\x00\x00" +
 			"\x01\x04\x01\x60\x00\x00" + // type section: () -> ()

@@ -3,6 +3,7 @@
 package wasmtest
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,11 +12,15 @@ import (
 	"sync"
 )
 
-// Packages that tests deploy, relative to the module root.
+// Packages that tests deploy, relative to the module root. Hello, Echo and
+// Reactor use the Go SDK and build as reactors; HelloCGI and Guest are WASI
+// command modules.
 const (
-	Hello = "examples/hello"
-	Echo  = "examples/echo"
-	Guest = "internal/runtime/wasm/testdata/guest"
+	Hello    = "examples/hello"
+	Echo     = "examples/echo"
+	HelloCGI = "examples/hello-cgi"
+	Guest    = "internal/runtime/wasm/testdata/guest"
+	Reactor  = "internal/runtime/wasm/testdata/reactor"
 )
 
 var (
@@ -24,11 +29,11 @@ var (
 	built error
 )
 
-// Build compiles Hello, Echo and Guest with GOOS=wasip1 GOARCH=wasm in one go
-// command (the first call does; later calls return its result) and returns
-// the path of the .wasm file of pkg.
+// Build compiles every package above with GOOS=wasip1 GOARCH=wasm, in two go
+// commands (the first call does; later calls return its result), and
+// returns the path of the .wasm file of pkg.
 func Build(pkg string) (string, error) {
-	once.Do(func() { dir, built = buildAll(Hello, Echo, Guest) })
+	once.Do(func() { dir, built = buildAll() })
 	if built != nil {
 		return "", built
 	}
@@ -57,7 +62,7 @@ func ModuleRoot() (string, error) {
 	return filepath.Dir(strings.TrimSpace(string(out))), nil
 }
 
-func buildAll(pkgs ...string) (string, error) {
+func buildAll() (string, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
@@ -66,15 +71,41 @@ func buildAll(pkgs ...string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	args := []string{"build", "-trimpath", "-o", out + string(filepath.Separator)}
-	for _, p := range pkgs {
-		args = append(args, "./"+p)
+	// -buildmode=c-shared takes one package per go command.
+	builds := [][]string{
+		{"-buildmode=c-shared", Hello},
+		{"-buildmode=c-shared", Echo},
+		{"-buildmode=c-shared", Reactor},
+		{"", HelloCGI, Guest}, // the default build mode takes many
 	}
-	cmd := exec.Command("go", args...)
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, msg)
+	var (
+		pkgs []string
+		wg   sync.WaitGroup
+		errs = make([]error, len(builds))
+	)
+	for i, b := range builds {
+		args := []string{"build", "-trimpath", "-o", out + string(filepath.Separator)}
+		if b[0] != "" {
+			args = []string{"build", "-trimpath", b[0], "-o", filepath.Join(out, filepath.Base(b[1]))}
+		}
+		for _, p := range b[1:] {
+			args = append(args, "./"+p)
+			pkgs = append(pkgs, p)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.Command("go", args...)
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+			if msg, err := cmd.CombinedOutput(); err != nil {
+				errs[i] = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, msg)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return "", err
 	}
 	for _, p := range pkgs {
 		// go build -o dir/ names each binary after its package's directory.

@@ -1,0 +1,314 @@
+package pool
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gust-faas/gust/internal/runtime"
+	"github.com/gust-faas/gust/internal/runtime/wasm"
+)
+
+// versionPool holds the instances of one function version.
+type versionPool struct {
+	p      *Pool
+	target Target
+	mod    *module
+
+	mu        sync.Mutex
+	policy    Policy
+	idle      []*instance // most recently used last
+	busy      int
+	starting  int
+	waiters   []chan grant // FIFO
+	secretsFP string       // fingerprint of the secrets new instances get
+	closed    bool
+	released  bool // the module reference is given back
+}
+
+// instance is one sandbox instance of a version: a warm reactor instance,
+// or for a command module a slot that runs a fresh instance per request.
+type instance struct {
+	warm      *wasm.Instance // nil for a command module
+	stderr    *runtime.StderrLog
+	served    int
+	lastUsed  time.Time
+	secretsFP string
+	env       []string
+}
+
+// grant hands a waiting request an instance, or the right to start one.
+type grant struct {
+	inst  *instance
+	start bool
+}
+
+func newVersionPool(p *Pool, t Target, m *module, active bool) *versionPool {
+	return &versionPool{p: p, target: t, mod: m, policy: policyOf(t.Version.Spec, active)}
+}
+
+func (vp *versionPool) setActive(active bool) {
+	vp.mu.Lock()
+	vp.policy.Active = active
+	vp.mu.Unlock()
+	if !active {
+		vp.apply(Decision{StopIdle: -1})
+	}
+}
+
+// snapshot returns the policy and state for the scaling decision.
+func (vp *versionPool) snapshot() (Policy, State) {
+	vp.mu.Lock()
+	defer vp.mu.Unlock()
+	s := State{Busy: vp.busy, Starting: vp.starting, Waiting: len(vp.waiters)}
+	for _, in := range vp.idle {
+		s.Idle = append(s.Idle, in.lastUsed)
+	}
+	slices.SortFunc(s.Idle, func(a, b time.Time) int { return a.Compare(b) })
+	return vp.policy, s
+}
+
+// apply carries out a scaling decision. StopIdle -1 stops every idle instance.
+func (vp *versionPool) apply(d Decision) {
+	vp.mu.Lock()
+	var stop []*instance
+	n := d.StopIdle
+	if n < 0 || n > len(vp.idle) {
+		n = len(vp.idle)
+	}
+	if n > 0 {
+		// idle is ordered by last use, oldest first.
+		stop = append(stop, vp.idle[:n]...)
+		vp.idle = append(vp.idle[:0], vp.idle[n:]...)
+	}
+	start := 0
+	if !vp.closed {
+		start = d.Start
+		vp.starting += start
+	}
+	vp.mu.Unlock()
+	for _, in := range stop {
+		in.close()
+	}
+	for range start {
+		go vp.prewarm()
+	}
+}
+
+// prewarm starts an instance ahead of traffic and parks it idle.
+func (vp *versionPool) prewarm() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(vp.target.Version.Spec.Timeout))
+	defer cancel()
+	secrets, fp, err := vp.p.resolveSecrets(vp.target)
+	var in *instance
+	if err == nil {
+		in, err = vp.start(ctx, secrets, fp)
+	}
+	vp.mu.Lock()
+	vp.starting--
+	if err == nil {
+		vp.busy++
+	}
+	vp.mu.Unlock()
+	if err != nil {
+		vp.p.log.Warn("could not start a warm instance", "function", vp.target.Function, "version", vp.target.Version.Number, "err", err)
+		vp.releaseModuleIfDone()
+		return
+	}
+	vp.release(in, false)
+}
+
+// acquire returns an instance for one request: an idle one, a new one (a
+// cold start) below Max, or one freed while the request waited in the queue.
+func (vp *versionPool) acquire(ctx context.Context, secrets map[string]string, fp string) (*instance, Outcome, error) {
+	vp.mu.Lock()
+	if fp != vp.secretsFP {
+		// The secrets changed: instances started with the old values go.
+		stale := vp.idle
+		vp.idle, vp.secretsFP = nil, fp
+		defer func() {
+			for _, in := range stale {
+				in.close()
+			}
+		}()
+	}
+	if n := len(vp.idle); n > 0 {
+		in := vp.idle[n-1]
+		vp.idle = vp.idle[:n-1]
+		vp.busy++
+		vp.mu.Unlock()
+		return in, Outcome{}, nil
+	}
+	if vp.busy+vp.starting < vp.policy.Max {
+		vp.starting++
+		vp.mu.Unlock()
+		return vp.startForRequest(ctx, secrets, fp)
+	}
+	if len(vp.waiters) >= vp.policy.MaxQueue {
+		vp.mu.Unlock()
+		return nil, Outcome{}, &BusyError{MaxInstances: vp.policy.Max, MaxQueue: vp.policy.MaxQueue}
+	}
+	ch := make(chan grant, 1)
+	vp.waiters = append(vp.waiters, ch)
+	vp.mu.Unlock()
+	select {
+	case g := <-ch:
+		if g.start {
+			return vp.startForRequest(ctx, secrets, fp)
+		}
+		return g.inst, Outcome{}, nil
+	case <-ctx.Done():
+		vp.mu.Lock()
+		if i := slices.Index(vp.waiters, ch); i >= 0 {
+			vp.waiters = slices.Delete(vp.waiters, i, i+1)
+			vp.mu.Unlock()
+		} else {
+			// A grant raced the deadline: pass it on.
+			vp.mu.Unlock()
+			g := <-ch
+			if g.start {
+				vp.mu.Lock()
+				vp.starting--
+				vp.mu.Unlock()
+				vp.wakeOne()
+			} else {
+				vp.release(g.inst, false)
+			}
+		}
+		return nil, Outcome{}, &BusyError{MaxInstances: vp.policy.Max, MaxQueue: vp.policy.MaxQueue, Waited: true}
+	}
+}
+
+// startForRequest starts an instance whose slot (starting++) is taken.
+func (vp *versionPool) startForRequest(ctx context.Context, secrets map[string]string, fp string) (*instance, Outcome, error) {
+	began := time.Now()
+	in, err := vp.start(ctx, secrets, fp)
+	out := Outcome{Cold: true, Init: time.Since(began)}
+	vp.mu.Lock()
+	vp.starting--
+	if err == nil {
+		vp.busy++
+	}
+	vp.mu.Unlock()
+	if err != nil {
+		vp.wakeOne()
+		return nil, out, err
+	}
+	return in, out, nil
+}
+
+// start makes a new instance.
+func (vp *versionPool) start(ctx context.Context, secrets map[string]string, fp string) (*instance, error) {
+	in := &instance{
+		stderr:    runtime.NewStderrLog(vp.p.log, maxStderrLines),
+		secretsFP: fp,
+		env:       env(vp.target, secrets),
+	}
+	if vp.mod.mod.Kind() == wasm.Command {
+		return in, nil
+	}
+	warm, err := vp.mod.mod.Start(ctx, wasm.InstanceConfig{Env: in.env, Limits: vp.limits(), Stderr: in.stderr})
+	if err != nil {
+		return nil, err
+	}
+	in.warm = warm
+	return in, nil
+}
+
+func (vp *versionPool) limits() runtime.Limits {
+	return runtime.Limits{MemoryBytes: memoryBytes(vp.target.Version.Spec), MaxOutputBytes: MaxResponseBytes}
+}
+
+// invoke runs one request on in.
+func (in *instance) invoke(ctx context.Context, vp *versionPool, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
+	if in.warm != nil {
+		return in.warm.Invoke(ctx, req, log)
+	}
+	env := append(slices.Clip(in.env), "GUST_INVOCATION_ID="+req.InvocationID)
+	return vp.mod.mod.Invoke(ctx, req, wasm.Invocation{Env: env, Limits: vp.limits(), Stderr: runtime.NewStderrLog(log, maxStderrLines)})
+}
+
+// release returns in after a request. A faulted instance, one that served
+// its MaxRequests, one started with old secrets, and a command module's
+// slot are discarded, and a waiting request may start a new one; otherwise
+// in goes to the next waiting request, or idle (or, in an inactive pool,
+// away).
+func (vp *versionPool) release(in *instance, faulted bool) {
+	vp.mu.Lock()
+	vp.busy--
+	in.served++
+	in.lastUsed = vp.p.now()
+	discard := faulted || in.warm == nil || vp.closed || in.secretsFP != vp.secretsFP ||
+		(vp.policy.MaxRequests > 0 && in.served >= vp.policy.MaxRequests)
+	if !discard && len(vp.waiters) > 0 {
+		ch := vp.waiters[0]
+		vp.waiters = vp.waiters[1:]
+		vp.busy++
+		vp.mu.Unlock()
+		ch <- grant{inst: in}
+		return
+	}
+	if !discard && vp.policy.Active {
+		vp.idle = append(vp.idle, in)
+		vp.mu.Unlock()
+		return
+	}
+	vp.mu.Unlock()
+	in.close()
+	vp.wakeOne()
+	vp.releaseModuleIfDone()
+}
+
+// releaseModuleIfDone gives back the module once a closed pool has no
+// instance left running.
+func (vp *versionPool) releaseModuleIfDone() {
+	vp.mu.Lock()
+	done := vp.closed && !vp.released && vp.busy == 0 && vp.starting == 0
+	if done {
+		vp.released = true
+	}
+	vp.mu.Unlock()
+	if done {
+		vp.p.release(vp.target.Version.Digest, vp.mod)
+	}
+}
+
+// wakeOne lets the first waiting request start an instance, if there is room.
+func (vp *versionPool) wakeOne() {
+	vp.mu.Lock()
+	if len(vp.waiters) == 0 || vp.closed || vp.busy+vp.starting >= vp.policy.Max {
+		vp.mu.Unlock()
+		return
+	}
+	ch := vp.waiters[0]
+	vp.waiters = vp.waiters[1:]
+	vp.starting++
+	vp.mu.Unlock()
+	ch <- grant{start: true}
+}
+
+func (in *instance) close() {
+	if in.warm != nil {
+		in.warm.Close(context.Background())
+	}
+}
+
+// close stops the idle instances and releases the module; busy instances
+// are closed when they are released.
+func (vp *versionPool) close() {
+	vp.mu.Lock()
+	if vp.closed {
+		vp.mu.Unlock()
+		return
+	}
+	vp.closed = true
+	idle := vp.idle
+	vp.idle = nil
+	vp.mu.Unlock()
+	for _, in := range idle {
+		in.close()
+	}
+	vp.releaseModuleIfDone()
+}

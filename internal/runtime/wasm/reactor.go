@@ -1,0 +1,273 @@
+package wasm
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+
+	"github.com/gust-faas/gust/internal/cgi"
+	"github.com/gust-faas/gust/internal/runtime"
+)
+
+// Kind is how a module serves requests, found from its exports.
+type Kind int
+
+const (
+	// Command is a WASI command (exports _start): a fresh instance runs
+	// for each request, as CGI.
+	Command Kind = iota + 1
+	// Reactor is built with the Go SDK or anything that speaks the host ABI
+	// of docs/abi.md (exports _initialize, gust_start and gust_handle): an
+	// instance stays warm and serves request after request.
+	Reactor
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Command:
+		return "command"
+	case Reactor:
+		return "reactor"
+	}
+	return "Kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// The host ABI: the module Gust provides to reactors, and their exports.
+const (
+	hostModule   = "gust"
+	exportStart  = "gust_start"
+	exportHandle = "gust_handle"
+)
+
+// callState is what the host functions of one call work on. It travels in
+// the call's context.
+type callState struct {
+	head     []byte
+	body     []byte
+	bodyRead int
+	out      cappedBuffer
+}
+
+type callKey struct{}
+
+func stateOf(ctx context.Context) *callState {
+	st, _ := ctx.Value(callKey{}).(*callState)
+	return st
+}
+
+// instantiateHost defines the gust host module in rt.
+func instantiateHost(ctx context.Context, rt wazero.Runtime) (map[string]bool, error) {
+	i32 := api.ValueTypeI32
+	b := rt.NewHostModuleBuilder(hostModule)
+	b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(requestHead), []api.ValueType{i32, i32}, []api.ValueType{i32}).Export("request_head")
+	b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(requestBodyRead), []api.ValueType{i32, i32}, []api.ValueType{i32}).Export("request_body_read")
+	b.NewFunctionBuilder().WithGoModuleFunction(api.GoModuleFunc(responseWrite), []api.ValueType{i32, i32}, []api.ValueType{i32}).Export("response_write")
+	if _, err := b.Instantiate(ctx); err != nil {
+		return nil, err
+	}
+	return map[string]bool{"request_head": true, "request_body_read": true, "response_write": true}, nil
+}
+
+// request_head(buf, cap) -> len: copies the request head if it fits in cap
+// bytes; returns its length either way.
+func requestHead(ctx context.Context, mod api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	ptr, capacity := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	if st == nil {
+		stack[0] = 0
+		return
+	}
+	if uint32(len(st.head)) <= capacity && !mod.Memory().Write(ptr, st.head) {
+		panic(errors.New("request_head: buffer outside memory"))
+	}
+	stack[0] = uint64(len(st.head))
+}
+
+// request_body_read(buf, cap) -> n: copies the next n <= cap bytes of the
+// body; 0 at its end.
+func requestBodyRead(ctx context.Context, mod api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	ptr, capacity := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	if st == nil {
+		stack[0] = 0
+		return
+	}
+	chunk := st.body[st.bodyRead:]
+	chunk = chunk[:min(len(chunk), int(capacity))]
+	if !mod.Memory().Write(ptr, chunk) {
+		panic(errors.New("request_body_read: buffer outside memory"))
+	}
+	st.bodyRead += len(chunk)
+	stack[0] = uint64(len(chunk))
+}
+
+// response_write(buf, len) -> 0, or -1 once the response is over its limit.
+func responseWrite(ctx context.Context, mod api.Module, stack []uint64) {
+	st := stateOf(ctx)
+	ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	if st == nil {
+		stack[0] = api.EncodeI32(-1)
+		return
+	}
+	data, ok := mod.Memory().Read(ptr, n)
+	if !ok {
+		panic(errors.New("response_write: buffer outside memory"))
+	}
+	if _, err := st.out.Write(data); err != nil {
+		stack[0] = api.EncodeI32(-1)
+		return
+	}
+	stack[0] = 0
+}
+
+// requestHead renders req as an HTTP/1.1 request head, as the SDK reads it.
+func renderHead(req *runtime.Request) []byte {
+	var b strings.Builder
+	b.Grow(256)
+	b.WriteString(req.Method)
+	b.WriteByte(' ')
+	b.WriteString(req.Path)
+	if req.RawQuery != "" {
+		b.WriteByte('?')
+		b.WriteString(req.RawQuery)
+	}
+	b.WriteString(" HTTP/1.1\r\nHost: ")
+	b.WriteString(req.Host)
+	b.WriteString("\r\nContent-Length: ")
+	b.WriteString(strconv.Itoa(len(req.Body)))
+	b.WriteString("\r\nX-Gust-Invocation-Id: ")
+	b.WriteString(req.InvocationID)
+	b.WriteString("\r\nX-Gust-Remote-Addr: ")
+	b.WriteString(req.RemoteAddr)
+	b.WriteString("\r\n")
+	for name, values := range req.Header {
+		switch name {
+		case "Host", "Content-Length", "Authorization", "Proxy", "Connection", "Transfer-Encoding":
+			continue
+		}
+		if strings.HasPrefix(name, "X-Gust-") {
+			continue
+		}
+		for _, v := range values {
+			b.WriteString(name)
+			b.WriteString(": ")
+			b.WriteString(v)
+			b.WriteString("\r\n")
+		}
+	}
+	b.WriteString("\r\n")
+	return []byte(b.String())
+}
+
+// Instance is one warm reactor instance. It serves one request at a time;
+// after a failure it is dead and must be closed.
+type Instance struct {
+	mod     api.Module
+	handle  api.Function
+	mem     *limitedMemory
+	stderr  *runtime.StderrLog
+	limits  runtime.Limits
+	sleeper *sleeper
+}
+
+// sleeper ends a guest's sleep when the current call's context is done.
+type sleeper struct {
+	ctx atomic.Pointer[context.Context]
+}
+
+func (s *sleeper) sleep(ns int64) {
+	ctx := context.Background()
+	if p := s.ctx.Load(); p != nil {
+		ctx = *p
+	}
+	runtime.SleepUntilDone(ctx, time.Duration(ns))
+}
+
+// InstanceConfig is what every request of an instance shares.
+type InstanceConfig struct {
+	// Env holds KEY=value pairs.
+	Env    []string
+	Limits runtime.Limits
+	// Stderr receives the guest's stdout and stderr; Invoke points it at
+	// each invocation's logger in turn. Required.
+	Stderr *runtime.StderrLog
+}
+
+// Start makes a warm instance of a reactor module: instantiate, run
+// _initialize and gust_start. This is the cold start.
+func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, error) {
+	if m.kind != Reactor {
+		return nil, fmt.Errorf("wasm: Start needs a reactor module, this one is a %s", m.kind)
+	}
+	if err := m.CheckMemory(cfg.Limits.MemoryBytes); err != nil {
+		return nil, err
+	}
+	mem := &limitedMemory{limit: cfg.Limits.MemoryBytes}
+	sl := &sleeper{}
+	sl.ctx.Store(&ctx)
+	mc := wazero.NewModuleConfig().
+		WithName("").
+		WithStartFunctions("_initialize").
+		WithStdout(cfg.Stderr).
+		WithStderr(cfg.Stderr).
+		WithSysWalltime().
+		WithSysNanotime().
+		WithRandSource(rand.Reader).
+		WithOsyield(goruntime.Gosched).
+		WithNanosleep(sl.sleep)
+	for _, kv := range cfg.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		mc = mc.WithEnv(k, v)
+	}
+	mod, err := m.rt.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, mc)
+	if err == nil {
+		_, err = mod.ExportedFunction(exportStart).Call(ctx)
+	}
+	if err != nil {
+		if mod != nil {
+			mod.Close(context.WithoutCancel(ctx))
+		}
+		cfg.Stderr.Flush()
+		if cerr := classify(ctx, err, mem, cfg.Stderr); cerr != nil {
+			return nil, cerr
+		}
+		return nil, runtime.Errorf(runtime.Crashed, "exited while starting")
+	}
+	return &Instance{mod: mod, handle: mod.ExportedFunction(exportHandle), mem: mem, stderr: cfg.Stderr, limits: cfg.Limits, sleeper: sl}, nil
+}
+
+// Invoke serves req on the instance under ctx's deadline; what the guest
+// writes to stdout and stderr goes to log. Failures are *runtime.Error;
+// after one, the instance is dead.
+func (i *Instance) Invoke(ctx context.Context, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
+	i.stderr.Begin(log)
+	i.sleeper.ctx.Store(&ctx)
+	st := &callState{head: renderHead(req), body: req.Body, out: cappedBuffer{max: i.limits.MaxOutputBytes + cgi.MaxHeaderBytes}}
+	_, err := i.handle.Call(context.WithValue(ctx, callKey{}, st))
+	i.stderr.Flush()
+	if err := classify(ctx, err, i.mem, i.stderr); err != nil {
+		return nil, err
+	}
+	if st.out.overflow {
+		return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", i.limits.MaxOutputBytes)
+	}
+	resp, err := cgi.ParseResponse(st.out.Bytes())
+	if err != nil {
+		return nil, &runtime.Error{Kind: runtime.BadResponse, Message: err.Error(), Stderr: i.stderr.Tail()}
+	}
+	return resp, nil
+}
+
+// Close closes the instance. Calling it twice is harmless.
+func (i *Instance) Close(ctx context.Context) error { return i.mod.Close(ctx) }

@@ -1,0 +1,128 @@
+package wasm
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gust-faas/gust/internal/runtime"
+)
+
+func startReactor(t *testing.T) (*Module, *Instance) {
+	t.Helper()
+	ctx := context.Background()
+	rt, err := New(ctx, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close(ctx) })
+	m, err := rt.Compile(ctx, reactorWasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Kind() != Reactor {
+		t.Fatalf("Kind = %v, want reactor", m.Kind())
+	}
+	return m, startInstance(t, m)
+}
+
+func startInstance(t *testing.T, m *Module) *Instance {
+	t.Helper()
+	inst, err := m.Start(context.Background(), InstanceConfig{
+		Env:    []string{"GREETING=hi"},
+		Limits: testLimits,
+		Stderr: runtime.NewStderrLog(slog.New(slog.DiscardHandler), 100),
+	})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { inst.Close(context.Background()) })
+	return inst
+}
+
+func call(t *testing.T, inst *Instance, timeout time.Duration, method, path, body string) (*runtime.Response, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req := &runtime.Request{
+		Method: method, Path: path, Body: []byte(body), Host: "h", InvocationID: "inv-1",
+		Header: http.Header{"X-Gust-Invocation-Id": {"spoofed"}, "Authorization": {"Bearer secret"}},
+	}
+	return inst.Invoke(ctx, req, slog.New(slog.DiscardHandler))
+}
+
+func TestReactorServesWarm(t *testing.T) {
+	_, inst := startReactor(t)
+	for i := 1; i <= 5; i++ {
+		resp, err := call(t, inst, 5*time.Second, "GET", "/count", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := string(resp.Body), string(rune('0'+i)); got != want {
+			t.Fatalf("request %d: instance counted %q, want %q: the instance was not reused", i, got, want)
+		}
+	}
+	resp, err := call(t, inst, 5*time.Second, "POST", "/echo", "payload")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != 201 || resp.Header.Get("X-Reactor") != "yes" || string(resp.Body) != "POST /echo payload" {
+		t.Errorf("echo = %d %v %q", resp.Status, resp.Header, resp.Body)
+	}
+	resp, err = call(t, inst, 5*time.Second, "GET", "/env", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(resp.Body); got != "GREETING=hi ID=inv-1" {
+		t.Errorf("env = %q, want the spec's env and Gust's invocation id (not the client's)", got)
+	}
+}
+
+func TestReactorFailures(t *testing.T) {
+	tests := []struct {
+		path    string
+		timeout time.Duration
+		kind    runtime.Kind
+		message string
+	}{
+		{"/loop", 300 * time.Millisecond, runtime.Timeout, "deadline"},
+		{"/sleep", 300 * time.Millisecond, runtime.Timeout, "deadline"},
+		{"/oom", 20 * time.Second, runtime.OutOfMemory, "64 MiB"},
+		{"/panic", 5 * time.Second, runtime.Crashed, "trapped"},
+		{"/exit", 5 * time.Second, runtime.Crashed, "exited with code 4"},
+		{"/big", 20 * time.Second, runtime.BadResponse, "larger than"},
+	}
+	m, _ := startReactor(t)
+	for _, tt := range tests {
+		t.Run(strings.TrimPrefix(tt.path, "/"), func(t *testing.T) {
+			inst := startInstance(t, m)
+			start := time.Now()
+			_, err := call(t, inst, tt.timeout, "GET", tt.path, "")
+			var rerr *runtime.Error
+			if !errors.As(err, &rerr) || rerr.Kind != tt.kind || !strings.Contains(rerr.Message, tt.message) {
+				t.Fatalf("Invoke(%s) = %v, want %v containing %q", tt.path, err, tt.kind, tt.message)
+			}
+			if tt.path == "/panic" && !strings.Contains(rerr.Stderr, "reactor panicked on purpose") {
+				t.Errorf("panic's stderr tail = %q, want the panic message", rerr.Stderr)
+			}
+			if tt.kind == runtime.Timeout && time.Since(start) > tt.timeout+5*time.Second {
+				t.Errorf("guest ran %v past its deadline", time.Since(start))
+			}
+		})
+	}
+}
+
+func TestReactorStartRespectsMemory(t *testing.T) {
+	m, _ := startReactor(t)
+	_, err := m.Start(context.Background(), InstanceConfig{
+		Limits: runtime.Limits{MemoryBytes: 1 << 20, MaxOutputBytes: 1 << 20},
+		Stderr: runtime.NewStderrLog(slog.New(slog.DiscardHandler), 10),
+	})
+	if runtime.KindOf(err) != runtime.OutOfMemory {
+		t.Errorf("Start with 1 MiB = %v, want out of memory", err)
+	}
+}

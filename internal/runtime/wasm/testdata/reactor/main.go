@@ -1,0 +1,54 @@
+// Command reactor is a test fixture: a Go SDK function (a warm reactor) that
+// misbehaves on request. The path picks the behaviour.
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	gust "github.com/gust-faas/gust/sdk/go"
+)
+
+var (
+	served int // requests this instance has served: shows warm reuse
+	sink   [][]byte
+)
+
+func handle(w http.ResponseWriter, r *http.Request) {
+	served++
+	switch r.URL.Path {
+	case "/count":
+		fmt.Fprintf(w, "%d", served)
+	case "/loop":
+		for {
+		}
+	case "/sleep":
+		time.Sleep(time.Hour)
+	case "/slow":
+		time.Sleep(300 * time.Millisecond)
+		fmt.Fprint(w, "slow done")
+	case "/oom":
+		for {
+			sink = append(sink, make([]byte, 1<<20))
+		}
+	case "/panic":
+		panic("reactor panicked on purpose")
+	case "/exit":
+		fmt.Fprintln(os.Stderr, "exiting mid-request")
+		os.Exit(4)
+	case "/env":
+		fmt.Fprintf(w, "GREETING=%s ID=%s", os.Getenv("GREETING"), r.Header.Get("X-Gust-Invocation-Id"))
+	case "/big":
+		w.Write(make([]byte, 7<<20))
+	default:
+		body, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Reactor", "yes")
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, body)
+	}
+}
+
+func main() { gust.Serve(http.HandlerFunc(handle)) }
