@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -19,14 +20,16 @@ import (
 // Key is an API key's record. The secret half of the token is stored only as
 // its SHA-256: it has 256 random bits, so a slow hash would add nothing.
 type Key struct {
-	ID      string     `json:"id"`
-	Tenant  string     `json:"tenant"`
-	Role    Role       `json:"role"`
-	Name    string     `json:"name,omitempty"`
-	Hash    string     `json:"hash"`
-	Created time.Time  `json:"created"`
-	Expires *time.Time `json:"expires,omitempty"`
-	Revoked *time.Time `json:"revoked,omitempty"`
+	ID     string `json:"id"`
+	Tenant string `json:"tenant"`
+	// TenantID is the ID of the tenant's incarnation the key was made in.
+	TenantID string     `json:"tenant_id"`
+	Role     Role       `json:"role"`
+	Name     string     `json:"name,omitempty"`
+	Hash     string     `json:"hash"`
+	Created  time.Time  `json:"created"`
+	Expires  *time.Time `json:"expires,omitempty"`
+	Revoked  *time.Time `json:"revoked,omitempty"`
 }
 
 // KeyInfo is what the API shows of a key: everything but its hash.
@@ -123,7 +126,7 @@ func (s *Service) Authenticate(token string) (Principal, error) {
 	if k.Revoked != nil || (k.Expires != nil && !now.Before(*k.Expires)) {
 		return Principal{}, ErrUnauthenticated
 	}
-	if _, ok := s.tenants.Get(k.Tenant); !ok {
+	if t, ok := s.tenants.Get(k.Tenant); !ok || t.ID != k.TenantID {
 		return Principal{}, ErrUnauthenticated
 	}
 	return Principal{KeyID: k.ID, Tenant: k.Tenant, Role: k.Role}, nil
@@ -147,7 +150,8 @@ func (s *Service) CreateKey(ctx context.Context, nk NewKey) (KeyInfo, string, er
 	if nk.Role == Admin && nk.Tenant != Default {
 		return KeyInfo{}, "", invalidf("admin keys belong to the %q tenant", Default)
 	}
-	if _, ok := s.tenants.Get(nk.Tenant); !ok {
+	t, ok := s.tenants.Get(nk.Tenant)
+	if !ok {
 		return KeyInfo{}, "", fmt.Errorf("tenant %q: %w", nk.Tenant, ErrNotFound)
 	}
 	if len(nk.Name) > 128 {
@@ -158,7 +162,7 @@ func (s *Service) CreateKey(ctx context.Context, nk NewKey) (KeyInfo, string, er
 	}
 	id, secret := randomToken(idLen), randomToken(secretLen)
 	now := s.now().UTC()
-	k := Key{ID: id, Tenant: nk.Tenant, Role: nk.Role, Name: nk.Name, Hash: hashSecret(id, secret), Created: now}
+	k := Key{ID: id, Tenant: nk.Tenant, TenantID: t.ID, Role: nk.Role, Name: nk.Name, Hash: hashSecret(id, secret), Created: now}
 	if nk.TTL > 0 {
 		exp := now.Add(nk.TTL)
 		k.Expires = &exp
@@ -228,22 +232,56 @@ const bootstrapKey = "first-admin-key"
 
 // Bootstrap creates the first admin key if no node ever has, writes its
 // token to path (readable by its owner only) and returns it. If an admin key
-// was created before, it returns "".
-func (s *Service) Bootstrap(ctx context.Context, path string) (string, error) {
-	if _, err := s.metaKV.Create(ctx, bootstrapKey, []byte(`{}`)); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return "", nil
-		}
-		return "", err
+// was created before, it returns "". If it fails, it undoes what it did, so
+// that a later start tries again.
+func (s *Service) Bootstrap(ctx context.Context, path string) (token string, err error) {
+	rev, err := s.metaKV.Create(ctx, bootstrapKey, []byte(`{}`))
+	if errors.Is(err, store.ErrConflict) {
+		return "", nil
 	}
-	_, token, err := s.CreateKey(ctx, NewKey{Tenant: Default, Role: Admin, Name: "first admin key"})
 	if err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+	var info KeyInfo
+	defer func() {
+		if err == nil {
+			return
+		}
+		if info.ID != "" {
+			deleteKey(context.WithoutCancel(ctx), s.keysKV, info.ID)
+		}
+		s.metaKV.Delete(context.WithoutCancel(ctx), bootstrapKey, rev)
+	}()
+	info, token, err = s.CreateKey(ctx, NewKey{Tenant: Default, Role: Admin, Name: "first admin key"})
+	if err != nil {
+		return "", err
+	}
+	if err := writePrivate(path, []byte(token+"\n")); err != nil {
 		return "", fmt.Errorf("tenant: write the admin key: %w", err)
 	}
 	return token, nil
+}
+
+// writePrivate writes data to path readable by its owner only, even if path
+// existed with a wider mode: a new file is written and renamed over it.
+func writePrivate(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // BearerToken returns the token of an "Authorization: Bearer <token>" header

@@ -553,10 +553,6 @@ func TestBootstrapRacingNodes(t *testing.T) {
 // TestBootstrapFileIsPrivateEvenIfItExisted checks the token never lands in a
 // file others can read.
 func TestBootstrapFileIsPrivateEvenIfItExisted(t *testing.T) {
-	t.Skip("BUG: keys.go:243 os.WriteFile(path, token, 0o600) keeps the mode of an existing file, " +
-		"so a leftover world-readable admin.key (say 0644) receives the admin token readable by everyone. " +
-		"Fix: remove the file first and create it with O_CREATE|O_EXCL|O_WRONLY, 0600 (or Chmod 0600 before writing), " +
-		"or write a temp file 0600 and rename it over path.")
 	s := newService(t)
 	path := filepath.Join(t.TempDir(), "admin.key")
 	if err := os.WriteFile(path, []byte("stale\n"), 0o644); err != nil {
@@ -580,11 +576,6 @@ func TestBootstrapFileIsPrivateEvenIfItExisted(t *testing.T) {
 // TestBootstrapRetriesAfterAFailure checks that a failed first start does not
 // lock every node out of ever getting an admin key.
 func TestBootstrapRetriesAfterAFailure(t *testing.T) {
-	t.Skip("BUG: keys.go:233 Bootstrap marks first-admin-key in gust_meta before creating the key and writing the file; " +
-		"if CreateKey or os.WriteFile fails (missing directory, disk full, ctx cancelled) the marker stays, the token is lost, " +
-		"and every later Bootstrap returns \"\": the cluster never gets an admin key. " +
-		"Fix: on failure after the marker, revoke/delete the created key and delete the marker (kv Delete at its revision), " +
-		"or write the marker only after the file is written (keeping the Create as the once-only guard by storing the key id in it).")
 	s := newService(t)
 	ctx := ctxT(t)
 	bad := filepath.Join(t.TempDir(), "missing-dir", "admin.key")
@@ -651,12 +642,6 @@ func TestRevokeWhileAuthenticating(t *testing.T) {
 // then CreateKey's write lands. The key left behind must never authenticate,
 // not even once a new tenant of the same name is created.
 func TestKeyDoesNotOutliveItsTenant(t *testing.T) {
-	t.Skip("BUG: keys.go:150 CreateKey (and secrets.go:129 SetSecret) check the tenant in the view, not in the store, and " +
-		"tenant.go:213 DeleteTenant deletes only the keys in its own view, so a key written concurrently with the delete " +
-		"survives it (real concurrent CreateKey on node B and DeleteTenant on node A left 49 keys in 30 rounds). Authenticate (keys.go:126) then only checks that a tenant of that name exists, so re-creating the name " +
-		"resurrects the old key (and secrets) in the new tenant. Fix: give Tenant a random incarnation id, copy it into " +
-		"Key and sealedSecret, and have Authenticate/Resolve/Secrets refuse records whose incarnation differs; or have " +
-		"CreateTenant purge leftover keys and secrets of the name before creating it.")
 	clock := newFakeClock()
 	s := startService(t, openStore(t), serviceOpts{clock: clock})
 	ctx := ctxT(t)
@@ -690,11 +675,6 @@ func TestKeyDoesNotOutliveItsTenant(t *testing.T) {
 // write of the service does (CreateKey, RevokeKey, SetSecret, DeleteSecret
 // wait for their own view). It repeats the race so that it shows reliably.
 func TestDeleteTenantReadsItsOwnWrites(t *testing.T) {
-	t.Skip("BUG: tenant.go:228 DeleteTenant waits only for the tenants view (WaitGone on the tenant), not for the keys " +
-		"and secrets it deleted at lines 215 and 221; the three views are separate watches, so right after it returns " +
-		"Keys/Secrets/HasSecret still show the old records, and after CreateTenant of the same name Resolve returns the " +
-		"deleted tenant's secret values and Authenticate accepts its keys, until the views catch up. Fix: after each " +
-		"deleteKey, call s.keys.WaitGone(ctx, k.ID) / s.secrets.WaitGone(ctx, key) (or collect and wait at the end).")
 	s := newService(t)
 	ctx := ctxT(t)
 	for round := range 200 {

@@ -63,7 +63,7 @@ func (l *Limiter) Admit(tenant string, q Quotas, memoryMB int) (release func(), 
 		u.tokens = math.Min(float64(burst(q)), u.tokens+now.Sub(u.last).Seconds()*q.RatePerSecond)
 		u.last = now
 		if u.tokens < 1 {
-			wait := time.Duration((1 - u.tokens) / q.RatePerSecond * float64(time.Second))
+			wait := time.Duration(math.Ceil((1 - u.tokens) / q.RatePerSecond * float64(time.Second)))
 			return nil, &QuotaError{Quota: "rate", Limit: fmt.Sprintf("%g requests per second, burst %d", q.RatePerSecond, burst(q)), RetryAfter: wait}
 		}
 		u.tokens--

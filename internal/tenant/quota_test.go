@@ -187,10 +187,6 @@ func TestNewLimiterDefaultsToTheRealClock(t *testing.T) {
 // TestLimiterRetryAfterIsEnough checks that a client that waits exactly
 // RetryAfter is admitted, whatever the rate.
 func TestLimiterRetryAfterIsEnough(t *testing.T) {
-	t.Skip("BUG (minor): quota.go:66 truncates RetryAfter to the nanosecond below, so at rates such as 3/s waiting exactly " +
-		"RetryAfter (333.333333ms) refills 0.999999999 tokens and the retry is refused again, this time with RetryAfter 0 (at 0.3/s: 3.333333333s, then 0s). " +
-		"The gateway rounds up to whole seconds, so HTTP clients are unaffected. Fix: " +
-		"time.Duration(math.Ceil((1 - u.tokens) / q.RatePerSecond * float64(time.Second))).")
 	for _, rate := range []float64{0.3, 1, 2, 3, 7, 10, 33, 1000} {
 		clock := newFakeClock()
 		l := NewLimiter(clock.Now)

@@ -49,7 +49,7 @@ func NewSealer(key []byte) (*Sealer, error) {
 // random key (readable by its owner only) if it does not exist.
 func LoadMasterKey(env, path string) ([]byte, error) {
 	if env != "" {
-		key, err := decodeMasterKey(env)
+		key, err := decodeMasterKey(strings.TrimSpace(env))
 		if err != nil {
 			return nil, fmt.Errorf("GUST_MASTER_KEY: %w", err)
 		}
@@ -59,7 +59,7 @@ func LoadMasterKey(env, path string) ([]byte, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		key := make([]byte, 32)
 		rand.Read(key)
-		if err := os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		if err := writePrivate(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n")); err != nil {
 			return nil, fmt.Errorf("write the master key: %w", err)
 		}
 		return key, nil
@@ -102,11 +102,12 @@ func (s *Sealer) open(tenant, name string, sealed []byte) ([]byte, error) {
 
 // sealedSecret is a secret as stored.
 type sealedSecret struct {
-	Tenant  string    `json:"tenant"`
-	Name    string    `json:"name"`
-	Sealed  []byte    `json:"sealed"`
-	Created time.Time `json:"created"`
-	Updated time.Time `json:"updated"`
+	Tenant   string    `json:"tenant"`
+	TenantID string    `json:"tenant_id"`
+	Name     string    `json:"name"`
+	Sealed   []byte    `json:"sealed"`
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
 }
 
 // SecretInfo is what anyone is ever shown of a secret: never its value.
@@ -126,16 +127,19 @@ func (s *Service) SetSecret(ctx context.Context, tenant, name string, value []by
 	if len(value) > MaxSecretBytes {
 		return SecretInfo{}, invalidf("a secret's value is at most %d bytes", MaxSecretBytes)
 	}
-	if _, ok := s.tenants.Get(tenant); !ok {
+	t, ok := s.tenants.Get(tenant)
+	if !ok {
 		return SecretInfo{}, fmt.Errorf("tenant %q: %w", tenant, ErrNotFound)
 	}
 	now := s.now().UTC()
-	rec := sealedSecret{Tenant: tenant, Name: name, Sealed: s.sealer.seal(tenant, name, value), Created: now, Updated: now}
+	rec := sealedSecret{Tenant: tenant, TenantID: t.ID, Name: name, Sealed: s.sealer.seal(tenant, name, value), Created: now, Updated: now}
 	k := secretKey(tenant, name)
 	rev, err := createJSON(ctx, s.secretsKV, k, rec)
 	if err != nil {
 		rev, err = updateJSON(ctx, s.secretsKV, k, func(old *sealedSecret) error {
-			rec.Created = old.Created
+			if old.TenantID == rec.TenantID {
+				rec.Created = old.Created
+			}
 			*old = rec
 			return nil
 		})
@@ -150,11 +154,27 @@ func (s *Service) SetSecret(ctx context.Context, tenant, name string, value []by
 	return SecretInfo{Name: name, Created: rec.Created, Updated: rec.Updated}, nil
 }
 
+// secret returns tenant's secret name from the view, if it belongs to the
+// tenant's current incarnation.
+func (s *Service) secret(tenant, name string) (sealedSecret, bool) {
+	if !ValidSecretName(name) {
+		return sealedSecret{}, false
+	}
+	sec, ok := s.secrets.Get(secretKey(tenant, name))
+	return sec, ok && s.current(sec)
+}
+
+// current reports whether sec belongs to its tenant's current incarnation.
+func (s *Service) current(sec sealedSecret) bool {
+	t, ok := s.tenants.Get(sec.Tenant)
+	return ok && t.ID == sec.TenantID
+}
+
 // Secrets lists a tenant's secrets, without their values.
 func (s *Service) Secrets(tenant string) []SecretInfo {
 	var out []SecretInfo
 	for _, sec := range s.secrets.List(tenant + ".") {
-		if sec.Tenant == tenant {
+		if sec.Tenant == tenant && s.current(sec) {
 			out = append(out, SecretInfo{Name: sec.Name, Created: sec.Created, Updated: sec.Updated})
 		}
 	}
@@ -164,7 +184,7 @@ func (s *Service) Secrets(tenant string) []SecretInfo {
 // DeleteSecret deletes a secret.
 func (s *Service) DeleteSecret(ctx context.Context, tenant, name string) error {
 	k := secretKey(tenant, name)
-	if _, ok := s.secrets.Get(k); !ok {
+	if sec, ok := s.secret(tenant, name); !ok || sec.Tenant != tenant {
 		return fmt.Errorf("secret %q: %w", name, ErrNotFound)
 	}
 	if err := deleteKey(ctx, s.secretsKV, k); err != nil {
@@ -186,7 +206,7 @@ func (e *MissingSecretError) Error() string {
 func (s *Service) Resolve(tenant string, names []string) (map[string]string, error) {
 	out := make(map[string]string, len(names))
 	for _, name := range names {
-		sec, ok := s.secrets.Get(secretKey(tenant, name))
+		sec, ok := s.secret(tenant, name)
 		if !ok || sec.Tenant != tenant {
 			return nil, &MissingSecretError{Name: name}
 		}
@@ -201,6 +221,6 @@ func (s *Service) Resolve(tenant string, names []string) (map[string]string, err
 
 // HasSecret reports whether tenant has a secret named name.
 func (s *Service) HasSecret(tenant, name string) bool {
-	_, ok := s.secrets.Get(secretKey(tenant, name))
-	return ok
+	sec, ok := s.secret(tenant, name)
+	return ok && sec.Tenant == tenant
 }

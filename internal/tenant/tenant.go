@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/store"
 )
 
@@ -44,13 +45,18 @@ var rank = map[Role]int{Invoker: 1, Developer: 2, Owner: 3, Admin: 4}
 // Valid reports whether r is a known role.
 func (r Role) Valid() bool { return rank[r] > 0 }
 
-// Allows reports whether r may do what need may.
-func (r Role) Allows(need Role) bool { return rank[r] >= rank[need] && r.Valid() }
+// Allows reports whether r may do what need may. An unknown role allows
+// nothing and is allowed nothing.
+func (r Role) Allows(need Role) bool { return r.Valid() && need.Valid() && rank[r] >= rank[need] }
 
 // Tenant is one team or customer: a namespace for functions, keys, secrets
 // and usage, with its quotas.
 type Tenant struct {
-	Name    string    `json:"name"`
+	Name string `json:"name"`
+	// ID is random and new each time a tenant of this name is created; keys
+	// and secrets carry it, so that those of a deleted tenant never belong
+	// to a new one of the same name.
+	ID      string    `json:"id"`
 	Quotas  Quotas    `json:"quotas"`
 	Created time.Time `json:"created"`
 }
@@ -164,10 +170,13 @@ func (s *Service) Ready() bool { return s.tenants.Ready() && s.keys.Ready() && s
 
 // CreateTenant creates a tenant, or fails with ErrExists.
 func (s *Service) CreateTenant(ctx context.Context, name string, q Quotas) (Tenant, error) {
+	if !registry.ValidName(name) {
+		return Tenant{}, invalidf("tenant name %q is invalid: use 1 to 63 lowercase letters, digits and dashes, starting with a letter", name)
+	}
 	if err := q.Validate(); err != nil {
 		return Tenant{}, &InvalidError{err}
 	}
-	t := Tenant{Name: name, Quotas: q, Created: s.now().UTC()}
+	t := Tenant{Name: name, ID: randomToken(idLen), Quotas: q, Created: s.now().UTC()}
 	rev, err := createJSON(ctx, s.tenantsKV, name, t)
 	if errors.Is(err, store.ErrConflict) {
 		return Tenant{}, fmt.Errorf("tenant %q: %w", name, ErrExists)
@@ -210,15 +219,24 @@ func (s *Service) DeleteTenant(ctx context.Context, name string) error {
 	if _, ok := s.tenants.Get(name); !ok {
 		return fmt.Errorf("tenant %q: %w", name, ErrNotFound)
 	}
+	// Keys and secrets written concurrently with this delete may survive it;
+	// they carry this incarnation's ID, so they never work again.
 	for _, k := range s.keys.List("") {
 		if k.Tenant == name {
 			if err := deleteKey(ctx, s.keysKV, k.ID); err != nil {
 				return err
 			}
+			if err := s.keys.WaitGone(ctx, k.ID); err != nil {
+				return err
+			}
 		}
 	}
 	for _, sec := range s.secrets.List(name + ".") {
-		if err := deleteKey(ctx, s.secretsKV, secretKey(name, sec.Name)); err != nil {
+		k := secretKey(name, sec.Name)
+		if err := deleteKey(ctx, s.secretsKV, k); err != nil {
+			return err
+		}
+		if err := s.secrets.WaitGone(ctx, k); err != nil {
 			return err
 		}
 	}
