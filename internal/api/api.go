@@ -15,6 +15,7 @@ import (
 
 	"github.com/gust-faas/gust/internal/audit"
 	"github.com/gust-faas/gust/internal/httperror"
+	"github.com/gust-faas/gust/internal/pool"
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/tenant"
 )
@@ -33,15 +34,24 @@ type Registry interface {
 	Get(tenant, name string) (registry.Function, bool)
 	List(tenant string) []registry.Function
 	Delete(ctx context.Context, tenant, name string) error
+	SetAlias(ctx context.Context, tenant, fn, alias string, a registry.Alias) (registry.Function, error)
+	DeleteAlias(ctx context.Context, tenant, fn, alias string) (registry.Function, error)
+	Rollback(ctx context.Context, tenant, fn string) (registry.DeployResult, error)
+}
+
+// Instances reports the instances of a function's versions on this node.
+type Instances interface {
+	Stats(tenant, function string) map[int]pool.Stats
 }
 
 // Deps are what the API needs. All are required.
 type Deps struct {
-	Registry Registry
-	Tenants  *tenant.Service
-	Audit    *audit.Log
-	Logger   *slog.Logger
-	Version  string
+	Registry  Registry
+	Instances Instances
+	Tenants   *tenant.Service
+	Audit     *audit.Log
+	Logger    *slog.Logger
+	Version   string
 }
 
 // API serves /v1.
@@ -73,6 +83,8 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.route(mux, "/v1/whoami", tenant.Invoker, a.whoami)
 	a.route(mux, "/v1/functions", tenant.Developer, a.functions)
 	a.route(mux, "/v1/functions/{name}", tenant.Developer, a.function)
+	a.route(mux, "/v1/functions/{name}/aliases/{alias}", tenant.Developer, a.aliasEndpoint)
+	a.route(mux, "/v1/functions/{name}/rollback", tenant.Developer, a.rollback)
 	a.route(mux, "/v1/tenants", tenant.Admin, a.tenantsEndpoint)
 	a.route(mux, "/v1/tenants/{name}", tenant.Admin, a.tenantEndpoint)
 	a.route(mux, "/v1/keys", tenant.Owner, a.keysEndpoint)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gust-faas/gust/internal/httperror"
+	"github.com/gust-faas/gust/internal/pool"
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/runtime"
 )
@@ -51,7 +52,7 @@ func (a *API) function(w http.ResponseWriter, r *http.Request, c call) error {
 		if !ok {
 			return httperror.NotFound("function %q not found", name)
 		}
-		return httperror.WriteJSON(w, http.StatusOK, f)
+		return httperror.WriteJSON(w, http.StatusOK, FunctionDetail{Function: f, Instances: a.Instances.Stats(c.tenant, name)})
 	case http.MethodPut, http.MethodPost:
 		return a.deploy(w, r, c.tenant, name)
 	case http.MethodDelete:
@@ -67,6 +68,75 @@ func (a *API) function(w http.ResponseWriter, r *http.Request, c call) error {
 	default:
 		return httperror.MethodNotAllowed(w, r, "GET, PUT, POST, DELETE")
 	}
+}
+
+// FunctionDetail is the answer to GET /v1/functions/{name}: the function,
+// and the instances of its versions on the node that answered.
+type FunctionDetail struct {
+	registry.Function
+	Instances map[int]pool.Stats `json:"instances"`
+}
+
+// AliasSpec is the body of PUT /v1/functions/{name}/aliases/{alias}: a
+// version, or routes that split the traffic between two versions.
+type AliasSpec struct {
+	Version int              `json:"version,omitempty"`
+	Routes  []registry.Route `json:"routes,omitempty"`
+}
+
+func (a *API) aliasEndpoint(w http.ResponseWriter, r *http.Request, c call) error {
+	name, alias := r.PathValue("name"), r.PathValue("alias")
+	var (
+		f   registry.Function
+		err error
+	)
+	switch r.Method {
+	case http.MethodPut:
+		var spec AliasSpec
+		if err := decodeJSON(w, r, &spec); err != nil {
+			return err
+		}
+		if (spec.Version == 0) == (len(spec.Routes) == 0) {
+			return httperror.BadRequest("an alias names a \"version\", or \"routes\" that split the traffic between two versions")
+		}
+		routes := spec.Routes
+		if spec.Version != 0 {
+			routes = []registry.Route{{Version: spec.Version, Weight: 100}}
+		}
+		f, err = a.Registry.SetAlias(r.Context(), c.tenant, name, alias, registry.Alias{Routes: routes})
+	case http.MethodDelete:
+		f, err = a.Registry.DeleteAlias(r.Context(), c.tenant, name, alias)
+	default:
+		return httperror.MethodNotAllowed(w, r, "PUT, DELETE")
+	}
+	if err != nil {
+		return registryError(name, err)
+	}
+	return httperror.WriteJSON(w, http.StatusOK, f)
+}
+
+func (a *API) rollback(w http.ResponseWriter, r *http.Request, c call) error {
+	if r.Method != http.MethodPost {
+		return httperror.MethodNotAllowed(w, r, "POST")
+	}
+	name := r.PathValue("name")
+	res, err := a.Registry.Rollback(r.Context(), c.tenant, name)
+	if err != nil {
+		return registryError(name, err)
+	}
+	return httperror.WriteJSON(w, http.StatusCreated, Deployed{Function: res.Function, Version: res.Version, Created: true})
+}
+
+// registryError maps the registry's errors to answers.
+func registryError(name string, err error) error {
+	var invalid *registry.InvalidError
+	switch {
+	case errors.As(err, &invalid):
+		return httperror.BadRequest("%v", invalid.Err)
+	case errors.Is(err, registry.ErrNotFound):
+		return httperror.NotFound("%v", err)
+	}
+	return err
 }
 
 // Deployed is the answer to a deploy.

@@ -25,6 +25,8 @@ Usage:
   gust ls
   gust describe <name>
   gust rm <name>
+  gust alias set <name> <alias> <version> [--canary VERSION:PERCENT] ; gust alias rm <name> <alias>
+  gust rollback <name>
   gust login --server URL [--key KEY]
   gust whoami
   gust tenant create|set|ls|rm        (admin)
@@ -83,6 +85,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = e.secretCmd(ctx, rest)
 	case "audit":
 		err = e.auditCmd(ctx, rest)
+	case "alias":
+		err = e.aliasCmd(ctx, rest)
+	case "rollback":
+		err = e.rollback(ctx, rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -7,12 +7,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"mime/multipart"
 	"net/http"
 	"net/textproto"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -279,12 +281,13 @@ func (e *env) describe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var f registry.Function
-	if _, err := c.call(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(pos[0]), nil, "", &f); err != nil {
+	var detail api.FunctionDetail
+	if _, err := c.call(ctx, http.MethodGet, "/v1/functions/"+url.PathEscape(pos[0]), nil, "", &detail); err != nil {
 		return err
 	}
+	f := detail.Function
 	if *asJSON {
-		return printJSON(e.stdout, f)
+		return printJSON(e.stdout, detail)
 	}
 	latest, _ := f.Version(0)
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
@@ -304,17 +307,25 @@ func (e *env) describe(ctx context.Context, args []string) error {
 		sort.Strings(names)
 		fmt.Fprintf(tw, "Env:\t%s\n", strings.Join(names, ", "))
 	}
+	fmt.Fprintf(tw, "Scaling:\t%d to %d instances, idle for %s, queue %d\n", latest.Spec.MinInstances, latest.Spec.MaxInstances, time.Duration(latest.Spec.IdleTTL), latest.Spec.MaxQueue)
+	for _, name := range slices.Sorted(maps.Keys(f.Aliases)) {
+		fmt.Fprintf(tw, "Alias %s:\t%s\n", name, routes(f.Aliases[name]))
+	}
 	fmt.Fprintf(tw, "Created:\t%s\n", f.Created.Local().Format(time.DateTime))
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.stdout, "\nVersions:")
 	tw = tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  VERSION\tDIGEST\tSIZE\tMEMORY\tTIMEOUT\tCREATED")
+	fmt.Fprintln(tw, "  VERSION\tDIGEST\tSIZE\tMEMORY\tTIMEOUT\tCREATED\tINSTANCES (this node)")
 	for i := len(f.Versions) - 1; i >= 0; i-- {
 		v := f.Versions[i]
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%d MiB\t%s\t%s\n", v.Number, shortDigest(v.Digest), size(v.Size),
-			v.Spec.MemoryMB, time.Duration(v.Spec.Timeout), v.Created.Local().Format(time.DateTime))
+		inst := "-"
+		if s, ok := detail.Instances[v.Number]; ok {
+			inst = fmt.Sprintf("%d warm, %d busy, %d starting, %d queued", s.Idle, s.Busy, s.Starting, s.Queued)
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%d MiB\t%s\t%s\t%s\n", v.Number, shortDigest(v.Digest), size(v.Size),
+			v.Spec.MemoryMB, time.Duration(v.Spec.Timeout), v.Created.Local().Format(time.DateTime), inst)
 	}
 	return tw.Flush()
 }

@@ -24,9 +24,10 @@ import (
 )
 
 var (
-	guestPath  string // the misbehaving test guest, built once
-	helloWasm  []byte
-	moduleRoot string
+	reactorPath string // the misbehaving SDK reactor, built once
+	guestPath   string // the misbehaving test guest, built once
+	helloWasm   []byte
+	moduleRoot  string
 )
 
 func TestMain(m *testing.M) {
@@ -40,6 +41,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	helloWasm = wasmtest.MustRead(wasmtest.Hello)
+	if reactorPath, err = wasmtest.Build(wasmtest.Reactor); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	if moduleRoot, err = wasmtest.ModuleRoot(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -93,12 +93,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *slog.Logger) error {
 	tenantName := r.PathValue("tenant")
-	name, version, err := parseTarget(r.PathValue("function"))
+	name, version, alias, err := parseTarget(r.PathValue("function"))
 	if err != nil {
 		return err
 	}
 	fn, found := g.Functions.Get(tenantName, name)
+	a, hasAlias := fn.Aliases[alias]
+	if hasAlias {
+		version = a.Pick()
+	}
 	v, hasVersion := fn.Version(version)
+	if alias != "" && !hasAlias {
+		hasVersion = false
+	}
 	if !(found && hasVersion && v.Spec.Auth == registry.AuthNone) {
 		// Authenticate before saying whether anything exists, so that a
 		// caller without a key learns nothing.
@@ -113,6 +120,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *
 	}
 	if !found {
 		return httperror.NotFound("function %q not found in tenant %q", name, tenantName)
+	}
+	if alias != "" && !hasAlias {
+		return httperror.NotFound("function %q has no alias %q", name, alias)
 	}
 	if !hasVersion {
 		return httperror.NotFound("function %q has no version %d (latest is %d)", name, version, fn.Latest)
@@ -169,20 +179,26 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *
 	return nil
 }
 
-// parseTarget splits "name" or "name@version".
-func parseTarget(s string) (name string, version int, err error) {
+// parseTarget splits "name", "name@version" or "name:alias".
+func parseTarget(s string) (name string, version int, alias string, err error) {
+	if n, a, ok := strings.Cut(s, ":"); ok {
+		if !registry.ValidName(n) || a == "" {
+			return "", 0, "", httperror.NotFound("function %q not found: use name, name@version or name:alias", s)
+		}
+		return n, 0, a, nil
+	}
 	name, ver, hasVersion := strings.Cut(s, "@")
 	if !registry.ValidName(name) {
-		return "", 0, httperror.NotFound("function %q not found: function names are 1 to 63 lowercase letters, digits and dashes", name)
+		return "", 0, "", httperror.NotFound("function %q not found: function names are 1 to 63 lowercase letters, digits and dashes", name)
 	}
 	if !hasVersion || ver == "latest" {
-		return name, 0, nil
+		return name, 0, "", nil
 	}
 	n, err := strconv.Atoi(ver)
 	if err != nil || n < 1 || ver != strconv.Itoa(n) {
-		return "", 0, httperror.NotFound("version %q of function %q not found: a version is a number such as @3, or @latest", ver, name)
+		return "", 0, "", httperror.NotFound("version %q of function %q not found: a version is a number such as @3, or @latest", ver, name)
 	}
-	return name, n, nil
+	return name, n, "", nil
 }
 
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -24,12 +25,13 @@ const (
 
 // Function is a deployed function and its immutable versions.
 type Function struct {
-	Tenant   string    `json:"tenant"`
-	Name     string    `json:"name"`
-	Latest   int       `json:"latest"`
-	Versions []Version `json:"versions"`
-	Created  time.Time `json:"created"`
-	Updated  time.Time `json:"updated"`
+	Tenant   string           `json:"tenant"`
+	Name     string           `json:"name"`
+	Latest   int              `json:"latest"`
+	Versions []Version        `json:"versions"`
+	Aliases  map[string]Alias `json:"aliases,omitempty"`
+	Created  time.Time        `json:"created"`
+	Updated  time.Time        `json:"updated"`
 }
 
 // Version is one immutable deployment of a function.
@@ -150,8 +152,30 @@ func (r *Registry) Get(tenant, name string) (Function, bool) {
 	return f.clone(), ok
 }
 
+// Routed returns the versions requests reach: the latest and every alias's.
+func (f *Function) Routed() []Version {
+	nums := []int{f.Latest}
+	for _, a := range f.Aliases {
+		for _, r := range a.Routes {
+			nums = append(nums, r.Version)
+		}
+	}
+	slices.Sort(nums)
+	var out []Version
+	for _, n := range slices.Compact(nums) {
+		if v, ok := f.Version(n); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // clone returns f with nothing shared with the view.
 func (f Function) clone() Function {
+	f.Aliases = maps.Clone(f.Aliases)
+	for k, a := range f.Aliases {
+		f.Aliases[k] = Alias{Routes: slices.Clone(a.Routes)}
+	}
 	f.Versions = slices.Clone(f.Versions)
 	for i := range f.Versions {
 		f.Versions[i].Spec = f.Versions[i].Spec.clone()

@@ -152,7 +152,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	go s.pool.Run(watchCtx)
 
 	mux := http.NewServeMux()
-	api.New(api.Deps{Registry: s.registry, Tenants: s.tenants, Audit: auditLog, Logger: s.log, Version: Version}).Register(mux)
+	api.New(api.Deps{Registry: s.registry, Instances: s.pool, Tenants: s.tenants, Audit: auditLog, Logger: s.log, Version: Version}).Register(mux)
 	gateway.New(gateway.Deps{
 		Functions: s.registry, Invoker: s.pool, Auth: s.tenants, Tenants: s.tenants,
 		Limiter: tenant.NewLimiter(nil), Logger: s.log,
@@ -207,7 +207,7 @@ func (s *Server) bootstrap(ctx context.Context) error {
 func (s *Server) syncPool() {
 	var active []pool.Target
 	for _, f := range s.registry.All() {
-		if v, ok := f.Version(0); ok {
+		for _, v := range f.Routed() {
 			active = append(active, pool.Target{Tenant: f.Tenant, Function: f.Name, Version: v})
 		}
 	}
