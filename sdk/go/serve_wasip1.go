@@ -4,11 +4,12 @@ package gust
 
 import (
 	"bufio"
-	"bytes"
 	"io"
 	"net/http"
 	"net/http/cgi"
+	"net/url"
 	"strconv"
+	"strings"
 	"unsafe"
 )
 
@@ -26,12 +27,15 @@ func hostResponseWrite(buf unsafe.Pointer, length uint32) int32
 //go:linkname mainMain main.main
 func mainMain()
 
+// Code compiled to WebAssembly allocates slowly, so the request path reuses
+// what it can: the head buffer, the writer and its buffer.
 var (
 	handler  http.Handler
 	reactor  bool
 	ready    = make(chan struct{})
 	headBuf  = make([]byte, 4096)
-	writeBuf = bufio.NewWriterSize(hostWriter{}, 32<<10)
+	writeBuf = bufio.NewWriterSize(hostWriter{}, 16<<10)
+	writer   = &responseWriter{}
 )
 
 func serve(h http.Handler) {
@@ -73,26 +77,67 @@ func gustHandle() int32 {
 		writeBuf.Flush()
 		return 0
 	}
-	w := &responseWriter{header: http.Header{}}
+	w := writer
+	w.reset()
 	handler.ServeHTTP(w, req)
 	w.finish()
 	return 0
 }
 
+// readRequest reads the request head from the host: lines of method, path,
+// raw query, host, remote address, invocation id, then "Name: value" headers.
 func readRequest() (*http.Request, error) {
 	n := hostRequestHead(unsafe.Pointer(unsafe.SliceData(headBuf)), uint32(len(headBuf)))
 	if int(n) > len(headBuf) {
 		headBuf = make([]byte, n)
 		n = hostRequestHead(unsafe.Pointer(unsafe.SliceData(headBuf)), uint32(len(headBuf)))
 	}
-	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(headBuf[:n])))
-	if err != nil {
-		return nil, err
+	head := string(headBuf[:n])
+	var fields [6]string
+	for i := range fields {
+		line, rest, ok := strings.Cut(head, "\n")
+		if !ok {
+			return nil, errBadHead
+		}
+		fields[i], head = line, rest
 	}
-	req.Body = bodyReader{}
-	req.RemoteAddr = req.Header.Get("X-Gust-Remote-Addr")
-	return req, nil
+	header := make(http.Header, strings.Count(head, "\n")+1)
+	for head != "" {
+		line, rest, _ := strings.Cut(head, "\n")
+		head = rest
+		name, value, ok := strings.Cut(line, ": ")
+		if !ok {
+			return nil, errBadHead
+		}
+		header[name] = append(header[name], value)
+	}
+	header.Set("X-Gust-Invocation-Id", fields[5])
+	method, path, query := fields[0], fields[1], fields[2]
+	uri := path
+	if query != "" {
+		uri += "?" + query
+	}
+	length, _ := strconv.ParseInt(header.Get("Content-Length"), 10, 64)
+	return &http.Request{
+		Method:        method,
+		URL:           &url.URL{Path: path, RawQuery: query},
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        header,
+		Body:          bodyReader{},
+		ContentLength: length,
+		Host:          fields[3],
+		RemoteAddr:    fields[4],
+		RequestURI:    uri,
+	}, nil
 }
+
+type headError string
+
+func (e headError) Error() string { return string(e) }
+
+const errBadHead = headError("malformed request head from the host")
 
 // bodyReader reads the request body from the host, chunk by chunk.
 type bodyReader struct{}
@@ -130,6 +175,11 @@ type responseWriter struct {
 	wroteHeader bool
 }
 
+func (w *responseWriter) reset() {
+	w.header = make(http.Header, 4)
+	w.wroteHeader = false
+}
+
 func (w *responseWriter) Header() http.Header { return w.header }
 
 func (w *responseWriter) WriteHeader(status int) {
@@ -140,21 +190,36 @@ func (w *responseWriter) WriteHeader(status int) {
 	writeBuf.WriteString("Status: ")
 	writeBuf.WriteString(strconv.Itoa(status))
 	writeBuf.WriteString("\r\n")
-	if w.header.Get("Content-Type") == "" {
-		w.header.Set("Content-Type", "text/plain; charset=utf-8")
+	if _, ok := w.header["Content-Type"]; !ok {
+		writeBuf.WriteString("Content-Type: text/plain; charset=utf-8\r\n")
 	}
-	w.header.Write(writeBuf)
+	for name, values := range w.header {
+		for _, v := range values {
+			writeBuf.WriteString(name)
+			writeBuf.WriteString(": ")
+			writeBuf.WriteString(v)
+			writeBuf.WriteString("\r\n")
+		}
+	}
 	writeBuf.WriteString("\r\n")
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
-		if w.header.Get("Content-Type") == "" {
+		if _, ok := w.header["Content-Type"]; !ok {
 			w.header.Set("Content-Type", http.DetectContentType(p))
 		}
 		w.WriteHeader(http.StatusOK)
 	}
 	return writeBuf.Write(p)
+}
+
+// Flush is http.Flusher: what was written so far goes to the host.
+func (w *responseWriter) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	writeBuf.Flush()
 }
 
 func (w *responseWriter) finish() {

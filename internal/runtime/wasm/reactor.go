@@ -6,11 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	goruntime "runtime"
 	"strconv"
 	"strings"
-	"sync/atomic"
-	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -131,67 +128,52 @@ func responseWrite(ctx context.Context, mod api.Module, stack []uint64) {
 	stack[0] = 0
 }
 
-// requestHead renders req as an HTTP/1.1 request head, as the SDK reads it.
+// renderHead renders req's head in the ABI's format (docs/abi.md): lines
+// ending in "\n": the method, the path, the raw query, the host, the remote
+// address, the invocation id, then one "Name: value" line per header value.
+// Header values cannot hold a newline (net/http refuses them), so no
+// escaping is needed.
 func renderHead(req *runtime.Request) []byte {
-	var b strings.Builder
-	b.Grow(256)
-	b.WriteString(req.Method)
-	b.WriteByte(' ')
-	b.WriteString(req.Path)
-	if req.RawQuery != "" {
-		b.WriteByte('?')
-		b.WriteString(req.RawQuery)
-	}
-	b.WriteString(" HTTP/1.1\r\nHost: ")
-	b.WriteString(req.Host)
-	b.WriteString("\r\nContent-Length: ")
-	b.WriteString(strconv.Itoa(len(req.Body)))
-	b.WriteString("\r\nX-Gust-Invocation-Id: ")
-	b.WriteString(req.InvocationID)
-	b.WriteString("\r\nX-Gust-Remote-Addr: ")
-	b.WriteString(req.RemoteAddr)
-	b.WriteString("\r\n")
+	n := len(req.Method) + len(req.Path) + len(req.RawQuery) + len(req.Host) + len(req.RemoteAddr) + len(req.InvocationID) + 40
 	for name, values := range req.Header {
-		switch name {
-		case "Host", "Content-Length", "Authorization", "Proxy", "Connection", "Transfer-Encoding":
-			continue
+		for _, v := range values {
+			n += len(name) + len(v) + 3
 		}
-		if strings.HasPrefix(name, "X-Gust-") {
+	}
+	b := make([]byte, 0, n)
+	for _, s := range []string{req.Method, req.Path, req.RawQuery, req.Host, req.RemoteAddr, req.InvocationID} {
+		b = append(append(b, s...), '\n')
+	}
+	b = append(append(append(b, "Content-Length: "...), strconv.Itoa(len(req.Body))...), '\n')
+	for name, values := range req.Header {
+		if hiddenFromGuest(name) {
 			continue
 		}
 		for _, v := range values {
-			b.WriteString(name)
-			b.WriteString(": ")
-			b.WriteString(v)
-			b.WriteString("\r\n")
+			b = append(append(append(append(b, name...), ": "...), v...), '\n')
 		}
 	}
-	b.WriteString("\r\n")
-	return []byte(b.String())
+	return b
+}
+
+// hiddenFromGuest are request headers a function never sees: credentials
+// meant for Gust, Gust's own, and those that describe the connection.
+func hiddenFromGuest(name string) bool {
+	switch name {
+	case "Authorization", "Proxy", "Connection", "Transfer-Encoding", "Content-Length", "Host":
+		return true
+	}
+	return strings.HasPrefix(name, "X-Gust-")
 }
 
 // Instance is one warm reactor instance. It serves one request at a time;
 // after a failure it is dead and must be closed.
 type Instance struct {
 	mod     api.Module
-	handle  api.Function
 	mem     *limitedMemory
 	stderr  *runtime.StderrLog
 	limits  runtime.Limits
-	sleeper *sleeper
-}
-
-// sleeper ends a guest's sleep when the current call's context is done.
-type sleeper struct {
-	ctx atomic.Pointer[context.Context]
-}
-
-func (s *sleeper) sleep(ns int64) {
-	ctx := context.Background()
-	if p := s.ctx.Load(); p != nil {
-		ctx = *p
-	}
-	runtime.SleepUntilDone(ctx, time.Duration(ns))
+	yielder *yielder
 }
 
 // InstanceConfig is what every request of an instance shares.
@@ -214,25 +196,27 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 		return nil, err
 	}
 	mem := &limitedMemory{limit: cfg.Limits.MemoryBytes}
-	sl := &sleeper{}
-	sl.ctx.Store(&ctx)
+	y := newYielder(ctx)
 	mc := wazero.NewModuleConfig().
 		WithName("").
-		WithStartFunctions("_initialize").
+		WithStartFunctions(). // called below, under the interrupt
 		WithStdout(cfg.Stderr).
 		WithStderr(cfg.Stderr).
 		WithSysWalltime().
 		WithSysNanotime().
 		WithRandSource(rand.Reader).
-		WithOsyield(goruntime.Gosched).
-		WithNanosleep(sl.sleep)
+		WithOsyield(y.yield).
+		WithNanosleep(y.sleep)
 	for _, kv := range cfg.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		mc = mc.WithEnv(k, v)
 	}
-	mod, err := m.rt.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, mc)
+	mod, err := m.engine.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, mc)
 	if err == nil {
-		_, err = mod.ExportedFunction(exportStart).Call(ctx)
+		err = call(ctx, mod, "_initialize")
+	}
+	if err == nil {
+		err = call(ctx, mod, exportStart)
 	}
 	if err != nil {
 		if mod != nil {
@@ -244,7 +228,7 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 		}
 		return nil, runtime.Errorf(runtime.Crashed, "exited while starting")
 	}
-	return &Instance{mod: mod, handle: mod.ExportedFunction(exportHandle), mem: mem, stderr: cfg.Stderr, limits: cfg.Limits, sleeper: sl}, nil
+	return &Instance{mod: mod, mem: mem, stderr: cfg.Stderr, limits: cfg.Limits, yielder: y}, nil
 }
 
 // Invoke serves req on the instance under ctx's deadline; what the guest
@@ -252,9 +236,9 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 // after one, the instance is dead.
 func (i *Instance) Invoke(ctx context.Context, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
 	i.stderr.Begin(log)
-	i.sleeper.ctx.Store(&ctx)
+	i.yielder.set(ctx)
 	st := &callState{head: renderHead(req), body: req.Body, out: cappedBuffer{max: i.limits.MaxOutputBytes + cgi.MaxHeaderBytes}}
-	_, err := i.handle.Call(context.WithValue(ctx, callKey{}, st))
+	err := call(context.WithValue(ctx, callKey{}, st), i.mod, exportHandle)
 	i.stderr.Flush()
 	if err := classify(ctx, err, i.mem, i.stderr); err != nil {
 		return nil, err

@@ -44,7 +44,7 @@ func startInstance(t *testing.T, m *Module) *Instance {
 	return inst
 }
 
-func call(t *testing.T, inst *Instance, timeout time.Duration, method, path, body string) (*runtime.Response, error) {
+func callReactor(t *testing.T, inst *Instance, timeout time.Duration, method, path, body string) (*runtime.Response, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -58,7 +58,7 @@ func call(t *testing.T, inst *Instance, timeout time.Duration, method, path, bod
 func TestReactorServesWarm(t *testing.T) {
 	_, inst := startReactor(t)
 	for i := 1; i <= 5; i++ {
-		resp, err := call(t, inst, 5*time.Second, "GET", "/count", "")
+		resp, err := callReactor(t, inst, 5*time.Second, "GET", "/count", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -66,14 +66,14 @@ func TestReactorServesWarm(t *testing.T) {
 			t.Fatalf("request %d: instance counted %q, want %q: the instance was not reused", i, got, want)
 		}
 	}
-	resp, err := call(t, inst, 5*time.Second, "POST", "/echo", "payload")
+	resp, err := callReactor(t, inst, 5*time.Second, "POST", "/echo", "payload")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if resp.Status != 201 || resp.Header.Get("X-Reactor") != "yes" || string(resp.Body) != "POST /echo payload" {
 		t.Errorf("echo = %d %v %q", resp.Status, resp.Header, resp.Body)
 	}
-	resp, err = call(t, inst, 5*time.Second, "GET", "/env", "")
+	resp, err = callReactor(t, inst, 5*time.Second, "GET", "/env", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestReactorFailures(t *testing.T) {
 		t.Run(strings.TrimPrefix(tt.path, "/"), func(t *testing.T) {
 			inst := startInstance(t, m)
 			start := time.Now()
-			_, err := call(t, inst, tt.timeout, "GET", tt.path, "")
+			_, err := callReactor(t, inst, tt.timeout, "GET", tt.path, "")
 			var rerr *runtime.Error
 			if !errors.As(err, &rerr) || rerr.Kind != tt.kind || !strings.Contains(rerr.Message, tt.message) {
 				t.Fatalf("Invoke(%s) = %v, want %v containing %q", tt.path, err, tt.kind, tt.message)

@@ -10,11 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	goruntime "runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
@@ -33,16 +34,23 @@ type Config struct {
 }
 
 // Runtime compiles and runs WebAssembly modules. It is safe for concurrent use.
+//
+// It holds two wazero runtimes. Modules are instrumented so that the host can
+// interrupt them cheaply (see instrument) and run in fast, which has no
+// termination checks of its own; a module the instrumentation cannot parse
+// runs in safe, whose code calls out to Go at every loop to check its
+// context, and is slower.
 type Runtime struct {
-	rt      wazero.Runtime
-	wasi    map[string]bool // functions of wasi_snapshot_preview1 that wazero provides
-	host    map[string]bool // functions of the gust host module
-	closeFn func(context.Context) error
+	fast, safe wazero.Runtime
+	wasi       map[string]bool // functions of wasi_snapshot_preview1 that wazero provides
+	host       map[string]bool // functions of the gust host module
+	closeFn    func(context.Context) error
 }
 
-// New returns a Runtime with WASI preview 1 available to guests.
+// New returns a Runtime with WASI preview 1 and the gust host ABI available
+// to guests.
 func New(ctx context.Context, cfg Config) (*Runtime, error) {
-	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
+	rc := wazero.NewRuntimeConfig()
 	var cache wazero.CompilationCache
 	if cfg.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
@@ -52,32 +60,34 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		cache = c
 		rc = rc.WithCompilationCache(c)
 	}
-	rt := wazero.NewRuntimeWithConfig(ctx, rc)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
-		rt.Close(ctx)
-		return nil, fmt.Errorf("wasm: instantiate WASI: %w", err)
+	r := &Runtime{
+		fast: wazero.NewRuntimeWithConfig(ctx, rc),
+		safe: wazero.NewRuntimeWithConfig(ctx, rc.WithCloseOnContextDone(true)),
 	}
-	provided := map[string]bool{}
-	for name := range rt.Module(wasi_snapshot_preview1.ModuleName).ExportedFunctionDefinitions() {
-		provided[name] = true
+	r.closeFn = func(ctx context.Context) error {
+		err := errors.Join(r.fast.Close(ctx), r.safe.Close(ctx))
+		if cache != nil {
+			err = errors.Join(err, cache.Close(ctx))
+		}
+		return err
 	}
-	host, err := instantiateHost(ctx, rt)
-	if err != nil {
-		rt.Close(ctx)
-		return nil, fmt.Errorf("wasm: instantiate the gust host module: %w", err)
+	for _, rt := range []wazero.Runtime{r.fast, r.safe} {
+		if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+			r.closeFn(ctx)
+			return nil, fmt.Errorf("wasm: instantiate WASI: %w", err)
+		}
+		host, err := instantiateHost(ctx, rt)
+		if err != nil {
+			r.closeFn(ctx)
+			return nil, fmt.Errorf("wasm: instantiate the gust host module: %w", err)
+		}
+		r.host = host
 	}
-	return &Runtime{
-		rt:   rt,
-		wasi: provided,
-		host: host,
-		closeFn: func(ctx context.Context) error {
-			err := rt.Close(ctx)
-			if cache != nil {
-				err = errors.Join(err, cache.Close(ctx))
-			}
-			return err
-		},
-	}, nil
+	r.wasi = map[string]bool{}
+	for name := range r.fast.Module(wasi_snapshot_preview1.ModuleName).ExportedFunctionDefinitions() {
+		r.wasi[name] = true
+	}
+	return r, nil
 }
 
 // Close closes every module and the runtime. Call it once, after every
@@ -87,6 +97,7 @@ func (r *Runtime) Close(ctx context.Context) error { return r.closeFn(ctx) }
 // Module is a compiled WebAssembly module, ready to be instantiated.
 type Module struct {
 	rt        *Runtime
+	engine    wazero.Runtime // the runtime that compiled it: fast or safe
 	compiled  wazero.CompiledModule
 	kind      Kind
 	minMemory uint64 // bytes the module needs at instantiation
@@ -101,11 +112,23 @@ func (r *Runtime) Compile(ctx context.Context, artifact []byte) (*Module, error)
 	if !bytes.HasPrefix(artifact, []byte("\x00asm")) {
 		return nil, runtime.Errorf(runtime.BadArtifact, "artifact is not a WebAssembly module (it does not start with \\0asm)")
 	}
-	compiled, err := r.rt.CompileModule(ctx, artifact)
+	engine, code := r.fast, artifact
+	if instrumented, err := instrument(artifact); err == nil {
+		code = instrumented
+	} else {
+		engine = r.safe
+	}
+	compiled, err := engine.CompileModule(ctx, code)
+	if err != nil && engine == r.fast {
+		// Report errors about the module as it was written.
+		if _, origErr := r.safe.CompileModule(ctx, artifact); origErr != nil {
+			err = origErr
+		}
+	}
 	if err != nil {
 		return nil, &runtime.Error{Kind: runtime.BadArtifact, Message: "invalid WebAssembly module", Err: err}
 	}
-	m := &Module{rt: r, compiled: compiled}
+	m := &Module{rt: r, engine: engine, compiled: compiled}
 	if err := m.validate(); err != nil {
 		compiled.Close(ctx)
 		return nil, err
@@ -180,8 +203,10 @@ func (m *Module) Invoke(ctx context.Context, req *runtime.Request, inv Invocatio
 	}
 	mem := &limitedMemory{limit: inv.Limits.MemoryBytes}
 	stdout := &cappedBuffer{max: inv.Limits.MaxOutputBytes + cgi.MaxHeaderBytes}
+	y := newYielder(ctx)
 	cfg := wazero.NewModuleConfig().
 		WithName("").
+		WithStartFunctions(). // called below, under the interrupt
 		WithArgs(req.Function).
 		WithStdin(bytes.NewReader(req.Body)).
 		WithStdout(stdout).
@@ -189,13 +214,16 @@ func (m *Module) Invoke(ctx context.Context, req *runtime.Request, inv Invocatio
 		WithSysWalltime().
 		WithSysNanotime().
 		WithRandSource(rand.Reader).
-		WithOsyield(goruntime.Gosched).
-		WithNanosleep(func(ns int64) { runtime.SleepUntilDone(ctx, time.Duration(ns)) })
+		WithOsyield(y.yield).
+		WithNanosleep(y.sleep)
 	for _, kv := range append(inv.Env, cgi.Env(req)...) {
 		k, v, _ := strings.Cut(kv, "=")
 		cfg = cfg.WithEnv(k, v)
 	}
-	mod, err := m.rt.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
+	mod, err := m.engine.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
+	if err == nil {
+		err = call(ctx, mod, "_start")
+	}
 	if mod != nil {
 		mod.Close(context.WithoutCancel(ctx))
 	}
@@ -232,6 +260,44 @@ func classify(ctx context.Context, err error, mem *limitedMemory, stderr *runtim
 	default:
 		msg, _, _ := strings.Cut(err.Error(), "\n")
 		return &runtime.Error{Kind: runtime.Crashed, Message: "trapped: " + strings.TrimPrefix(msg, "wasm error: "), Stderr: tail, Err: err}
+	}
+}
+
+// call calls the exported function name of mod. It stops at ctx's end: an
+// instrumented module when it next yields (see yielder), one in the safe
+// runtime by wazero's own checks.
+func call(ctx context.Context, mod api.Module, name string) error {
+	fn := mod.ExportedFunction(name)
+	if fn == nil {
+		return fmt.Errorf("wasm: module exports no %s", name)
+	}
+	_, err := fn.Call(ctx)
+	return err
+}
+
+// yielder is an instance's view of the call it is running: its sleeps end,
+// and its yields (sched_yield, which instrument makes every loop call now
+// and then) stop the guest, when the call's context is done.
+type yielder struct {
+	ctx atomic.Pointer[context.Context]
+}
+
+func newYielder(ctx context.Context) *yielder {
+	y := &yielder{}
+	y.set(ctx)
+	return y
+}
+
+func (y *yielder) set(ctx context.Context) { y.ctx.Store(&ctx) }
+
+func (y *yielder) sleep(ns int64) { runtime.SleepUntilDone(*y.ctx.Load(), time.Duration(ns)) }
+
+// errStopped unwinds a guest from inside sched_yield once its context is done.
+var errStopped = errors.New("stopped at the end of its context")
+
+func (y *yielder) yield() {
+	if (*y.ctx.Load()).Err() != nil {
+		panic(errStopped)
 	}
 }
 

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Benchmarks Gust against a bare net/http server, on this machine, in one run:
+#   bench/run.sh [seconds per wrk run, default 10]
+# Builds what it needs, starts both servers on loopback, drives them with the
+# same wrk load at 32 connections and at 1, prints requests/s, p50 and p99 of
+# each and Gust's ratio to the baseline, then measures cold starts and warm
+# requests of the SDK hello function. Needs wrk (apt-get install wrk).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+command -v wrk >/dev/null || { echo "bench: wrk is missing: apt-get install wrk" >&2; exit 1; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+echo "building..."
+go build -o "$work/gust" ./cmd/gust
+go build -o "$work/bare" ./bench/bare
+BARE=127.0.0.1:18181
+GUST=127.0.0.1:18180
+"$work/bare" -addr "$BARE" & pids+=($!)
+"$work/gust" server --addr "$GUST" --data-dir "$work/data" --log-level warn 2>"$work/server.log" & pids+=($!)
+for _ in $(seq 100); do curl -sf "http://$GUST/readyz" >/dev/null && curl -sf "http://$BARE/" >/dev/null && break; sleep 0.1; done
+
+export GUST_URL="http://$GUST" GUST_KEY
+GUST_KEY=$(cat "$work/data/admin.key")
+# hello serves the load; hello-cold, recycled after every request, measures
+# cold starts. Both are public, as in the quick start.
+"$work/gust" deploy ./examples/hello >/dev/null
+cat > "$work/gust.yaml" <<YAML
+name: hello-cold
+memory_mb: 64
+auth: none
+max_requests: 1
+YAML
+GOOS=wasip1 GOARCH=wasm go build -trimpath -buildmode=c-shared -o "$work/hello.wasm" ./examples/hello
+"$work/gust" deploy "$work/hello.wasm" -f "$work/gust.yaml" >/dev/null
+
+# wrk prints "Requests/sec:" and, with --latency, the percentiles.
+run() { wrk -t"$(( $2 < 2 ? 1 : 2 ))" -c"$2" -d"${secs}s" --latency "$1" 2>&1; }
+field() { awk -v k="$1" '$1 == k { print $2 }'; }
+ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v*=1000 }; printf "%.3f", v }'; }
+
+printf "\n%-26s %12s %10s %10s\n" "load" "requests/s" "p50 ms" "p99 ms"
+for c in 32 1; do
+	run "http://$GUST/fn/default/hello" "$c" >/dev/null  # warm-up: instances and connections
+	b=$(run "http://$BARE/" "$c")
+	g=$(run "http://$GUST/fn/default/hello" "$c")
+	brps=$(echo "$b" | field Requests/sec:); grps=$(echo "$g" | field Requests/sec:)
+	b50=$(echo "$b" | field 50% | ms); b99=$(echo "$b" | field 99% | ms)
+	g50=$(echo "$g" | field 50% | ms); g99=$(echo "$g" | field 99% | ms)
+	printf "%-26s %12s %10s %10s\n" "bare net/http, c=$c" "$brps" "$b50" "$b99"
+	printf "%-26s %12s %10s %10s\n" "gust SDK hello, c=$c" "$grps" "$g50" "$g99"
+	awk -v g="$grps" -v b="$brps" -v g50="$g50" -v b50="$b50" -v c="$c" \
+		'BEGIN { printf "ratio at c=%s: throughput %.2fx of bare, p50 %.2fx of bare\n\n", c, g/b, g50/b50 }'
+done
+
+go run ./bench/coldstart -url "http://$GUST/fn/default/hello-cold" -warm-url "http://$GUST/fn/default/hello" -n 300

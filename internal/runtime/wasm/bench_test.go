@@ -1,0 +1,40 @@
+package wasm
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"testing"
+
+	"github.com/gust-faas/gust/internal/runtime"
+	"github.com/gust-faas/gust/internal/runtime/wasm/wasmtest"
+)
+
+// BenchmarkReactorInvoke measures one warm call of the SDK hello function:
+// the host ABI, the SDK and the handler, without HTTP or the pool.
+func BenchmarkReactorInvoke(b *testing.B) {
+	ctx := context.Background()
+	rt, err := New(ctx, Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	m, err := rt.Compile(ctx, wasmtest.MustRead(wasmtest.Hello))
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	inst, err := m.Start(ctx, InstanceConfig{Limits: testLimits, Stderr: runtime.NewStderrLog(log, 10)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer inst.Close(ctx)
+	req := &runtime.Request{Method: "GET", Path: "/", Host: "h", Header: http.Header{"User-Agent": {"bench"}, "Accept": {"*/*"}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := inst.Invoke(ctx, req, log)
+		if err != nil || resp.Status != 200 {
+			b.Fatal(resp, err)
+		}
+	}
+}

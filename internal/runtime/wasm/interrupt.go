@@ -1,0 +1,359 @@
+package wasm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+)
+
+// yieldBudget is how many loop iterations a guest runs between two calls to
+// the host.
+const yieldBudget = 1000
+
+// errCannotInstrument is returned for modules instrument does not handle
+// (no sched_yield import to call, or SIMD or threads instructions); they run
+// with wazero's own termination checks instead.
+var errCannotInstrument = errors.New("module cannot be instrumented")
+
+// instrument returns a copy of a WebAssembly module in which every loop
+// iteration counts down a new global, and every yieldBudget iterations calls
+// the module's own import of WASI's sched_yield. That call is where the host
+// stops a guest whose deadline has passed (see Runtime), and where the Go
+// runtime of the host can preempt the goroutine running the guest: native
+// code that never calls out cannot be preempted, and would stall the host's
+// garbage collector. wazero's own mechanism (WithCloseOnContextDone) calls
+// out at every iteration, which makes code compiled from Go several times
+// slower. Function and global indices are unchanged: nothing is imported,
+// and the global is appended after the others.
+func instrument(module []byte) ([]byte, error) {
+	if len(module) < 8 || !bytes.Equal(module[:4], []byte("\x00asm")) {
+		return nil, errors.New("not a WebAssembly module")
+	}
+	var sections []section
+	r := &reader{b: module, i: 8}
+	for r.i < len(r.b) {
+		id := r.byte()
+		size := r.u32()
+		if r.err != nil || r.i+int(size) > len(r.b) {
+			return nil, errors.New("truncated section")
+		}
+		sections = append(sections, section{id: id, body: r.b[r.i : r.i+int(size)]})
+		r.i += int(size)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	importedGlobals, definedGlobals := 0, 0
+	yieldFunc := -1
+	hasGlobalSection := false
+	for _, s := range sections {
+		switch s.id {
+		case 2:
+			n, yield, err := scanImports(s.body)
+			if err != nil {
+				return nil, err
+			}
+			importedGlobals, yieldFunc = n, yield
+		case 6:
+			hasGlobalSection = true
+			sr := &reader{b: s.body}
+			definedGlobals = int(sr.u32())
+			if sr.err != nil {
+				return nil, sr.err
+			}
+		}
+	}
+	if yieldFunc < 0 {
+		return nil, fmt.Errorf("%w: it does not import %s.sched_yield", errCannotInstrument, wasiModule)
+	}
+	g := leb(uint32(importedGlobals + definedGlobals))
+	budget := append([]byte{0x41}, leb(yieldBudget)...) // i32.const yieldBudget
+	var check []byte
+	// if budget == 0 { drop(sched_yield()); budget = yieldBudget }
+	check = append(append(check, 0x23), g...)
+	check = append(check, 0x45, 0x04, 0x40, 0x10)
+	check = append(check, leb(uint32(yieldFunc))...)
+	check = append(check, 0x1A)
+	check = append(append(append(check, budget...), 0x24), g...)
+	check = append(check, 0x0B)
+	// budget--
+	check = append(append(check, 0x23), g...)
+	check = append(append(check, 0x41, 0x01, 0x6B, 0x24), g...)
+	newGlobal := append(append([]byte{0x7F, 0x01}, budget...), 0x0B) // mut i32 = yieldBudget
+
+	var out []section
+	for _, s := range sections {
+		switch s.id {
+		case 6:
+			s.body = appendToVector(s.body, newGlobal)
+		case 10:
+			body, err := instrumentCode(s.body, check)
+			if err != nil {
+				return nil, err
+			}
+			s.body = body
+		}
+		if !hasGlobalSection && s.id > 6 && s.id != 12 {
+			// The global section follows the memory section (5) and comes
+			// before the others, but for custom sections (0) and the data
+			// count (12), which sits before the code.
+			out = append(out, section{id: 6, body: append([]byte{1}, newGlobal...)})
+			hasGlobalSection = true
+		}
+		out = append(out, s)
+	}
+	if !hasGlobalSection {
+		out = append(out, section{id: 6, body: append([]byte{1}, newGlobal...)})
+	}
+	buf := append([]byte(nil), module[:8]...)
+	for _, s := range out {
+		buf = append(buf, s.id)
+		buf = append(buf, leb(uint32(len(s.body)))...)
+		buf = append(buf, s.body...)
+	}
+	return buf, nil
+}
+
+type section struct {
+	id   byte
+	body []byte
+}
+
+// appendToVector adds one encoded element to a section that is a vector.
+func appendToVector(body, elem []byte) []byte {
+	r := &reader{b: body}
+	n := r.u32()
+	out := append(leb(n+1), body[r.i:]...)
+	return append(out, elem...)
+}
+
+const wasiModule = "wasi_snapshot_preview1"
+
+// scanImports counts the imported globals and finds the function index of
+// the sched_yield import (-1 if there is none).
+func scanImports(body []byte) (globals, yield int, err error) {
+	r := &reader{b: body}
+	n := r.u32()
+	funcs := 0
+	yield = -1
+	for range n {
+		mod := r.name()
+		name := r.name()
+		switch r.byte() {
+		case 0x00: // func
+			r.u32()
+			if mod == wasiModule && name == "sched_yield" {
+				yield = funcs
+			}
+			funcs++
+		case 0x01: // table
+			r.byte()
+			r.limits()
+		case 0x02: // memory
+			r.limits()
+		case 0x03: // global
+			r.byte()
+			r.byte()
+			globals++
+		default:
+			return 0, 0, errors.New("unknown import kind")
+		}
+	}
+	return globals, yield, r.err
+}
+
+// instrumentCode rewrites the code section's function bodies.
+func instrumentCode(body, check []byte) ([]byte, error) {
+	r := &reader{b: body}
+	n := r.u32()
+	out := leb(n)
+	for range n {
+		size := int(r.u32())
+		if r.err != nil || r.i+size > len(r.b) {
+			return nil, errors.New("truncated function body")
+		}
+		fn, err := instrumentFunction(r.b[r.i:r.i+size], check)
+		if err != nil {
+			return nil, err
+		}
+		r.i += size
+		out = append(out, leb(uint32(len(fn)))...)
+		out = append(out, fn...)
+	}
+	return out, r.err
+}
+
+func instrumentFunction(fn, check []byte) ([]byte, error) {
+	r := &reader{b: fn}
+	for range r.u32() { // local declarations
+		r.u32()
+		r.byte()
+	}
+	out := make([]byte, 0, len(fn)+len(fn)/8)
+	out = append(out, fn[:r.i]...)
+	for r.i < len(r.b) && r.err == nil {
+		start := r.i
+		op := r.byte()
+		switch {
+		case op == 0x03: // loop
+			r.blockType()
+			out = append(out, r.b[start:r.i]...)
+			out = append(out, check...)
+			continue
+		case op == 0x02 || op == 0x04: // block, if
+			r.blockType()
+		case op == 0x0C || op == 0x0D || op == 0x10 || op == 0x12 || (op >= 0x20 && op <= 0x26) || op == 0xD2:
+			r.u32()
+		case op == 0x0E: // br_table
+			for range r.u32() {
+				r.u32()
+			}
+			r.u32()
+		case op == 0x11 || op == 0x13: // call_indirect, return_call_indirect
+			r.u32()
+			r.u32()
+		case op == 0x1C: // select with types
+			for range r.u32() {
+				r.byte()
+			}
+		case op >= 0x28 && op <= 0x3E: // loads and stores
+			r.u32()
+			r.u32()
+		case op == 0x3F || op == 0x40: // memory.size, memory.grow
+			r.u32()
+		case op == 0x41 || op == 0x42: // i32.const, i64.const
+			r.sleb()
+		case op == 0x43:
+			r.skip(4)
+		case op == 0x44:
+			r.skip(8)
+		case op == 0xD0: // ref.null
+			r.byte()
+		case op == 0xFC:
+			if err := r.prefixFC(); err != nil {
+				return nil, err
+			}
+		case op <= 0x01 || op == 0x05 || op == 0x0B || op == 0x0F || op == 0x1A || op == 0x1B || (op >= 0x45 && op <= 0xC4) || op == 0xD1:
+			// no immediates
+		default:
+			return nil, fmt.Errorf("%w (opcode 0x%02x)", errCannotInstrument, op)
+		}
+		out = append(out, r.b[start:r.i]...)
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	return out, nil
+}
+
+// reader decodes the parts of the binary format instrument needs.
+type reader struct {
+	b   []byte
+	i   int
+	err error
+}
+
+func (r *reader) byte() byte {
+	if r.i >= len(r.b) {
+		r.err = errors.New("unexpected end of module")
+		return 0
+	}
+	c := r.b[r.i]
+	r.i++
+	return c
+}
+
+func (r *reader) name() string {
+	n := int(r.u32())
+	start := r.i
+	r.skip(n)
+	if r.err != nil {
+		return ""
+	}
+	return string(r.b[start:r.i])
+}
+
+func (r *reader) skip(n int) {
+	if n < 0 || r.i+n > len(r.b) {
+		r.err = errors.New("unexpected end of module")
+		r.i = len(r.b)
+		return
+	}
+	r.i += n
+}
+
+func (r *reader) u32() uint32 {
+	var v uint32
+	for shift := 0; shift < 35; shift += 7 {
+		c := r.byte()
+		v |= uint32(c&0x7F) << shift
+		if c&0x80 == 0 {
+			return v
+		}
+	}
+	r.err = errors.New("LEB128 number too long")
+	return 0
+}
+
+// sleb skips a signed LEB128 number (up to 64 bits).
+func (r *reader) sleb() {
+	for n := 0; n < 10; n++ {
+		if r.byte()&0x80 == 0 {
+			return
+		}
+	}
+	r.err = errors.New("LEB128 number too long")
+}
+
+func (r *reader) limits() {
+	flags := r.byte()
+	r.u32()
+	if flags&1 != 0 {
+		r.u32()
+	}
+}
+
+func (r *reader) blockType() {
+	if r.i >= len(r.b) {
+		r.err = errors.New("unexpected end of module")
+		return
+	}
+	switch c := r.b[r.i]; c {
+	case 0x40, 0x7F, 0x7E, 0x7D, 0x7C, 0x7B, 0x70, 0x6F:
+		r.i++
+	default:
+		r.sleb() // a type index, as a signed 33-bit number
+	}
+}
+
+func (r *reader) prefixFC() error {
+	switch sub := r.u32(); {
+	case sub <= 7: // saturating truncations
+	case sub == 8: // memory.init
+		r.u32()
+		r.u32()
+	case sub == 9 || sub == 11 || sub == 13 || (sub >= 15 && sub <= 17): // data.drop, memory.fill, elem.drop, table.grow/size/fill
+		r.u32()
+	case sub == 10 || sub == 12 || sub == 14: // memory.copy, table.init, table.copy
+		r.u32()
+		r.u32()
+	default:
+		return fmt.Errorf("%w (0xFC %d)", errCannotInstrument, sub)
+	}
+	return nil
+}
+
+func leb(v uint32) []byte {
+	var out []byte
+	for {
+		c := byte(v & 0x7F)
+		v >>= 7
+		if v != 0 {
+			c |= 0x80
+		}
+		out = append(out, c)
+		if v == 0 {
+			return out
+		}
+	}
+}
