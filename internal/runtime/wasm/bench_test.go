@@ -38,3 +38,27 @@ func BenchmarkReactorInvoke(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReactorStart measures a cold start of the SDK hello function:
+// instantiate, _initialize and gust_start.
+func BenchmarkReactorStart(b *testing.B) {
+	ctx := context.Background()
+	rt, err := New(ctx, Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	m, err := rt.Compile(ctx, wasmtest.MustRead(wasmtest.Hello))
+	if err != nil {
+		b.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	b.ReportAllocs()
+	for b.Loop() {
+		inst, err := m.Start(ctx, InstanceConfig{Limits: testLimits, Stderr: runtime.NewStderrLog(log, 10)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		inst.Close(ctx)
+	}
+}

@@ -92,6 +92,8 @@ func instrument(module []byte) ([]byte, error) {
 				return nil, err
 			}
 			s.body = body
+		case 11:
+			s.body = mergeData(s.body)
 		}
 		if !hasGlobalSection && s.id > 6 && s.id != 12 {
 			// The global section follows the memory section (5) and comes
@@ -117,6 +119,67 @@ func instrument(module []byte) ([]byte, error) {
 type section struct {
 	id   byte
 	body []byte
+}
+
+// maxDataGap is the widest run of zeros mergeData fills to join two data
+// segments.
+const maxDataGap = 4096
+
+// mergeData joins the active data segments of memory 0 that lie close
+// together. Go's linker starts a new segment after every run of zeros, so a
+// Go module has tens of thousands, and wazero's per-segment work at every
+// instantiation costs milliseconds; a few hundred segments cost almost
+// nothing. The memory's contents are the same. A section with a segment of
+// any other kind is returned unchanged (memory.init and data.drop would see
+// the indices move).
+func mergeData(body []byte) []byte {
+	type segment struct {
+		offset int64
+		data   []byte
+	}
+	r := &reader{b: body}
+	n := r.u32()
+	segs := make([]segment, 0, n)
+	for range n {
+		if r.u32() != 0 || r.byte() != 0x41 { // active, memory 0, i32.const
+			return body
+		}
+		offset := r.sleb32()
+		if r.byte() != 0x0B {
+			return body
+		}
+		size := int(r.u32())
+		start := r.i
+		r.skip(size)
+		if r.err != nil || offset < 0 {
+			return body
+		}
+		segs = append(segs, segment{offset: offset, data: r.b[start:r.i]})
+	}
+	if r.err != nil || r.i != len(r.b) {
+		return body
+	}
+	var merged []segment
+	for _, s := range segs {
+		if k := len(merged) - 1; k >= 0 {
+			last := &merged[k]
+			end := last.offset + int64(len(last.data))
+			if gap := s.offset - end; gap >= 0 && gap <= maxDataGap {
+				last.data = append(append(last.data, make([]byte, gap)...), s.data...)
+				continue
+			}
+		}
+		merged = append(merged, segment{offset: s.offset, data: append([]byte(nil), s.data...)})
+	}
+	out := leb(uint32(len(merged)))
+	for _, s := range merged {
+		out = append(out, 0x00, 0x41)
+		out = append(out, sleb32(int32(s.offset))...)
+		out = append(out, 0x0B)
+		out = append(out, leb(uint32(len(s.data)))...)
+		out = append(out, s.data...)
+	}
+	return out
 }
 
 // appendToVector adds one encoded element to a section that is a vector.
@@ -303,6 +366,39 @@ func (r *reader) sleb() {
 		}
 	}
 	r.err = errors.New("LEB128 number too long")
+}
+
+// sleb32 reads a signed LEB128 number of up to 32 bits.
+func (r *reader) sleb32() int64 {
+	var v int64
+	shift := 0
+	for {
+		c := r.byte()
+		v |= int64(c&0x7F) << shift
+		shift += 7
+		if c&0x80 == 0 {
+			if shift < 64 && c&0x40 != 0 {
+				v |= -1 << shift
+			}
+			return v
+		}
+		if shift >= 35 {
+			r.err = errors.New("LEB128 number too long")
+			return 0
+		}
+	}
+}
+
+func sleb32(v int32) []byte {
+	var out []byte
+	for {
+		c := byte(v & 0x7F)
+		v >>= 7
+		if (v == 0 && c&0x40 == 0) || (v == -1 && c&0x40 != 0) {
+			return append(out, c)
+		}
+		out = append(out, c|0x80)
+	}
 }
 
 func (r *reader) limits() {

@@ -308,37 +308,6 @@ func stopped(ctx context.Context) error {
 	return &runtime.Error{Kind: runtime.Timeout, Message: "cancelled", Err: ctx.Err()}
 }
 
-// limitedMemory backs one instance's linear memory and refuses to grow it
-// past limit, remembering that it did: that refusal is what tells an
-// out-of-memory guest from one that crashed for another reason.
-type limitedMemory struct {
-	limit   uint64
-	buf     []byte
-	refused bool // written and read on the guest's goroutine
-}
-
-func (l *limitedMemory) Allocate(capacity, _ uint64) experimental.LinearMemory {
-	l.buf = make([]byte, 0, min(capacity, l.limit))
-	return l
-}
-
-func (l *limitedMemory) Reallocate(size uint64) []byte {
-	if size > l.limit {
-		l.refused = true
-		return nil
-	}
-	if size <= uint64(cap(l.buf)) {
-		l.buf = l.buf[:size]
-		return l.buf
-	}
-	grown := make([]byte, size, min(max(size, 2*uint64(cap(l.buf))), l.limit))
-	copy(grown, l.buf)
-	l.buf = grown
-	return grown
-}
-
-func (l *limitedMemory) Free() { l.buf = nil }
-
 // cappedBuffer keeps at most max bytes and fails writes past that.
 type cappedBuffer struct {
 	bytes.Buffer
