@@ -60,9 +60,9 @@ func newLogger(e *env, level, format string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: lv}
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+		return slog.New(lazyAttrs{h: slog.NewTextHandler(e.stderr, opts)}), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+		return slog.New(lazyAttrs{h: slog.NewJSONHandler(e.stderr, opts)}), nil
 	}
 	return nil, usagef("--log-format %q: use text or json", format)
 }

@@ -170,6 +170,7 @@ func hiddenFromGuest(name string) bool {
 // after a failure it is dead and must be closed.
 type Instance struct {
 	mod     api.Module
+	handle  api.Function // kept: each lookup makes a call engine with its own stack
 	mem     *limitedMemory
 	stderr  *runtime.StderrLog
 	limits  runtime.Limits
@@ -228,7 +229,7 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 		}
 		return nil, runtime.Errorf(runtime.Crashed, "exited while starting")
 	}
-	return &Instance{mod: mod, mem: mem, stderr: cfg.Stderr, limits: cfg.Limits, yielder: y}, nil
+	return &Instance{mod: mod, handle: mod.ExportedFunction(exportHandle), mem: mem, stderr: cfg.Stderr, limits: cfg.Limits, yielder: y}, nil
 }
 
 // Invoke serves req on the instance under ctx's deadline; what the guest
@@ -238,7 +239,7 @@ func (i *Instance) Invoke(ctx context.Context, req *runtime.Request, log *slog.L
 	i.stderr.Begin(log)
 	i.yielder.set(ctx)
 	st := &callState{head: renderHead(req), body: req.Body, out: cappedBuffer{max: i.limits.MaxOutputBytes + cgi.MaxHeaderBytes}}
-	err := call(context.WithValue(ctx, callKey{}, st), i.mod, exportHandle)
+	_, err := i.handle.Call(context.WithValue(ctx, callKey{}, st))
 	i.stderr.Flush()
 	if err := classify(ctx, err, i.mem, i.stderr); err != nil {
 		return nil, err
