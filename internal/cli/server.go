@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/gust-faas/gust"
@@ -36,6 +38,13 @@ func (e *env) server(ctx context.Context, args []string) error {
 	})
 	if err != nil {
 		return err
+	}
+	if path := e.getenv("GUST_CPUPROFILE"); path != "" {
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	if err := srv.Start(ctx); err != nil {
 		return err
@@ -84,4 +93,21 @@ func deployDemo(ctx context.Context, srv *server.Server, log *slog.Logger) error
 			"try", fmt.Sprintf("curl -d world http://%s/fn/%s/%s", srv.Addr(), tenant.Default, name))
 	}
 	return nil
+}
+
+// startCPUProfile writes a CPU profile of the server to path until stop is
+// called: GUST_CPUPROFILE=cpu.out gust server, for bench/ and pprof.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -35,10 +35,7 @@ const (
 // RuntimeWasm is the WebAssembly runtime, the default.
 const RuntimeWasm = "wasm"
 
-var (
-	nameRE   = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
-	envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-)
+var envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Spec is what a developer writes about a function (gust.yaml, or JSON to the API).
 type Spec struct {
@@ -123,8 +120,20 @@ func (d *Duration) parse(s string) error {
 	return nil
 }
 
-// ValidName reports whether s may name a function or a tenant.
-func ValidName(s string) bool { return nameRE.MatchString(s) }
+// ValidName reports whether s may name a function or a tenant:
+// ^[a-z][a-z0-9-]{0,62}$. It runs on every request, so it is a loop, not
+// a regular expression.
+func ValidName(s string) bool {
+	if len(s) == 0 || len(s) > 63 || s[0] < 'a' || s[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // ParseSpecJSON decodes a spec from JSON (see DecodeSpecJSON), applies
 // defaults and validates it.
