@@ -173,10 +173,16 @@ func (hostWriter) Write(p []byte) (int, error) {
 type responseWriter struct {
 	header      http.Header
 	wroteHeader bool
+	scratch     [8]byte
 }
 
+// reset readies the writer for the next request. The header map is reused:
+// a handler must not use its ResponseWriter after ServeHTTP returns.
 func (w *responseWriter) reset() {
-	w.header = make(http.Header, 4)
+	if w.header == nil {
+		w.header = make(http.Header, 8)
+	}
+	clear(w.header)
 	w.wroteHeader = false
 }
 
@@ -188,7 +194,7 @@ func (w *responseWriter) WriteHeader(status int) {
 	}
 	w.wroteHeader = true
 	writeBuf.WriteString("Status: ")
-	writeBuf.WriteString(strconv.Itoa(status))
+	writeBuf.Write(strconv.AppendInt(w.scratch[:0], int64(status), 10))
 	writeBuf.WriteString("\r\n")
 	if _, ok := w.header["Content-Type"]; !ok {
 		writeBuf.WriteString("Content-Type: text/plain; charset=utf-8\r\n")
