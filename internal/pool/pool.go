@@ -9,6 +9,7 @@ package pool
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -73,6 +74,12 @@ type Pool struct {
 	mu       sync.Mutex
 	modules  map[string]*module      // by digest
 	versions map[string]*versionPool // by Target.key
+	active   map[string]bool         // keys of the last Sync
+	closed   bool
+	syncs    sync.WaitGroup // Sync's goroutines, which Close cancels and waits for
+
+	background context.Context // Sync's work; Close cancels it
+	cancel     context.CancelFunc
 }
 
 // New returns a Pool. Run its scaling loop with Run.
@@ -81,9 +88,11 @@ func New(deps Deps) *Pool {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	background, cancel := context.WithCancel(context.Background())
 	return &Pool{
 		rt: deps.Runtime, artifacts: deps.Artifacts, secrets: deps.Secrets, log: log, now: time.Now,
 		modules: map[string]*module{}, versions: map[string]*versionPool{},
+		background: background, cancel: cancel,
 	}
 }
 
@@ -113,17 +122,28 @@ func (e *BusyError) Error() string {
 // Failures are *runtime.Error, *BusyError, or an error fetching,
 // compiling or configuring the function.
 func (p *Pool) Invoke(ctx context.Context, t Target, req *runtime.Request, log *slog.Logger) (*runtime.Response, Outcome, error) {
-	vp, err := p.version(ctx, t, false)
-	if err != nil {
-		return nil, Outcome{}, err
-	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(t.Version.Spec.Timeout))
 	defer cancel()
 	secrets, fp, err := p.resolveSecrets(t)
 	if err != nil {
 		return nil, Outcome{}, err
 	}
-	inst, out, err := vp.acquire(ctx, secrets, fp)
+	var (
+		vp   *versionPool
+		inst *instance
+		out  Outcome
+	)
+	for {
+		if vp, err = p.version(ctx, t); err != nil {
+			return nil, Outcome{}, err
+		}
+		inst, out, err = vp.acquire(ctx, secrets, fp)
+		if !errors.Is(err, errRetired) {
+			break
+		}
+		// The scaling loop retired this version's pool just now; the next
+		// lookup makes a new one.
+	}
 	if err != nil {
 		return nil, out, err
 	}
@@ -155,13 +175,19 @@ func (p *Pool) resolveSecrets(t Target) (map[string]string, string, error) {
 	return values, string(h.Sum(nil)), nil
 }
 
-// version returns the pool of t, creating it (inactive unless active) if
-// needed. It holds a reference to t's compiled module.
-func (p *Pool) version(ctx context.Context, t Target, active bool) (*versionPool, error) {
+// errClosed is returned by a Pool that was closed.
+var errClosed = errors.New("pool: closed")
+
+// version returns the pool of t, creating it if needed (active if the last
+// Sync named t). It holds a reference to t's compiled module.
+func (p *Pool) version(ctx context.Context, t Target) (*versionPool, error) {
 	k := t.key()
 	p.mu.Lock()
-	vp := p.versions[k]
+	vp, closed := p.versions[k], p.closed
 	p.mu.Unlock()
+	if closed {
+		return nil, errClosed
+	}
 	if vp != nil {
 		return vp, nil
 	}
@@ -171,11 +197,15 @@ func (p *Pool) version(ctx context.Context, t Target, active bool) (*versionPool
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed {
+		go p.release(t.Version.Digest, m)
+		return nil, errClosed
+	}
 	if vp := p.versions[k]; vp != nil {
 		go p.release(t.Version.Digest, m)
 		return vp, nil
 	}
-	vp = newVersionPool(p, t, m, active)
+	vp = newVersionPool(p, t, m, p.active[k])
 	p.versions[k] = vp
 	return vp, nil
 }
@@ -187,26 +217,44 @@ func (p *Pool) version(ctx context.Context, t Target, active bool) (*versionPool
 // after. Sync returns at once; instances start in the background.
 func (p *Pool) Sync(active []Target) {
 	want := map[string]Target{}
+	keys := map[string]bool{}
 	for _, t := range active {
 		want[t.key()] = t
+		keys[t.key()] = true
 	}
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.active = keys
 	existing := maps.Clone(p.versions)
+	p.syncs.Add(len(want))
 	p.mu.Unlock()
 	for k, vp := range existing {
-		if _, ok := want[k]; !ok {
+		if !keys[k] {
 			vp.setActive(false)
 		}
 	}
-	for _, t := range want {
+	for k, t := range want {
 		go func() {
-			vp, err := p.version(context.Background(), t, true)
+			defer p.syncs.Done()
+			vp, err := p.version(p.background, t)
+			if errors.Is(err, errClosed) || p.background.Err() != nil {
+				return
+			}
 			if err != nil {
 				p.log.Warn("could not prepare function", "tenant", t.Tenant, "function", t.Function, "version", t.Version.Number, "err", err)
 				return
 			}
-			vp.setActive(true)
-			p.scaleOne(vp)
+			// A later Sync may have drained t while this one prepared it.
+			p.mu.Lock()
+			still := p.active[k] && !p.closed
+			p.mu.Unlock()
+			if still {
+				vp.setActive(true)
+				p.scaleOne(vp)
+			}
 		}()
 	}
 }
@@ -230,12 +278,19 @@ func (p *Pool) scaleAll() {
 	vps := slices.Collect(maps.Values(p.versions))
 	p.mu.Unlock()
 	for _, vp := range vps {
-		if p.scaleOne(vp) {
-			p.mu.Lock()
-			if p.versions[vp.target.key()] == vp {
-				delete(p.versions, vp.target.key())
-			}
-			p.mu.Unlock()
+		if !p.scaleOne(vp) {
+			continue
+		}
+		// Retire the pool only if it is still inactive and empty, and in the
+		// same step as taking it out of the map: a request or a Sync may
+		// have reached it since.
+		p.mu.Lock()
+		retired := p.versions[vp.target.key()] == vp && !p.active[vp.target.key()] && vp.retire()
+		if retired {
+			delete(p.versions, vp.target.key())
+		}
+		p.mu.Unlock()
+		if retired {
 			vp.close()
 		}
 	}
@@ -297,6 +352,11 @@ func (p *Pool) Retain(keep map[string]bool) {
 // Close stops every instance and closes every compiled module. Invocations
 // must have returned. Calling it twice is harmless.
 func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.cancel()
+	p.syncs.Wait()
 	p.mu.Lock()
 	vps := p.versions
 	p.versions = map[string]*versionPool{}

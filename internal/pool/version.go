@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"sync"
@@ -85,7 +86,9 @@ func (vp *versionPool) apply(d Decision) {
 	}
 	start := 0
 	if !vp.closed {
-		start = d.Start
+		// The decision was made on a snapshot: requests may have started
+		// instances since.
+		start = max(0, min(d.Start, vp.policy.Max-(len(vp.idle)+vp.busy+vp.starting)))
 		vp.starting += start
 	}
 	vp.mu.Unlock()
@@ -114,16 +117,36 @@ func (vp *versionPool) prewarm() {
 	vp.mu.Unlock()
 	if err != nil {
 		vp.p.log.Warn("could not start a warm instance", "function", vp.target.Function, "version", vp.target.Version.Number, "err", err)
+		vp.wakeOne() // the slot it held is free for a waiting request
 		vp.releaseModuleIfDone()
 		return
 	}
-	vp.release(in, false)
+	vp.put(in, false, false)
+}
+
+// errRetired is returned by acquire on a pool the scaling loop retired.
+var errRetired = errors.New("pool: version pool retired")
+
+// retire marks an inactive pool with no instance and no waiting request as
+// closed, and reports whether it did. The caller holds p.mu.
+func (vp *versionPool) retire() bool {
+	vp.mu.Lock()
+	defer vp.mu.Unlock()
+	if vp.closed || vp.policy.Active || len(vp.idle)+vp.busy+vp.starting+len(vp.waiters) > 0 {
+		return false
+	}
+	vp.closed = true
+	return true
 }
 
 // acquire returns an instance for one request: an idle one, a new one (a
 // cold start) below Max, or one freed while the request waited in the queue.
 func (vp *versionPool) acquire(ctx context.Context, secrets map[string]string, fp string) (*instance, Outcome, error) {
 	vp.mu.Lock()
+	if vp.closed {
+		vp.mu.Unlock()
+		return nil, Outcome{}, errRetired
+	}
 	if fp != vp.secretsFP {
 		// The secrets changed: instances started with the old values go.
 		stale := vp.idle
@@ -174,7 +197,7 @@ func (vp *versionPool) acquire(ctx context.Context, secrets map[string]string, f
 				vp.mu.Unlock()
 				vp.wakeOne()
 			} else {
-				vp.release(g.inst, false)
+				vp.put(g.inst, false, false) // it served nothing
 			}
 		}
 		return nil, Outcome{}, &BusyError{MaxInstances: vp.policy.Max, MaxQueue: vp.policy.MaxQueue, Waited: true}
@@ -235,10 +258,16 @@ func (in *instance) invoke(ctx context.Context, vp *versionPool, req *runtime.Re
 // slot are discarded, and a waiting request may start a new one; otherwise
 // in goes to the next waiting request, or idle (or, in an inactive pool,
 // away).
-func (vp *versionPool) release(in *instance, faulted bool) {
+func (vp *versionPool) release(in *instance, faulted bool) { vp.put(in, faulted, true) }
+
+// put returns a busy instance to the pool; served says whether it served a
+// request (a prewarmed instance has not).
+func (vp *versionPool) put(in *instance, faulted, served bool) {
 	vp.mu.Lock()
 	vp.busy--
-	in.served++
+	if served {
+		in.served++
+	}
 	in.lastUsed = vp.p.now()
 	discard := faulted || in.warm == nil || vp.closed || in.secretsFP != vp.secretsFP ||
 		(vp.policy.MaxRequests > 0 && in.served >= vp.policy.MaxRequests)
@@ -299,10 +328,6 @@ func (in *instance) close() {
 // are closed when they are released.
 func (vp *versionPool) close() {
 	vp.mu.Lock()
-	if vp.closed {
-		vp.mu.Unlock()
-		return
-	}
 	vp.closed = true
 	idle := vp.idle
 	vp.idle = nil
