@@ -3,7 +3,6 @@ package cli
 import (
 	"bufio"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -19,10 +18,9 @@ import (
 )
 
 func (e *env) login(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("login", flag.ContinueOnError)
-	helpOn(fs, e.stdout, "gust login --server URL [--key KEY] (without --key, the key is read from stdin)")
-	newClient := e.clientFlags(fs)
-	if _, err := parse(fs, args, 0, "gust login --server URL"); err != nil {
+	fs, finish := e.command("login", "gust login --server URL [--key KEY] (without --key, the key is read from stdin)")
+	_, c, err := finish(args, 0)
+	if err != nil {
 		return err
 	}
 	if fs.Lookup("key").Value.String() == "" && e.getenv("GUST_KEY") == "" {
@@ -31,11 +29,7 @@ func (e *env) login(ctx context.Context, args []string) error {
 		if err != nil && line == "" {
 			return usagef("no key given: pass --key or type it on stdin")
 		}
-		fs.Set("key", strings.TrimSpace(line))
-	}
-	c, err := newClient()
-	if err != nil {
-		return err
+		c.key = strings.TrimSpace(line)
 	}
 	var who api.Whoami
 	if _, err := c.call(ctx, http.MethodGet, "/v1/whoami", nil, "", &who); err != nil {
@@ -50,13 +44,8 @@ func (e *env) login(ctx context.Context, args []string) error {
 }
 
 func (e *env) whoami(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("whoami", flag.ContinueOnError)
-	helpOn(fs, e.stdout, "gust whoami")
-	newClient := e.clientFlags(fs)
-	if _, err := parse(fs, args, 0, "gust whoami"); err != nil {
-		return err
-	}
-	c, err := newClient()
+	_, finish := e.command("whoami", "gust whoami")
+	_, c, err := finish(args, 0)
 	if err != nil {
 		return err
 	}
@@ -90,13 +79,8 @@ func (e *env) tenantCmd(ctx context.Context, args []string) error {
 		"create": func(args []string) error { return e.tenantSet(ctx, args, true) },
 		"set":    func(args []string) error { return e.tenantSet(ctx, args, false) },
 		"ls": func(args []string) error {
-			fs := flag.NewFlagSet("tenant ls", flag.ContinueOnError)
-			helpOn(fs, e.stdout, "gust tenant ls")
-			newClient := e.clientFlags(fs)
-			if _, err := parse(fs, args, 0, "gust tenant ls"); err != nil {
-				return err
-			}
-			c, err := newClient()
+			_, finish := e.command("tenant ls", "gust tenant ls")
+			_, c, err := finish(args, 0)
 			if err != nil {
 				return err
 			}
@@ -141,20 +125,14 @@ func limit(n int) string {
 func (e *env) tenantSet(ctx context.Context, args []string, create bool) error {
 	verb := map[bool]string{true: "create", false: "set"}[create]
 	line := "gust tenant " + verb + " <name> [--max-functions N] [--max-memory-mb N] [--max-concurrency N] [--rate R --burst B]"
-	fs := flag.NewFlagSet("tenant "+verb, flag.ContinueOnError)
-	helpOn(fs, e.stdout, line)
-	newClient := e.clientFlags(fs)
+	fs, finish := e.command("tenant "+verb, line)
 	var q tenant.Quotas
 	fs.IntVar(&q.MaxFunctions, "max-functions", 0, "most functions (0: unlimited)")
 	fs.IntVar(&q.MaxMemoryMB, "max-memory-mb", 0, "most MiB of instances running at once (0: unlimited)")
 	fs.IntVar(&q.MaxConcurrency, "max-concurrency", 0, "most invocations at once (0: unlimited)")
 	fs.Float64Var(&q.RatePerSecond, "rate", 0, "requests per second (0: unlimited)")
 	fs.IntVar(&q.Burst, "burst", 0, "requests allowed at once above the rate (default: one second's worth)")
-	pos, err := parse(fs, args, 1, line)
-	if err != nil {
-		return err
-	}
-	c, err := newClient()
+	pos, c, err := finish(args, 1)
 	if err != nil {
 		return err
 	}
@@ -177,22 +155,17 @@ func (e *env) keyCmd(ctx context.Context, args []string) error {
 	return subcommand(args, "key", map[string]func([]string) error{
 		"create": func(args []string) error {
 			line := "gust key create --role invoker|developer|owner|admin [--name NAME] [--ttl 720h] [--tenant T]"
-			fs := flag.NewFlagSet("key create", flag.ContinueOnError)
-			helpOn(fs, e.stdout, line)
-			newClient := e.clientFlags(fs)
+			fs, finish := e.command("key create", line)
 			var nk api.NewKey
 			fs.Func("role", "the key's role: invoker, developer, owner or admin", func(s string) error { nk.Role = tenant.Role(s); return nil })
 			fs.StringVar(&nk.Name, "name", "", "what the key is for")
 			fs.StringVar(&nk.TTL, "ttl", "", "lifetime, such as 720h (default: no expiry)")
-			if _, err := parse(fs, args, 0, line); err != nil {
+			_, c, err := finish(args, 0)
+			if err != nil {
 				return err
 			}
 			if nk.Role == "" {
 				return usagef("--role is required: %s", line)
-			}
-			c, err := newClient()
-			if err != nil {
-				return err
 			}
 			var out api.CreatedKey
 			if _, err := c.callJSON(ctx, http.MethodPost, "/v1/keys", nk, &out); err != nil {
@@ -203,13 +176,8 @@ func (e *env) keyCmd(ctx context.Context, args []string) error {
 			return nil
 		},
 		"ls": func(args []string) error {
-			fs := flag.NewFlagSet("key ls", flag.ContinueOnError)
-			helpOn(fs, e.stdout, "gust key ls [--tenant T]")
-			newClient := e.clientFlags(fs)
-			if _, err := parse(fs, args, 0, "gust key ls"); err != nil {
-				return err
-			}
-			c, err := newClient()
+			_, finish := e.command("key ls", "gust key ls [--tenant T]")
+			_, c, err := finish(args, 0)
 			if err != nil {
 				return err
 			}
@@ -225,14 +193,8 @@ func (e *env) keyCmd(ctx context.Context, args []string) error {
 			return tw.Flush()
 		},
 		"revoke": func(args []string) error {
-			fs := flag.NewFlagSet("key revoke", flag.ContinueOnError)
-			helpOn(fs, e.stdout, "gust key revoke <id>")
-			newClient := e.clientFlags(fs)
-			pos, err := parse(fs, args, 1, "gust key revoke <id>")
-			if err != nil {
-				return err
-			}
-			c, err := newClient()
+			_, finish := e.command("key revoke", "gust key revoke <id>")
+			pos, c, err := finish(args, 1)
 			if err != nil {
 				return err
 			}
@@ -261,15 +223,9 @@ func (e *env) secretCmd(ctx context.Context, args []string) error {
 	return subcommand(args, "secret", map[string]func([]string) error{
 		"set": func(args []string) error {
 			line := "gust secret set <NAME> [--from-file FILE] (without --from-file, the value is read from stdin)"
-			fs := flag.NewFlagSet("secret set", flag.ContinueOnError)
-			helpOn(fs, e.stdout, line)
-			newClient := e.clientFlags(fs)
+			fs, finish := e.command("secret set", line)
 			fromFile := fs.String("from-file", "", "read the value from FILE")
-			pos, err := parse(fs, args, 1, line)
-			if err != nil {
-				return err
-			}
-			c, err := newClient()
+			pos, c, err := finish(args, 1)
 			if err != nil {
 				return err
 			}
@@ -291,13 +247,8 @@ func (e *env) secretCmd(ctx context.Context, args []string) error {
 			return nil
 		},
 		"ls": func(args []string) error {
-			fs := flag.NewFlagSet("secret ls", flag.ContinueOnError)
-			helpOn(fs, e.stdout, "gust secret ls")
-			newClient := e.clientFlags(fs)
-			if _, err := parse(fs, args, 0, "gust secret ls"); err != nil {
-				return err
-			}
-			c, err := newClient()
+			_, finish := e.command("secret ls", "gust secret ls")
+			_, c, err := finish(args, 0)
 			if err != nil {
 				return err
 			}
@@ -319,15 +270,10 @@ func (e *env) secretCmd(ctx context.Context, args []string) error {
 }
 
 func (e *env) auditCmd(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("audit", flag.ContinueOnError)
-	helpOn(fs, e.stdout, "gust audit [--limit N] [--all]")
-	newClient := e.clientFlags(fs)
+	fs, finish := e.command("audit", "gust audit [--limit N] [--all]")
 	n := fs.Int("limit", 50, "how many of the latest entries")
 	all := fs.Bool("all", false, "every tenant's entries (admin)")
-	if _, err := parse(fs, args, 0, "gust audit"); err != nil {
-		return err
-	}
-	c, err := newClient()
+	_, c, err := finish(args, 0)
 	if err != nil {
 		return err
 	}
@@ -349,14 +295,8 @@ func (e *env) auditCmd(ctx context.Context, args []string) error {
 
 // simpleDelete runs a `gust <thing> rm <name>` command.
 func (e *env) simpleDelete(ctx context.Context, args []string, name, line, path, done string) error {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	helpOn(fs, e.stdout, line)
-	newClient := e.clientFlags(fs)
-	pos, err := parse(fs, args, 1, line)
-	if err != nil {
-		return err
-	}
-	c, err := newClient()
+	_, finish := e.command(name, line)
+	pos, c, err := finish(args, 1)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -17,11 +16,9 @@ func (e *env) aliasCmd(ctx context.Context, args []string) error {
 	return subcommand(args, "alias", map[string]func([]string) error{
 		"set": func(args []string) error {
 			line := "gust alias set <function> <alias> <version> [--canary VERSION:PERCENT]"
-			fs := flag.NewFlagSet("alias set", flag.ContinueOnError)
-			helpOn(fs, e.stdout, line)
-			newClient := e.clientFlags(fs)
+			fs, finish := e.command("alias set", line)
 			canary := fs.String("canary", "", "send PERCENT of the alias's traffic to VERSION, e.g. 4:10")
-			pos, err := parse(fs, args, 3, line)
+			pos, c, err := finish(args, 3)
 			if err != nil {
 				return err
 			}
@@ -39,10 +36,6 @@ func (e *env) aliasCmd(ctx context.Context, args []string) error {
 				}
 				spec = api.AliasSpec{Routes: []registry.Route{{Version: version, Weight: 100 - cp}, {Version: cv, Weight: cp}}}
 			}
-			c, err := newClient()
-			if err != nil {
-				return err
-			}
 			var f registry.Function
 			path := "/v1/functions/" + url.PathEscape(pos[0]) + "/aliases/" + url.PathEscape(pos[1])
 			if _, err := c.callJSON(ctx, http.MethodPut, path, spec, &f); err != nil {
@@ -53,14 +46,8 @@ func (e *env) aliasCmd(ctx context.Context, args []string) error {
 		},
 		"rm": func(args []string) error {
 			line := "gust alias rm <function> <alias>"
-			fs := flag.NewFlagSet("alias rm", flag.ContinueOnError)
-			helpOn(fs, e.stdout, line)
-			newClient := e.clientFlags(fs)
-			pos, err := parse(fs, args, 2, line)
-			if err != nil {
-				return err
-			}
-			c, err := newClient()
+			_, finish := e.command("alias rm", line)
+			pos, c, err := finish(args, 2)
 			if err != nil {
 				return err
 			}
@@ -88,14 +75,8 @@ func routes(a registry.Alias) string {
 
 func (e *env) rollback(ctx context.Context, args []string) error {
 	line := "gust rollback <function>"
-	fs := flag.NewFlagSet("rollback", flag.ContinueOnError)
-	helpOn(fs, e.stdout, line)
-	newClient := e.clientFlags(fs)
-	pos, err := parse(fs, args, 1, line)
-	if err != nil {
-		return err
-	}
-	c, err := newClient()
+	_, finish := e.command("rollback", line)
+	pos, c, err := finish(args, 1)
 	if err != nil {
 		return err
 	}

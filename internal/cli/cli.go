@@ -153,3 +153,24 @@ func helpOn(fs *flag.FlagSet, w io.Writer, line string) {
 		fs.PrintDefaults()
 	}
 }
+
+// command starts a client command: a flag set with -h, --server, --key and
+// --tenant, to which the caller adds its own flags, and finish, which parses
+// args (flags anywhere among them; want positional arguments), and makes the
+// client. line is the command's usage.
+func (e *env) command(name, line string) (*flag.FlagSet, func(args []string, want int) ([]string, *client, error)) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	helpOn(fs, e.stdout, line)
+	newClient := e.clientFlags(fs)
+	return fs, func(args []string, want int) ([]string, *client, error) {
+		pos, err := parse(fs, args, want, line)
+		if err != nil {
+			return nil, nil, err
+		}
+		c, err := newClient()
+		if err != nil {
+			return nil, nil, err
+		}
+		return pos, c, nil
+	}
+}

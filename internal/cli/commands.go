@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
@@ -29,16 +28,10 @@ import (
 )
 
 func (e *env) deploy(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("deploy", flag.ContinueOnError)
-	helpOn(fs, e.stdout, "gust deploy <dir|file.wasm> [--name NAME] [-f gust.yaml]")
-	newClient := e.clientFlags(fs)
+	fs, finish := e.command("deploy", "gust deploy <dir|file.wasm> [--name NAME] [-f gust.yaml]")
 	name := fs.String("name", "", "function name (default: the spec's, or the directory's or file's name)")
 	specPath := fs.String("f", "", "spec file for a .wasm file (default: gust.yaml beside it, if there is one)")
-	pos, err := parse(fs, args, 1, "gust deploy <dir|file.wasm>")
-	if err != nil {
-		return err
-	}
-	c, err := newClient()
+	pos, c, err := finish(args, 1)
 	if err != nil {
 		return err
 	}
@@ -134,20 +127,14 @@ func (h *headerList) String() string     { return strings.Join(*h, ", ") }
 func (h *headerList) Set(v string) error { *h = append(*h, v); return nil }
 
 func (e *env) invoke(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("invoke", flag.ContinueOnError)
-	helpOn(fs, e.stdout, "gust invoke <name[@version]> [-d data|@file|@-] [-H 'Name: value'] [-X method] [--path /p]")
-	newClient := e.clientFlags(fs)
+	fs, finish := e.command("invoke", "gust invoke <name[@version]> [-d data|@file|@-] [-H 'Name: value'] [-X method] [--path /p]")
 	data := fs.String("d", "", "request body; @file reads a file, @- reads stdin")
 	method := fs.String("X", "", "HTTP method (default POST with -d, else GET)")
 	path := fs.String("path", "", "path after the function's name, with an optional ?query")
 	include := fs.Bool("i", false, "print the response status and headers")
 	var headers headerList
 	fs.Var(&headers, "H", "request header 'Name: value' (repeatable)")
-	pos, err := parse(fs, args, 1, "gust invoke <name[@version]>")
-	if err != nil {
-		return err
-	}
-	c, err := newClient()
+	pos, c, err := finish(args, 1)
 	if err != nil {
 		return err
 	}
@@ -238,14 +225,9 @@ func (e *env) readData(d string) ([]byte, error) {
 }
 
 func (e *env) list(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
-	helpOn(fs, e.stdout, "gust ls [--json]")
-	newClient := e.clientFlags(fs)
+	fs, finish := e.command("ls", "gust ls [--json]")
 	asJSON := fs.Bool("json", false, "print the API's JSON")
-	if _, err := parse(fs, args, 0, "gust ls"); err != nil {
-		return err
-	}
-	c, err := newClient()
+	_, c, err := finish(args, 0)
 	if err != nil {
 		return err
 	}
@@ -269,15 +251,9 @@ func (e *env) list(ctx context.Context, args []string) error {
 }
 
 func (e *env) describe(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("describe", flag.ContinueOnError)
-	helpOn(fs, e.stdout, "gust describe <name> [--json]")
-	newClient := e.clientFlags(fs)
+	fs, finish := e.command("describe", "gust describe <name> [--json]")
 	asJSON := fs.Bool("json", false, "print the API's JSON")
-	pos, err := parse(fs, args, 1, "gust describe <name>")
-	if err != nil {
-		return err
-	}
-	c, err := newClient()
+	pos, c, err := finish(args, 1)
 	if err != nil {
 		return err
 	}
@@ -331,14 +307,8 @@ func (e *env) describe(ctx context.Context, args []string) error {
 }
 
 func (e *env) remove(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("rm", flag.ContinueOnError)
-	helpOn(fs, e.stdout, "gust rm <name>")
-	newClient := e.clientFlags(fs)
-	pos, err := parse(fs, args, 1, "gust rm <name>")
-	if err != nil {
-		return err
-	}
-	c, err := newClient()
+	_, finish := e.command("rm", "gust rm <name>")
+	pos, c, err := finish(args, 1)
 	if err != nil {
 		return err
 	}
@@ -350,17 +320,12 @@ func (e *env) remove(ctx context.Context, args []string) error {
 }
 
 func (e *env) version(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("version", flag.ContinueOnError)
-	helpOn(fs, e.stdout, "gust version")
-	newClient := e.clientFlags(fs)
-	if _, err := parse(fs, args, 0, "gust version"); err != nil {
-		return err
-	}
-	fmt.Fprintf(e.stdout, "gust %s\n", server.Version)
-	c, err := newClient()
+	_, finish := e.command("version", "gust version")
+	_, c, err := finish(args, 0)
 	if err != nil {
 		return err
 	}
+	fmt.Fprintf(e.stdout, "gust %s\n", server.Version)
 	var info api.Info
 	if _, err := c.call(ctx, http.MethodGet, "/v1/info", nil, "", &info); err != nil {
 		fmt.Fprintf(e.stdout, "server: not reachable at %s\n", c.base)
