@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gust-faas/gust/internal/async"
 	"github.com/gust-faas/gust/internal/audit"
 	"github.com/gust-faas/gust/internal/httperror"
 	"github.com/gust-faas/gust/internal/pool"
@@ -46,6 +47,7 @@ type Instances interface {
 
 // Deps are what the API needs. All are required.
 type Deps struct {
+	Async     *async.Service
 	Registry  Registry
 	Instances Instances
 	Tenants   *tenant.Service
@@ -85,6 +87,9 @@ func (a *API) Register(mux *http.ServeMux) {
 	a.route(mux, "/v1/functions/{name}", tenant.Developer, a.function)
 	a.route(mux, "/v1/functions/{name}/aliases/{alias}", tenant.Developer, a.aliasEndpoint)
 	a.route(mux, "/v1/functions/{name}/rollback", tenant.Developer, a.rollback)
+	a.route(mux, "/v1/functions/{name}/dlq", tenant.Developer, a.deadLetters)
+	a.route(mux, "/v1/functions/{name}/dlq/replay", tenant.Developer, a.replay)
+	a.route(mux, "/v1/invocations/{id}", tenant.Invoker, a.invocation)
 	a.route(mux, "/v1/tenants", tenant.Admin, a.tenantsEndpoint)
 	a.route(mux, "/v1/tenants/{name}", tenant.Admin, a.tenantEndpoint)
 	a.route(mux, "/v1/keys", tenant.Owner, a.keysEndpoint)

@@ -75,9 +75,9 @@ func (l *Log) Read(ctx context.Context, tenant string, n int) ([]Entry, error) {
 		return nil, err
 	}
 	out := make([]Entry, 0, len(raw))
-	for _, data := range raw {
+	for _, m := range raw {
 		var e Entry
-		if err := json.Unmarshal(data, &e); err != nil {
+		if err := json.Unmarshal(m.Data, &e); err != nil {
 			return nil, fmt.Errorf("audit: unreadable entry: %w", err)
 		}
 		out = append(out, e)

@@ -27,6 +27,7 @@ Usage:
   gust rm <name>
   gust alias set <name> <alias> <version> [--canary VERSION:PERCENT] ; gust alias rm <name> <alias>
   gust rollback <name>
+  gust invoke <name> --async ; gust invocations get <id> ; gust dlq ls|replay <name> [id]
   gust login --server URL [--key KEY]
   gust whoami
   gust tenant create|set|ls|rm        (admin)
@@ -89,6 +90,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = e.aliasCmd(ctx, rest)
 	case "rollback":
 		err = e.rollback(ctx, rest)
+	case "invocations":
+		err = e.invocationsCmd(ctx, rest)
+	case "dlq":
+		err = e.dlqCmd(ctx, rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -136,7 +141,7 @@ func parse(fs *flag.FlagSet, args []string, wantArgs int, argsUsage string) ([]s
 		positional = append(positional, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
-	if len(positional) != wantArgs {
+	if wantArgs >= 0 && len(positional) != wantArgs {
 		if wantArgs == 0 {
 			return nil, usagef("takes no arguments, got %q", strings.Join(positional, " "))
 		}

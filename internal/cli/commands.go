@@ -127,11 +127,13 @@ func (h *headerList) String() string     { return strings.Join(*h, ", ") }
 func (h *headerList) Set(v string) error { *h = append(*h, v); return nil }
 
 func (e *env) invoke(ctx context.Context, args []string) error {
-	fs, finish := e.command("invoke", "gust invoke <name[@version]> [-d data|@file|@-] [-H 'Name: value'] [-X method] [--path /p]")
+	fs, finish := e.command("invoke", "gust invoke <name[@version]> [-d data|@file|@-] [-H 'Name: value'] [-X method] [--path /p] [--async [--idempotency-key K]]")
 	data := fs.String("d", "", "request body; @file reads a file, @- reads stdin")
 	method := fs.String("X", "", "HTTP method (default POST with -d, else GET)")
 	path := fs.String("path", "", "path after the function's name, with an optional ?query")
 	include := fs.Bool("i", false, "print the response status and headers")
+	async := fs.Bool("async", false, "queue the invocation and print its id (Prefer: respond-async)")
+	idemKey := fs.String("idempotency-key", "", "with --async: the same key queues one invocation")
 	var headers headerList
 	fs.Var(&headers, "H", "request header 'Name: value' (repeatable)")
 	pos, c, err := finish(args, 1)
@@ -164,6 +166,12 @@ func (e *env) invoke(ctx context.Context, args []string) error {
 	req, err := http.NewRequestWithContext(ctx, m, target, reader)
 	if err != nil {
 		return usagef("%v", err)
+	}
+	if *async {
+		req.Header.Set("Prefer", "respond-async")
+		if *idemKey != "" {
+			req.Header.Set("Idempotency-Key", *idemKey)
+		}
 	}
 	for _, h := range headers {
 		k, v, ok := strings.Cut(h, ":")

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gust-faas/gust/internal/async"
 	"github.com/gust-faas/gust/internal/httperror"
 	"github.com/gust-faas/gust/internal/pool"
 	"github.com/gust-faas/gust/internal/registry"
@@ -45,8 +46,14 @@ type Tenants interface {
 	Tenant(name string) (tenant.Tenant, bool)
 }
 
+// Enqueuer queues asynchronous invocations.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, job async.Job, idempotencyKey string) (async.Record, bool, error)
+}
+
 // Deps are what a Gateway needs. All are required.
 type Deps struct {
+	Async     Enqueuer
 	Functions Functions
 	Invoker   Invoker
 	Auth      Authenticator
@@ -133,7 +140,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *
 		return quotaError(w, err)
 	}
 	defer release()
-	body, err := readBody(w, r, v.Spec.MaxBodyBytes)
+	wantAsync := preferAsync(r.Header)
+	limit := v.Spec.MaxBodyBytes
+	if wantAsync {
+		limit = min(limit, async.MaxPayloadBytes)
+	}
+	body, err := readBody(w, r, limit)
 	if err != nil {
 		return err
 	}
@@ -151,6 +163,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *
 		Version:      v.Number,
 	}
 	log = log.With("tenant", tenantName, "function", name, "version", v.Number)
+	if wantAsync {
+		return g.enqueue(w, r, req, v, log)
+	}
 	log.Debug("invocation started", "path", req.Path)
 	start := time.Now()
 	resp, out, err := g.Invoker.Invoke(r.Context(), pool.Target{Tenant: tenantName, Function: name, Version: v}, req, log)
@@ -177,6 +192,48 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *
 		log.Debug("client went away while the response was written", "err", err)
 	}
 	return nil
+}
+
+// preferAsync reports whether the request asks to be answered at once,
+// with "Prefer: respond-async" (RFC 7240).
+func preferAsync(h http.Header) bool {
+	for _, v := range h.Values("Prefer") {
+		for _, p := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(p), "respond-async") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Accepted is the answer to an asynchronous invocation.
+type Accepted struct {
+	InvocationID string      `json:"invocation_id"`
+	State        async.State `json:"state"`
+	Location     string      `json:"location"`
+	// Duplicate is set when the Idempotency-Key was used before: the
+	// invocation is the earlier one.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// enqueue queues req and answers 202 Accepted.
+func (g *Gateway) enqueue(w http.ResponseWriter, r *http.Request, req *runtime.Request, v registry.Version, log *slog.Logger) error {
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 256 {
+		return httperror.BadRequest("Idempotency-Key is longer than 256 bytes")
+	}
+	rec, dup, err := g.Async.Enqueue(r.Context(), async.Job{
+		ID: req.InvocationID, Tenant: req.Tenant, Function: req.Function, Version: v.Number, Request: *req,
+	}, key)
+	if err != nil {
+		return err
+	}
+	location := "/v1/invocations/" + rec.ID
+	w.Header().Set("Location", location)
+	w.Header().Set(HeaderInvocationID, rec.ID)
+	log.Info("queued", "duplicate", dup, "request_bytes", len(req.Body))
+	return httperror.WriteJSON(w, http.StatusAccepted, Accepted{InvocationID: rec.ID, State: rec.State, Location: location, Duplicate: dup})
 }
 
 // parseTarget splits "name", "name@version" or "name:alias".

@@ -62,6 +62,29 @@ type Spec struct {
 	IdleTTL      Duration `json:"idle_ttl,omitempty" yaml:"idle_ttl,omitempty"`
 	MaxQueue     int      `json:"max_queue,omitempty" yaml:"max_queue,omitempty"`
 	MaxRequests  int      `json:"max_requests,omitempty" yaml:"max_requests,omitempty"`
+
+	// Asynchronous invocations: how many times a failed one is tried again
+	// (nil: 2, as Lambda does), and the delay before the first retry,
+	// doubled for each retry after it.
+	Retries    *int     `json:"retries,omitempty" yaml:"retries,omitempty"`
+	RetryDelay Duration `json:"retry_delay,omitempty" yaml:"retry_delay,omitempty"`
+}
+
+// Asynchronous invocation defaults and limits.
+const (
+	DefaultRetries    = 2
+	MaxRetries        = 10
+	DefaultRetryDelay = time.Second
+	MinRetryDelay     = 10 * time.Millisecond
+	MaxRetryDelay     = 10 * time.Minute
+)
+
+// RetryCount is the number of retries of a failed asynchronous invocation.
+func (s Spec) RetryCount() int {
+	if s.Retries == nil {
+		return DefaultRetries
+	}
+	return *s.Retries
 }
 
 // Scaling defaults and limits.
@@ -95,7 +118,7 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("timeout must be a duration string such as \"30s\"")
+		return fmt.Errorf("durations are strings such as \"30s\"")
 	}
 	return d.parse(s)
 }
@@ -106,7 +129,7 @@ func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(),
 // UnmarshalYAML reads a duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: timeout must be a duration string such as \"30s\"", n.Line)
+		return fmt.Errorf("line %d: durations are strings such as \"30s\"", n.Line)
 	}
 	return d.parse(n.Value)
 }
@@ -227,6 +250,10 @@ func jsonError(err error) string {
 func (s Spec) clone() Spec {
 	s.Env = maps.Clone(s.Env)
 	s.Secrets = slices.Clone(s.Secrets)
+	if s.Retries != nil {
+		n := *s.Retries
+		s.Retries = &n
+	}
 	return s
 }
 
@@ -255,6 +282,9 @@ func (s Spec) WithDefaults() Spec {
 	}
 	if s.MaxQueue == 0 {
 		s.MaxQueue = DefaultMaxQueue
+	}
+	if s.RetryDelay == 0 {
+		s.RetryDelay = Duration(DefaultRetryDelay)
 	}
 	return s
 }
@@ -335,6 +365,12 @@ func validateScaling(s Spec) []error {
 	}
 	if s.MaxRequests < 0 {
 		errs = append(errs, fmt.Errorf("max_requests %d cannot be negative", s.MaxRequests))
+	}
+	if n := s.RetryCount(); n < 0 || n > MaxRetries {
+		errs = append(errs, fmt.Errorf("retries %d is out of range 0 to %d", n, MaxRetries))
+	}
+	if d := time.Duration(s.RetryDelay); d < MinRetryDelay || d > MaxRetryDelay {
+		errs = append(errs, fmt.Errorf("retry_delay %s is out of range %s to %s", d, MinRetryDelay, MaxRetryDelay))
 	}
 	return errs
 }

@@ -162,7 +162,7 @@ var specJSONTests = []specParseTest{
 	{name: "env value a number", in: `{"name":"a","env":{"A":1}}`, wantErr: []string{`field "env"`, "string"}},
 
 	// Timeout.
-	{name: "timeout a number", in: `{"name":"a","timeout":30}`, wantErr: []string{"timeout must be a duration string"}},
+	{name: "timeout a number", in: `{"name":"a","timeout":30}`, wantErr: []string{"durations are strings"}},
 	{name: "timeout not a duration", in: `{"name":"a","timeout":"soon"}`, wantErr: []string{`timeout "soon" is not a duration`}},
 	{name: "timeout without unit", in: `{"name":"a","timeout":"30"}`, wantErr: []string{`timeout "30" is not a duration`}},
 	{name: "timeout above 15m", in: `{"name":"a","timeout":"15m0.001s"}`, wantErr: []string{"timeout 15m0.001s is out of range 1ms to 15m0s"}},
@@ -273,8 +273,8 @@ var specYAMLTests = []specParseTest{
 	{name: "memory_mb too large", in: "name: a\nmemory_mb: 1e30\n", wantErr: []string{"not valid YAML", "into int"}},
 	{name: "env a list", in: "name: a\nenv: [A=b]\n", wantErr: []string{"not valid YAML", "cannot unmarshal !!seq"}},
 	{name: "env value a list", in: "name: a\nenv: {A: [1]}\n", wantErr: []string{"not valid YAML", "cannot unmarshal !!seq into string"}},
-	{name: "timeout a mapping", in: "name: a\ntimeout: {s: 30}\n", wantErr: []string{"line 2", "timeout must be a duration string"}},
-	{name: "timeout a list", in: "name: a\ntimeout: [30s]\n", wantErr: []string{"timeout must be a duration string"}},
+	{name: "timeout a mapping", in: "name: a\ntimeout: {s: 30}\n", wantErr: []string{"line 2", "durations are strings"}},
+	{name: "timeout a list", in: "name: a\ntimeout: [30s]\n", wantErr: []string{"durations are strings"}},
 
 	// Timeout.
 	{name: "timeout without unit", in: "name: a\ntimeout: 30\n", wantErr: []string{`timeout "30" is not a duration`}},

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gust-faas/gust/internal/api"
+	"github.com/gust-faas/gust/internal/async"
 	"github.com/gust-faas/gust/internal/audit"
 	"github.com/gust-faas/gust/internal/gateway"
 	"github.com/gust-faas/gust/internal/httperror"
@@ -63,6 +64,7 @@ type Server struct {
 	pool     *pool.Pool
 	registry *registry.Registry
 	tenants  *tenant.Service
+	async    *async.Service
 	http     *http.Server
 	listener net.Listener
 
@@ -150,10 +152,18 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.syncPool()
 	go s.pool.Run(watchCtx)
+	s.async, err = async.New(ctx, async.Deps{Store: s.store, Functions: s.registry, Invoker: s.pool, Logger: s.log})
+	if err != nil {
+		return err
+	}
+	if err := s.async.Start(watchCtx); err != nil {
+		return err
+	}
 
 	mux := http.NewServeMux()
-	api.New(api.Deps{Registry: s.registry, Instances: s.pool, Tenants: s.tenants, Audit: auditLog, Logger: s.log, Version: Version}).Register(mux)
+	api.New(api.Deps{Async: s.async, Registry: s.registry, Instances: s.pool, Tenants: s.tenants, Audit: auditLog, Logger: s.log, Version: Version}).Register(mux)
 	gateway.New(gateway.Deps{
+		Async:     s.async,
 		Functions: s.registry, Invoker: s.pool, Auth: s.tenants, Tenants: s.tenants,
 		Limiter: tenant.NewLimiter(nil), Logger: s.log,
 	}).Register(mux)
@@ -243,7 +253,10 @@ func (s *Server) stop(ctx context.Context) error {
 		}
 	}
 	if s.cancelWatch != nil {
-		s.cancelWatch()
+		s.cancelWatch() // stops the watches, the scaling loop and the async workers
+	}
+	if s.async != nil {
+		s.async.Wait(ctx)
 	}
 	if s.pool != nil {
 		s.pool.Close()

@@ -35,6 +35,15 @@ func (k *KV) Get(ctx context.Context, key string) (Entry, error) {
 	return Entry{Key: e.Key(), Value: e.Value(), Revision: e.Revision()}, nil
 }
 
+// Put writes key whatever its revision.
+func (k *KV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	rev, err := k.kv.Put(ctx, key, value)
+	if err != nil {
+		return 0, fmt.Errorf("store: put %s: %w", key, err)
+	}
+	return rev, nil
+}
+
 // Create writes key only if it does not exist (or was deleted); otherwise it
 // returns ErrConflict.
 func (k *KV) Create(ctx context.Context, key string, value []byte) (uint64, error) {

@@ -61,6 +61,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		// JetStream refuses to start with less than this much free memory
 		// reserved; these are upper bounds, not allocations.
 		JetStreamMaxMemory: 256 << 20,
+		// Queued invocations carry their payload (up to a few MiB).
+		MaxPayload: 8 << 20,
 	}
 	if cfg.Listen != "" {
 		host, port, err := net.SplitHostPort(cfg.Listen)
@@ -120,6 +122,21 @@ func (s *Store) KV(ctx context.Context, bucket string) (*KV, error) {
 	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:  bucket,
 		History: 1,
+		Storage: jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: bucket %s: %w", bucket, err)
+	}
+	return &KV{kv: kv}, nil
+}
+
+// KVWithTTL opens (creating it if needed) a key-value bucket whose entries
+// expire ttl after they were last written.
+func (s *Store) KVWithTTL(ctx context.Context, bucket string, ttl time.Duration) (*KV, error) {
+	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:  bucket,
+		History: 1,
+		TTL:     ttl,
 		Storage: jetstream.FileStorage,
 	})
 	if err != nil {

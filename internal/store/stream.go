@@ -38,9 +38,9 @@ func (st *Stream) Publish(ctx context.Context, subject string, data []byte) erro
 	return nil
 }
 
-// Last returns the data of the last n messages on subjects matching filter
-// (a NATS subject, wildcards allowed), oldest first.
-func (st *Stream) Last(ctx context.Context, filter string, n int) ([][]byte, error) {
+// Last returns the last n messages on subjects matching filter (a NATS
+// subject, wildcards allowed), oldest first.
+func (st *Stream) Last(ctx context.Context, filter string, n int) ([]StreamMsg, error) {
 	if n <= 0 {
 		return nil, nil
 	}
@@ -53,7 +53,7 @@ func (st *Stream) Last(ctx context.Context, filter string, n int) ([][]byte, err
 		return nil, fmt.Errorf("store: read %s: %w", st.name, err)
 	}
 	pending := info.NumPending
-	out := make([][]byte, 0, min(uint64(n), pending))
+	out := make([]StreamMsg, 0, min(uint64(n), pending))
 	for pending > 0 {
 		batch, err := cons.Fetch(int(min(pending, 256)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
@@ -63,7 +63,11 @@ func (st *Stream) Last(ctx context.Context, filter string, n int) ([][]byte, err
 		for msg := range batch.Messages() {
 			got++
 			pending--
-			out = append(out, msg.Data())
+			var seq uint64
+			if md, err := msg.Metadata(); err == nil {
+				seq = md.Sequence.Stream
+			}
+			out = append(out, StreamMsg{Seq: seq, Data: msg.Data()})
 			if len(out) > n {
 				out = out[1:]
 			}

@@ -1,0 +1,252 @@
+// Package async runs the invocations nobody waits for. It writes them to a
+// durable work queue, runs them on workers on every node through the same
+// pools as synchronous requests, retries failures with backoff, sends what
+// keeps failing to a dead-letter stream, and keeps each invocation's state
+// and result for a day. A worker that dies mid-invocation loses nothing: the
+// queue delivers the message again.
+package async
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gust-faas/gust/internal/pool"
+	"github.com/gust-faas/gust/internal/registry"
+	"github.com/gust-faas/gust/internal/runtime"
+	"github.com/gust-faas/gust/internal/store"
+)
+
+// Limits and defaults.
+const (
+	// MaxPayloadBytes bounds an asynchronous request body.
+	MaxPayloadBytes = 1 << 20
+	// ResultTTL is how long an invocation's record is kept.
+	ResultTTL = 24 * time.Hour
+	// maxResultBody bounds the response body kept in a record.
+	maxResultBody = 256 << 10
+	// Workers is how many invocations one node runs at once.
+	Workers = 32
+	// ackWait is how long a running invocation may go without its worker
+	// checking in before another worker takes it over; workers check in
+	// every extendEvery.
+	ackWait     = 10 * time.Second
+	extendEvery = 3 * time.Second
+)
+
+// Names in the store.
+const (
+	queueName     = "gust_work"
+	workPrefix    = "gust.work."
+	deadStream    = "gust_dead"
+	deadPrefix    = "gust.dead."
+	resultsBucket = "gust_invocations"
+)
+
+// State is where an invocation is.
+type State string
+
+// States of an invocation.
+const (
+	Queued    State = "queued"
+	Running   State = "running"
+	Succeeded State = "succeeded"
+	// Failed: an attempt failed and a retry is scheduled.
+	Failed State = "failed"
+	// Dead: every attempt failed; the invocation is in the dead-letter stream.
+	Dead State = "dead"
+)
+
+// Attempt is one run of an invocation.
+type Attempt struct {
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended,omitzero"`
+	Status  int       `json:"status,omitempty"`
+	Error   string    `json:"error,omitempty"`
+}
+
+// Response is what a succeeded invocation answered, bounded.
+type Response struct {
+	Status    int         `json:"status"`
+	Header    http.Header `json:"header,omitempty"`
+	Body      []byte      `json:"body,omitempty"`
+	Truncated bool        `json:"truncated,omitempty"`
+}
+
+// Record is an invocation's state, kept for ResultTTL.
+type Record struct {
+	ID       string    `json:"id"`
+	Tenant   string    `json:"tenant"`
+	Function string    `json:"function"`
+	Version  int       `json:"version"`
+	State    State     `json:"state"`
+	Attempts []Attempt `json:"attempts"`
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
+	Response *Response `json:"response,omitempty"`
+}
+
+// Job is an invocation to queue.
+type Job struct {
+	ID       string          `json:"id"`
+	Tenant   string          `json:"tenant"`
+	Function string          `json:"function"`
+	Version  int             `json:"version"`
+	Request  runtime.Request `json:"request"`
+	Queued   time.Time       `json:"queued"`
+	Errors   []string        `json:"errors,omitempty"` // of a dead letter's attempts
+}
+
+// Invoker runs one invocation, as the pool does.
+type Invoker interface {
+	Invoke(ctx context.Context, t pool.Target, req *runtime.Request, log *slog.Logger) (*runtime.Response, pool.Outcome, error)
+}
+
+// Functions finds functions.
+type Functions interface {
+	Get(tenant, name string) (registry.Function, bool)
+}
+
+// Deps are what a Service needs. All are required.
+type Deps struct {
+	Store     *store.Store
+	Functions Functions
+	Invoker   Invoker
+	Logger    *slog.Logger
+}
+
+// Service queues, runs and reports asynchronous invocations.
+type Service struct {
+	queue     *store.Queue
+	dead      *store.Stream
+	results   *store.KV
+	functions Functions
+	invoker   Invoker
+	log       *slog.Logger
+	now       func() time.Time
+
+	slots   chan struct{} // Workers of them
+	running sync.WaitGroup
+	mu      sync.Mutex
+	busy    map[string]int // invocations running per tenant/function
+}
+
+// New opens the queue, the dead-letter stream and the results bucket.
+func New(ctx context.Context, deps Deps) (*Service, error) {
+	q, err := deps.Store.Queue(ctx, store.QueueConfig{
+		Name: queueName, Subjects: []string{workPrefix + ">"}, AckWait: ackWait, Dedup: 10 * time.Minute,
+	})
+	if err != nil {
+		return nil, err
+	}
+	dead, err := deps.Store.Stream(ctx, deadStream, []string{deadPrefix + ">"}, 14*24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	results, err := deps.Store.KVWithTTL(ctx, resultsBucket, ResultTTL)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{
+		queue: q, dead: dead, results: results, functions: deps.Functions, invoker: deps.Invoker,
+		log: deps.Logger, now: time.Now, slots: make(chan struct{}, Workers), busy: map[string]int{},
+	}, nil
+}
+
+// Enqueue writes job to the queue and records it as queued. With an
+// idempotency key, a job enqueued before under the same key (within
+// ResultTTL) is not enqueued again: its record is returned, with
+// duplicate set.
+func (s *Service) Enqueue(ctx context.Context, job Job, idempotencyKey string) (rec Record, duplicate bool, err error) {
+	if idempotencyKey != "" {
+		sum := sha256.Sum256([]byte(idempotencyKey))
+		k := "idem." + job.Tenant + "." + job.Function + "." + hex.EncodeToString(sum[:16])
+		if _, err := s.results.Create(ctx, k, []byte(job.ID)); errors.Is(err, store.ErrConflict) {
+			e, err := s.results.Get(ctx, k)
+			if err != nil {
+				return Record{}, false, err
+			}
+			rec, err := s.Get(ctx, job.Tenant, string(e.Value))
+			return rec, true, err
+		} else if err != nil {
+			return Record{}, false, err
+		}
+	}
+	now := s.now().UTC()
+	job.Queued = now
+	rec = Record{ID: job.ID, Tenant: job.Tenant, Function: job.Function, Version: job.Version, State: Queued, Attempts: []Attempt{}, Created: now, Updated: now}
+	if err := s.put(ctx, rec); err != nil {
+		return Record{}, false, err
+	}
+	data, err := json.Marshal(job)
+	if err != nil {
+		return Record{}, false, err
+	}
+	if _, err := s.queue.Publish(ctx, workPrefix+job.Tenant+"."+job.Function, job.ID, nil, data); err != nil {
+		return Record{}, false, err
+	}
+	return rec, false, nil
+}
+
+// ErrNotFound is returned for an unknown or expired invocation.
+var ErrNotFound = errors.New("not found")
+
+// Get returns tenant's invocation id.
+func (s *Service) Get(ctx context.Context, tenant, id string) (Record, error) {
+	e, err := s.results.Get(ctx, "inv."+id)
+	if errors.Is(err, store.ErrNotFound) {
+		return Record{}, fmt.Errorf("invocation %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Record{}, err
+	}
+	var rec Record
+	if err := json.Unmarshal(e.Value, &rec); err != nil {
+		return Record{}, err
+	}
+	if rec.Tenant != tenant {
+		return Record{}, fmt.Errorf("invocation %q: %w", id, ErrNotFound)
+	}
+	return rec, nil
+}
+
+func (s *Service) put(ctx context.Context, rec Record) error {
+	rec.Updated = s.now().UTC()
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = s.results.Put(context.WithoutCancel(ctx), "inv."+rec.ID, data)
+	return err
+}
+
+// Start runs workers until ctx is done. Stop waits for the invocations they
+// were running.
+func (s *Service) Start(ctx context.Context) error {
+	_, err := s.queue.Consume(ctx, Workers, func(m *store.Message) {
+		s.slots <- struct{}{}
+		s.running.Add(1)
+		go func() {
+			defer func() { <-s.slots; s.running.Done() }()
+			s.process(ctx, m)
+		}()
+	})
+	return err
+}
+
+// Wait returns once the invocations being run have finished, or ctx is done.
+func (s *Service) Wait(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { s.running.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}

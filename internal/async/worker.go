@@ -1,0 +1,237 @@
+package async
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/gust-faas/gust/internal/pool"
+	"github.com/gust-faas/gust/internal/registry"
+	"github.com/gust-faas/gust/internal/store"
+)
+
+// process runs one delivery of a queued invocation.
+func (s *Service) process(ctx context.Context, m *store.Message) {
+	var job Job
+	if err := json.Unmarshal(m.Data, &job); err != nil {
+		s.log.Error("dropping an unreadable queued invocation", "err", err)
+		m.Ack()
+		return
+	}
+	log := s.log.With("invocation_id", job.ID, "tenant", job.Tenant, "function", job.Function)
+	rec, err := s.Get(ctx, job.Tenant, job.ID)
+	if err != nil {
+		// The record expired or was never written: keep a new one.
+		rec = Record{ID: job.ID, Tenant: job.Tenant, Function: job.Function, Version: job.Version, Attempts: []Attempt{}, Created: job.Queued}
+	}
+	if rec.State == Succeeded || rec.State == Dead {
+		m.Ack() // a worker finished it and died before its ack
+		return
+	}
+	fn, ok := s.functions.Get(job.Tenant, job.Function)
+	v, vok := fn.Version(job.Version)
+	if !ok || !vok {
+		s.bury(ctx, m, job, rec, fmt.Sprintf("function %s version %d no longer exists", job.Function, job.Version), log)
+		return
+	}
+	// Async work gets at most half of a version's instances on this node,
+	// so that it cannot starve synchronous requests.
+	key := job.Tenant + "/" + job.Function
+	if !s.take(key, max(1, v.Spec.MaxInstances/2)) {
+		m.Retry(50 * time.Millisecond)
+		return
+	}
+	defer s.give(key)
+
+	if rec.State == Running {
+		// Its worker died mid-invocation; that attempt counts.
+		last := &rec.Attempts[len(rec.Attempts)-1]
+		last.Ended, last.Error = s.now().UTC(), "the worker running it stopped"
+	}
+	rec.State = Running
+	rec.Attempts = append(rec.Attempts, Attempt{Started: s.now().UTC()})
+	s.put(ctx, rec)
+
+	stop := make(chan struct{})
+	go func() {
+		t := time.NewTicker(extendEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				m.Extend()
+			}
+		}
+	}()
+	req := job.Request
+	resp, _, err := s.invoker.Invoke(context.WithoutCancel(ctx), pool.Target{Tenant: job.Tenant, Function: job.Function, Version: v}, &req, log)
+	close(stop)
+
+	last := &rec.Attempts[len(rec.Attempts)-1]
+	last.Ended = s.now().UTC()
+	switch {
+	case err != nil:
+		last.Error = err.Error()
+		var busy *pool.BusyError
+		if errors.As(err, &busy) {
+			// Not the function's fault: try again soon, without counting it.
+			rec.Attempts = rec.Attempts[:len(rec.Attempts)-1]
+			rec.State = Queued
+			s.put(ctx, rec)
+			m.Retry(time.Second)
+			return
+		}
+	case resp.Status >= 500:
+		last.Status = resp.Status
+		last.Error = fmt.Sprintf("function answered %d %s", resp.Status, http.StatusText(resp.Status))
+	default:
+		last.Status = resp.Status
+		rec.State = Succeeded
+		rec.Response = bounded(resp.Status, resp.Header, resp.Body)
+		if err := s.put(ctx, rec); err != nil {
+			log.Error("async invocation succeeded, but its result was not recorded", "err", err)
+		}
+		m.Ack()
+		log.Info("async invocation succeeded", "attempts", len(rec.Attempts), "status", resp.Status)
+		return
+	}
+	if failures := len(rec.Attempts); failures <= v.Spec.RetryCount() {
+		rec.State = Failed
+		s.put(ctx, rec)
+		delay := backoff(time.Duration(v.Spec.RetryDelay), failures)
+		log.Info("async invocation failed; retrying", "attempt", failures, "retry_in", delay, "err", last.Error)
+		m.Retry(delay)
+		return
+	}
+	s.bury(ctx, m, job, rec, last.Error, log)
+}
+
+// backoff is the delay before retry n (1, 2, ...): base doubled for each
+// retry before it, with up to 20% of jitter either way.
+func backoff(base time.Duration, n int) time.Duration {
+	d := base << (n - 1)
+	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) * 2
+	return d - d/5 + jitter
+}
+
+// bury moves an invocation to the dead-letter stream.
+func (s *Service) bury(ctx context.Context, m *store.Message, job Job, rec Record, reason string, log interface {
+	Warn(string, ...any)
+	Error(string, ...any)
+}) {
+	job.Errors = nil
+	for _, a := range rec.Attempts {
+		job.Errors = append(job.Errors, a.Error)
+	}
+	if len(rec.Attempts) == 0 {
+		job.Errors = append(job.Errors, reason)
+	}
+	data, err := json.Marshal(job)
+	if err == nil {
+		err = s.dead.Publish(context.WithoutCancel(ctx), deadPrefix+job.Tenant+"."+job.Function, data)
+	}
+	if err != nil {
+		log.Error("could not move a failed async invocation to the dead-letter stream; it will be tried again", "err", err)
+		m.Retry(time.Minute)
+		return
+	}
+	rec.State = Dead
+	s.put(ctx, rec)
+	m.Ack()
+	log.Warn("async invocation failed every attempt; moved to the dead-letter stream", "attempts", len(rec.Attempts), "err", reason)
+}
+
+func bounded(status int, header http.Header, body []byte) *Response {
+	r := &Response{Status: status, Header: header}
+	if len(body) > maxResultBody {
+		body, r.Truncated = body[:maxResultBody], true
+	}
+	r.Body = body
+	return r
+}
+
+func (s *Service) take(key string, limit int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy[key] >= limit {
+		return false
+	}
+	s.busy[key]++
+	return true
+}
+
+func (s *Service) give(key string) {
+	s.mu.Lock()
+	s.busy[key]--
+	s.mu.Unlock()
+}
+
+// DeadLetter is an invocation in the dead-letter stream.
+type DeadLetter struct {
+	ID      string    `json:"id"`
+	Version int       `json:"version"`
+	Queued  time.Time `json:"queued"`
+	Errors  []string  `json:"errors"`
+	seq     uint64
+	job     Job
+}
+
+// Dead lists up to limit dead letters of a tenant's function, oldest first.
+func (s *Service) Dead(ctx context.Context, tenant, function string, limit int) ([]DeadLetter, error) {
+	if !registry.ValidName(tenant) || !registry.ValidName(function) {
+		return nil, nil
+	}
+	msgs, err := s.dead.Last(ctx, deadPrefix+tenant+"."+function, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]DeadLetter, 0, len(msgs))
+	for _, m := range msgs {
+		var job Job
+		if err := json.Unmarshal(m.Data, &job); err != nil {
+			continue
+		}
+		out = append(out, DeadLetter{ID: job.ID, Version: job.Version, Queued: job.Queued, Errors: job.Errors, seq: m.Seq, job: job})
+	}
+	return out, nil
+}
+
+// Replay queues again the dead letters of a function (only the one with
+// the given id, if id is not empty), and returns how many.
+func (s *Service) Replay(ctx context.Context, tenant, function, id string) (int, error) {
+	letters, err := s.Dead(ctx, tenant, function, 10000)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, d := range letters {
+		if id != "" && d.ID != id {
+			continue
+		}
+		job := d.job
+		job.Errors = nil
+		// A replay is a new run of the same invocation: it keeps its id.
+		rec := Record{ID: job.ID, Tenant: tenant, Function: function, Version: job.Version, State: Queued, Attempts: []Attempt{}, Created: s.now().UTC()}
+		if err := s.put(ctx, rec); err != nil {
+			return n, err
+		}
+		data, _ := json.Marshal(job)
+		if _, err := s.queue.Publish(ctx, workPrefix+tenant+"."+function, job.ID+"-replay-"+fmt.Sprint(s.now().UnixNano()), nil, data); err != nil {
+			return n, err
+		}
+		if err := s.dead.Delete(ctx, d.seq); err != nil {
+			return n, err
+		}
+		n++
+	}
+	if id != "" && n == 0 {
+		return 0, fmt.Errorf("dead letter %q: %w", id, ErrNotFound)
+	}
+	return n, nil
+}

@@ -1,0 +1,270 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gust-faas/gust/internal/async"
+	"github.com/gust-faas/gust/internal/runtime/wasm/wasmtest"
+)
+
+// enqueue sends an asynchronous invocation and returns its id.
+func (n *node) enqueue(t *testing.T, path, body, idemKey string) (string, answer) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", n.url+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+n.key)
+	req.Header.Set("Prefer", "respond-async")
+	if idemKey != "" {
+		req.Header.Set("Idempotency-Key", idemKey)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	a := answer{status: resp.StatusCode, header: resp.Header, body: buf.String()}
+	var acc struct {
+		InvocationID string `json:"invocation_id"`
+	}
+	json.Unmarshal(buf.Bytes(), &acc)
+	return acc.InvocationID, a
+}
+
+// record polls an invocation until done says it is finished.
+func (n *node) record(t *testing.T, id string, done func(async.Record) bool) async.Record {
+	t.Helper()
+	var rec async.Record
+	waitFor(t, func() bool {
+		a := n.do(t, "GET", "/v1/invocations/"+id, "", nil)
+		if a.status != 200 {
+			return false
+		}
+		rec = async.Record{}
+		json.Unmarshal([]byte(a.body), &rec)
+		return done(rec)
+	})
+	return rec
+}
+
+func finished(r async.Record) bool { return r.State == async.Succeeded || r.State == async.Dead }
+
+func TestAsyncInvocation(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	n.deploySpec(t, "work", reactorPath, "")
+	id, a := n.enqueue(t, "/fn/default/work/job", "payload", "")
+	if a.status != 202 || a.header.Get("Location") != "/v1/invocations/"+id || len(id) != 26 {
+		t.Fatalf("async invoke: %d %v %s, want 202 with the id and its Location", a.status, a.header, a.body)
+	}
+	rec := n.record(t, id, finished)
+	if rec.State != async.Succeeded || rec.Response == nil || rec.Response.Status != 201 || string(rec.Response.Body) != "POST /job payload" || len(rec.Attempts) != 1 {
+		t.Errorf("record = %+v, want succeeded with the function's answer after one attempt", rec)
+	}
+	if out := n.mustGust(t, "invocations", "get", id); !strings.Contains(out, "succeeded") || !strings.Contains(out, "POST /job payload") {
+		t.Errorf("gust invocations get printed %q", out)
+	}
+
+	// The same Idempotency-Key gives one invocation.
+	first, _ := n.enqueue(t, "/fn/default/work/once", "x", "key-1")
+	second, a2 := n.enqueue(t, "/fn/default/work/once", "x", "key-1")
+	if first != second || !strings.Contains(a2.body, `"duplicate": true`) {
+		t.Errorf("same Idempotency-Key: ids %s and %s (%s), want one invocation", first, second, a2.body)
+	}
+	if rec := n.record(t, first, finished); len(rec.Attempts) != 1 {
+		t.Errorf("idempotent invocation ran %d times", len(rec.Attempts))
+	}
+
+	// Oversized payloads are refused and nothing is queued.
+	_, big := n.enqueue(t, "/fn/default/work/big", strings.Repeat("x", async.MaxPayloadBytes+1), "")
+	if big.status != 413 {
+		t.Errorf("oversized async payload: %d, want 413", big.status)
+	}
+
+	// Another tenant cannot read the invocation.
+	n.createTenant(t, "other", "")
+	_, otherKey := n.createKey(t, "other", "owner")
+	if a := n.doAs(t, otherKey, "GET", "/v1/invocations/"+id, "", nil); a.status != 404 {
+		t.Errorf("another tenant reading the invocation: %d, want 404", a.status)
+	}
+	if a := n.do(t, "GET", "/v1/invocations/nope", "", nil); a.status != 404 {
+		t.Errorf("unknown invocation: %d, want 404", a.status)
+	}
+}
+
+func TestAsyncRetriesAndDeadLetters(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	n.deploySpec(t, "fails", reactorPath, `"retries":2,"retry_delay":"100ms"`)
+	id, _ := n.enqueue(t, "/fn/default/fails/panic", "", "")
+	rec := n.record(t, id, finished)
+	if rec.State != async.Dead || len(rec.Attempts) != 3 {
+		t.Fatalf("always-failing invocation: state %s after %d attempts, want dead after 3 (retries 2 + 1)", rec.State, len(rec.Attempts))
+	}
+	for i := 1; i < len(rec.Attempts); i++ {
+		gap := rec.Attempts[i].Started.Sub(rec.Attempts[i-1].Ended)
+		want := 80 * time.Millisecond << (i - 1) // 100ms, 200ms, less 20% of jitter
+		if gap < want {
+			t.Errorf("retry %d came %v after the failure, want at least %v of backoff", i, gap, want)
+		}
+		if !strings.Contains(rec.Attempts[i].Error, "trapped") {
+			t.Errorf("attempt %d error = %q", i, rec.Attempts[i].Error)
+		}
+	}
+	out := n.mustGust(t, "dlq", "ls", "fails")
+	if !strings.Contains(out, id) {
+		t.Fatalf("dlq ls does not list %s:\n%s", id, out)
+	}
+	if out := n.mustGust(t, "dlq", "replay", "fails", id); !strings.Contains(out, "queued 1") {
+		t.Errorf("dlq replay printed %q", out)
+	}
+	rec = n.record(t, id, func(r async.Record) bool { return r.State == async.Dead && len(r.Attempts) == 3 })
+	if out := n.mustGust(t, "dlq", "ls", "fails"); strings.Count(out, id) != 1 {
+		t.Errorf("after the replay failed again, dlq ls lists %s %d times, want once:\n%s", id, strings.Count(out, id), out)
+	}
+	code, _, errOut := n.gust(t, "", "dlq", "replay", "fails", "no-such-id")
+	if code != 1 || !strings.Contains(errOut, "not found") {
+		t.Errorf("replay of an unknown id: %d %q", code, errOut)
+	}
+}
+
+// TestAsyncSurvivesAKill queues 500 invocations, kills the server hard in
+// the middle, starts it again on the same data dir, and checks that every
+// invocation succeeds; only those in flight at the kill may run twice.
+func TestAsyncSurvivesAKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server process twice")
+	}
+	bin := buildGust(t)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	srv := startProcess(t, bin, addr, dir)
+	n := &node{url: "http://" + addr, key: readKey(t, dir)}
+	n.deploySpec(t, "sleepy", reactorPath, `"max_instances":32`)
+	const total = 500
+	ids := make([]string, total)
+	var wg sync.WaitGroup
+	for i := range total {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id, a := n.enqueue(t, "/fn/default/sleepy/slow", "", "")
+			if a.status != 202 {
+				t.Errorf("enqueue %d: %d %s", i, a.status, a.body)
+			}
+			ids[i] = id
+		}()
+	}
+	wg.Wait()
+	// Let some finish and some be in flight, then kill without a drain.
+	waitFor(t, func() bool {
+		a := n.do(t, "GET", "/v1/invocations/"+ids[0], "", nil)
+		return strings.Contains(a.body, `"succeeded"`)
+	})
+	srv.Process.Kill()
+	srv.Wait()
+
+	startProcess(t, bin, addr, dir)
+	deadline := time.Now().Add(3 * time.Minute)
+	twice := 0
+	for _, id := range ids {
+		for {
+			a := n.do(t, "GET", "/v1/invocations/"+id, "", nil)
+			var rec async.Record
+			json.Unmarshal([]byte(a.body), &rec)
+			if rec.State == async.Succeeded {
+				if len(rec.Attempts) > 1 {
+					twice++
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("invocation %s is %q after the restart, want succeeded", id, rec.State)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	t.Logf("all %d invocations succeeded; %d ran more than once (those in flight at the kill)", total, twice)
+	if twice > async.Workers {
+		t.Errorf("%d invocations ran twice, more than could have been in flight (%d)", twice, async.Workers)
+	}
+}
+
+var (
+	gustOnce sync.Once
+	gustBin  string
+	gustErr  error
+)
+
+// buildGust builds the gust binary once per test run.
+func buildGust(t *testing.T) string {
+	t.Helper()
+	gustOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gust-bin-")
+		if err != nil {
+			gustErr = err
+			return
+		}
+		gustBin = filepath.Join(dir, "gust")
+		cmd := exec.Command("go", "build", "-o", gustBin, "./cmd/gust")
+		root, _ := wasmtest.ModuleRoot()
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			gustErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if gustErr != nil {
+		t.Fatal(gustErr)
+	}
+	return gustBin
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func startProcess(t *testing.T, bin, addr, dir string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, "server", "--addr", addr, "--data-dir", dir, "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "GUST_CONFIG="+filepath.Join(dir, "no-config.json"))
+	var logs syncBuffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	waitFor(t, func() bool {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return cmd
+}
+
+func readKey(t *testing.T, dir string) string {
+	data, err := os.ReadFile(filepath.Join(dir, "admin.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(data))
+}

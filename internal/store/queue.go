@@ -1,0 +1,127 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Queue is a durable work queue: a stream that keeps each message until a
+// worker acknowledges it, and one durable consumer that every node's workers
+// share. A message whose worker dies is delivered again once its ack wait
+// passes.
+type Queue struct {
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+	consumer jetstream.Consumer
+}
+
+// QueueConfig configures a Queue.
+type QueueConfig struct {
+	Name     string
+	Subjects []string
+	// AckWait is how long a delivered message may go without an ack or an
+	// Extend before it is delivered again.
+	AckWait time.Duration
+	// Dedup is the window in which messages with the same id are stored once.
+	Dedup time.Duration
+}
+
+// Queue opens (creating it if needed) a work queue.
+func (s *Store) Queue(ctx context.Context, cfg QueueConfig) (*Queue, error) {
+	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:       cfg.Name,
+		Subjects:   cfg.Subjects,
+		Retention:  jetstream.WorkQueuePolicy,
+		Storage:    jetstream.FileStorage,
+		Duplicates: cfg.Dedup,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: queue %s: %w", cfg.Name, err)
+	}
+	c, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       "workers",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 10000,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: queue %s: consumer: %w", cfg.Name, err)
+	}
+	return &Queue{js: s.js, stream: st, consumer: c}, nil
+}
+
+// Publish appends a message with the given id and headers, and returns once
+// it is stored. A message whose id was published within the dedup window is
+// stored once: duplicate says so.
+func (q *Queue) Publish(ctx context.Context, subject, id string, header map[string][]string, data []byte) (duplicate bool, err error) {
+	msg := &nats.Msg{Subject: subject, Header: nats.Header(header), Data: data}
+	ack, err := q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
+	if err != nil {
+		return false, fmt.Errorf("store: publish to %s: %w", subject, err)
+	}
+	return ack.Duplicate, nil
+}
+
+// Message is one delivery of a queued message.
+type Message struct {
+	Subject string
+	Header  map[string][]string
+	Data    []byte
+	// Delivered counts the deliveries of this message, this one included.
+	Delivered uint64
+	m         jetstream.Msg
+}
+
+// Ack removes the message from the queue.
+func (m *Message) Ack() error { return m.m.Ack() }
+
+// Retry delivers the message again after delay.
+func (m *Message) Retry(delay time.Duration) error { return m.m.NakWithDelay(delay) }
+
+// Extend resets the message's ack wait: its worker is still at it.
+func (m *Message) Extend() error { return m.m.InProgress() }
+
+// Consume calls handle with each message, one at a time, until ctx is done
+// or stop is called. handle must Ack, Retry or leave the message to be
+// delivered again.
+func (q *Queue) Consume(ctx context.Context, batch int, handle func(*Message)) (stop func(), err error) {
+	cc, err := q.consumer.Consume(func(msg jetstream.Msg) {
+		m := &Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(), m: msg}
+		if md, err := msg.Metadata(); err == nil {
+			m.Delivered = md.NumDelivered
+		}
+		handle(m)
+	}, jetstream.PullMaxMessages(batch))
+	if err != nil {
+		return nil, fmt.Errorf("store: consume: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		cc.Stop()
+	}()
+	return cc.Stop, nil
+}
+
+// StreamMsg is a message read back from a Stream.
+type StreamMsg struct {
+	Seq  uint64
+	Data []byte
+}
+
+// Delete removes the message with sequence seq from the stream.
+func (st *Stream) Delete(ctx context.Context, seq uint64) error {
+	s, err := st.js.Stream(ctx, st.name)
+	if err != nil {
+		return fmt.Errorf("store: stream %s: %w", st.name, err)
+	}
+	if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("store: delete from %s: %w", st.name, err)
+	}
+	return nil
+}
