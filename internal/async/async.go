@@ -102,6 +102,8 @@ type Job struct {
 	Request  runtime.Request `json:"request"`
 	Queued   time.Time       `json:"queued"`
 	Errors   []string        `json:"errors,omitempty"` // of a dead letter's attempts
+	// CallbackURL, if set, is posted the record once the invocation is done.
+	CallbackURL string `json:"callback_url,omitempty"`
 }
 
 // Invoker runs one invocation, as the pool does.
@@ -124,6 +126,7 @@ type Deps struct {
 
 // Service queues, runs and reports asynchronous invocations.
 type Service struct {
+	store     *store.Store
 	queue     *store.Queue
 	dead      *store.Stream
 	results   *store.KV
@@ -155,7 +158,7 @@ func New(ctx context.Context, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	return &Service{
-		queue: q, dead: dead, results: results, functions: deps.Functions, invoker: deps.Invoker,
+		store: deps.Store, queue: q, dead: dead, results: results, functions: deps.Functions, invoker: deps.Invoker,
 		log: deps.Logger, now: time.Now, slots: make(chan struct{}, Workers), busy: map[string]int{},
 	}, nil
 }

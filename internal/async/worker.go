@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"time"
@@ -99,6 +100,7 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		}
 		m.Ack()
 		log.Info("async invocation succeeded", "attempts", len(rec.Attempts), "status", resp.Status)
+		s.deliver(job, rec, v.Spec, log)
 		return
 	}
 	if failures := len(rec.Attempts); failures <= v.Spec.RetryCount() {
@@ -110,6 +112,9 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		return
 	}
 	s.bury(ctx, m, job, rec, last.Error, log)
+	if rec, err := s.Get(ctx, job.Tenant, job.ID); err == nil && rec.State == Dead {
+		s.deliver(job, rec, v.Spec, log)
+	}
 }
 
 // backoff is the delay before retry n (1, 2, ...): base doubled for each
@@ -121,10 +126,7 @@ func backoff(base time.Duration, n int) time.Duration {
 }
 
 // bury moves an invocation to the dead-letter stream.
-func (s *Service) bury(ctx context.Context, m *store.Message, job Job, rec Record, reason string, log interface {
-	Warn(string, ...any)
-	Error(string, ...any)
-}) {
+func (s *Service) bury(ctx context.Context, m *store.Message, job Job, rec Record, reason string, log *slog.Logger) {
 	job.Errors = nil
 	for _, a := range rec.Attempts {
 		job.Errors = append(job.Errors, a.Error)

@@ -223,8 +223,15 @@ func (g *Gateway) enqueue(w http.ResponseWriter, r *http.Request, req *runtime.R
 	if len(key) > 256 {
 		return httperror.BadRequest("Idempotency-Key is longer than 256 bytes")
 	}
+	callback := r.Header.Get("X-Callback-Url")
+	if callback != "" {
+		if err := async.CheckCallbackURL(callback); err != nil {
+			return httperror.BadRequest("%v", err)
+		}
+	}
 	rec, dup, err := g.Async.Enqueue(r.Context(), async.Job{
 		ID: req.InvocationID, Tenant: req.Tenant, Function: req.Function, Version: v.Number, Request: *req,
+		CallbackURL: callback,
 	}, key)
 	if err != nil {
 		return err

@@ -68,6 +68,49 @@ type Spec struct {
 	// doubled for each retry after it.
 	Retries    *int     `json:"retries,omitempty" yaml:"retries,omitempty"`
 	RetryDelay Duration `json:"retry_delay,omitempty" yaml:"retry_delay,omitempty"`
+	// Where the record of a finished asynchronous invocation goes.
+	OnSuccess *Destination `json:"on_success,omitempty" yaml:"on_success,omitempty"`
+	OnFailure *Destination `json:"on_failure,omitempty" yaml:"on_failure,omitempty"`
+}
+
+// Destination is another function of the same tenant, invoked
+// asynchronously with the record as its body, or a NATS subject, published
+// to as gust.events.<tenant>.<subject>.
+type Destination struct {
+	Function string `json:"function,omitempty" yaml:"function,omitempty"`
+	Subject  string `json:"subject,omitempty" yaml:"subject,omitempty"`
+}
+
+func (d *Destination) validate(field string) error {
+	if d == nil {
+		return nil
+	}
+	switch {
+	case (d.Function == "") == (d.Subject == ""):
+		return fmt.Errorf("%s names a function or a subject, one of the two", field)
+	case d.Function != "" && !ValidName(d.Function):
+		return fmt.Errorf("%s.function %q is not a function name", field, d.Function)
+	case d.Subject != "" && !validSubject(d.Subject):
+		return fmt.Errorf("%s.subject %q is invalid: use dot-separated tokens of letters, digits, - and _", field, d.Subject)
+	}
+	return nil
+}
+
+func validSubject(s string) bool {
+	if len(s) > 200 {
+		return false
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" {
+			return false
+		}
+		for i := 0; i < len(tok); i++ {
+			if c := tok[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Asynchronous invocation defaults and limits.
@@ -254,6 +297,12 @@ func (s Spec) clone() Spec {
 		n := *s.Retries
 		s.Retries = &n
 	}
+	for _, d := range []**Destination{&s.OnSuccess, &s.OnFailure} {
+		if *d != nil {
+			c := **d
+			*d = &c
+		}
+	}
 	return s
 }
 
@@ -371,6 +420,11 @@ func validateScaling(s Spec) []error {
 	}
 	if d := time.Duration(s.RetryDelay); d < MinRetryDelay || d > MaxRetryDelay {
 		errs = append(errs, fmt.Errorf("retry_delay %s is out of range %s to %s", d, MinRetryDelay, MaxRetryDelay))
+	}
+	for _, err := range []error{s.OnSuccess.validate("on_success"), s.OnFailure.validate("on_failure")} {
+		if err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errs
 }

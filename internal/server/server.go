@@ -230,6 +230,9 @@ func (s *Server) Addr() string { return s.listener.Addr().String() }
 // Registry returns the node's registry, for deploys made in-process.
 func (s *Server) Registry() *registry.Registry { return s.registry }
 
+// Store returns the node's store.
+func (s *Server) Store() *store.Store { return s.store }
+
 // Tenants returns the node's tenant service.
 func (s *Server) Tenants() *tenant.Service { return s.tenants }
 

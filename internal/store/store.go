@@ -130,6 +130,23 @@ func (s *Store) KV(ctx context.Context, bucket string) (*KV, error) {
 	return &KV{kv: kv}, nil
 }
 
+// Publish sends data on subject, to whoever listens (core NATS: not kept).
+func (s *Store) Publish(subject string, data []byte) error {
+	if err := s.nc.Publish(subject, data); err != nil {
+		return fmt.Errorf("store: publish to %s: %w", subject, err)
+	}
+	return nil
+}
+
+// Subscribe calls handle with each message on subject until unsubscribe.
+func (s *Store) Subscribe(subject string, handle func(data []byte)) (unsubscribe func(), err error) {
+	sub, err := s.nc.Subscribe(subject, func(m *nats.Msg) { handle(m.Data) })
+	if err != nil {
+		return nil, fmt.Errorf("store: subscribe to %s: %w", subject, err)
+	}
+	return func() { sub.Unsubscribe() }, nil
+}
+
 // KVWithTTL opens (creating it if needed) a key-value bucket whose entries
 // expire ttl after they were last written.
 func (s *Store) KVWithTTL(ctx context.Context, bucket string, ttl time.Duration) (*KV, error) {

@@ -1,0 +1,102 @@
+package async
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/gust-faas/gust/internal/registry"
+	"github.com/gust-faas/gust/internal/runtime"
+)
+
+// Callbacks are posted with this many attempts, the first retry after
+// callbackDelay, doubled each time.
+const (
+	callbackAttempts = 4
+	callbackDelay    = 250 * time.Millisecond
+	callbackTimeout  = 10 * time.Second
+)
+
+// EventsPrefix is where destinations that are subjects are published:
+// gust.events.<tenant>.<subject>. A tenant never reaches Gust's own subjects.
+const EventsPrefix = "gust.events."
+
+// CheckCallbackURL reports what is wrong with a callback URL.
+func CheckCallbackURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(raw) > 2048 {
+		return fmt.Errorf("X-Callback-Url %q is not an http:// or https:// URL", raw)
+	}
+	return nil
+}
+
+// deliver sends the record of a finished invocation where it should go: its
+// callback URL and its function's destination. What fails is logged; the
+// invocation's own state does not change.
+func (s *Service) deliver(job Job, rec Record, spec registry.Spec, log *slog.Logger) {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return
+	}
+	if job.CallbackURL != "" {
+		go s.callback(job.CallbackURL, data, log)
+	}
+	dest := spec.OnSuccess
+	if rec.State != Succeeded {
+		dest = spec.OnFailure
+	}
+	switch {
+	case dest == nil:
+	case dest.Subject != "":
+		if err := s.store.Publish(EventsPrefix+rec.Tenant+"."+dest.Subject, data); err != nil {
+			log.Warn("could not publish to the destination subject", "subject", dest.Subject, "err", err)
+		}
+	case dest.Function != "":
+		fn, ok := s.functions.Get(rec.Tenant, dest.Function)
+		if !ok {
+			log.Warn("the destination function does not exist", "destination", dest.Function)
+			return
+		}
+		_, _, err := s.Enqueue(context.Background(), Job{
+			ID: rec.ID + "-" + string(rec.State), Tenant: rec.Tenant, Function: dest.Function, Version: fn.Latest,
+			Request: runtime.Request{
+				Method: http.MethodPost, Path: "/", Body: data, Tenant: rec.Tenant, Function: dest.Function,
+				Header:       http.Header{"Content-Type": {"application/json"}, "X-Gust-Source-Invocation": {rec.ID}},
+				InvocationID: rec.ID + "-" + string(rec.State),
+			},
+		}, "destination:"+rec.ID+":"+string(rec.State))
+		if err != nil {
+			log.Warn("could not queue the destination function", "destination", dest.Function, "err", err)
+		}
+	}
+}
+
+// callback posts data to url, retrying with backoff, and logs if it never
+// gets through.
+func (s *Service) callback(u string, data []byte, log *slog.Logger) {
+	client := &http.Client{Timeout: callbackTimeout}
+	delay := callbackDelay
+	var last string
+	for attempt := 1; attempt <= callbackAttempts; attempt++ {
+		resp, err := client.Post(u, "application/json", bytes.NewReader(data))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode < 300 {
+				return
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		if attempt < callbackAttempts {
+			time.Sleep(delay)
+			delay *= 2
+		}
+	}
+	log.Warn("gave up posting the invocation's callback", "url", u, "attempts", callbackAttempts, "err", last)
+}
