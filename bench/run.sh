@@ -58,3 +58,6 @@ for c in 32 1; do
 done
 
 go run ./bench/coldstart -url "http://$GUST/fn/default/hello-cold" -warm-url "http://$GUST/fn/default/hello" -n 300
+
+echo
+go run ./bench/async -url "http://$GUST" -fn /fn/default/hello -n 5000 -c 32

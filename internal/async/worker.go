@@ -24,10 +24,13 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		return
 	}
 	log := s.log.With("invocation_id", job.ID, "tenant", job.Tenant, "function", job.Function)
-	rec, err := s.Get(ctx, job.Tenant, job.ID)
-	if err != nil {
-		// The record expired or was never written: keep a new one.
-		rec = Record{ID: job.ID, Tenant: job.Tenant, Function: job.Function, Version: job.Version, Attempts: []Attempt{}, Created: job.Queued}
+	// On its first delivery, the record is the one Enqueue wrote; later
+	// deliveries (retries, or after a worker died) read what happened.
+	rec := Record{ID: job.ID, Tenant: job.Tenant, Function: job.Function, Version: job.Version, State: Queued, Attempts: []Attempt{}, Created: job.Queued}
+	if m.Delivered > 1 {
+		if stored, err := s.Get(ctx, job.Tenant, job.ID); err == nil {
+			rec = stored
+		}
 	}
 	if rec.State == Succeeded || rec.State == Dead {
 		m.Ack() // a worker finished it and died before its ack

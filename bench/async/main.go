@@ -1,0 +1,132 @@
+// Command async measures asynchronous invocations of a function: how fast
+// Gust answers 202 (p50, p99) while n invocations are queued by c clients,
+// and how many invocations per second go from accepted to completed (from
+// the first 202 to the last record marked succeeded, as the server records
+// it). For comparison it runs the same n invocations synchronously.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+func main() {
+	url := flag.String("url", "", "server URL, e.g. http://127.0.0.1:18180")
+	fn := flag.String("fn", "/fn/default/hello", "path of the function")
+	n := flag.Int("n", 5000, "invocations")
+	c := flag.Int("c", 32, "concurrent clients")
+	flag.Parse()
+	key := os.Getenv("GUST_KEY")
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *c}}
+
+	ids := make([]string, *n)
+	lat := make([]time.Duration, *n)
+	start := time.Now()
+	run(*n, *c, func(i int) error {
+		req, _ := http.NewRequest("POST", *url+*fn, strings.NewReader("async"))
+		req.Header.Set("Prefer", "respond-async")
+		req.Header.Set("Authorization", "Bearer "+key)
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		var acc struct {
+			InvocationID string `json:"invocation_id"`
+		}
+		json.NewDecoder(resp.Body).Decode(&acc)
+		resp.Body.Close()
+		lat[i] = time.Since(t0)
+		if resp.StatusCode != http.StatusAccepted {
+			return fmt.Errorf("enqueue answered %s", resp.Status)
+		}
+		ids[i] = acc.InvocationID
+		return nil
+	})
+	accepted := time.Since(start)
+
+	var last time.Time
+	var mu sync.Mutex
+	run(*n, *c, func(i int) error {
+		for {
+			req, _ := http.NewRequest("GET", *url+"/v1/invocations/"+ids[i], nil)
+			req.Header.Set("Authorization", "Bearer "+key)
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			var rec struct {
+				State   string
+				Updated time.Time
+			}
+			json.NewDecoder(resp.Body).Decode(&rec)
+			resp.Body.Close()
+			switch rec.State {
+			case "succeeded":
+				mu.Lock()
+				if rec.Updated.After(last) {
+					last = rec.Updated
+				}
+				mu.Unlock()
+				return nil
+			case "dead":
+				return fmt.Errorf("invocation %s failed", ids[i])
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	completed := last.Sub(start)
+
+	syncStart := time.Now()
+	run(*n, *c, func(i int) error {
+		req, _ := http.NewRequest("POST", *url+*fn, strings.NewReader("sync"))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return nil
+	})
+	syncTook := time.Since(syncStart)
+
+	slices.Sort(lat)
+	fmt.Printf("async: %d invocations by %d clients\n", *n, *c)
+	fmt.Printf("  202 answered: p50 %.2fms  p99 %.2fms  (%.0f accepted/s)\n", ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), float64(*n)/accepted.Seconds())
+	fmt.Printf("  accepted to completed: %.0f invocations/s (%s for all)\n", float64(*n)/completed.Seconds(), completed.Round(time.Millisecond))
+	fmt.Printf("sync, same load: %.0f invocations/s\n", float64(*n)/syncTook.Seconds())
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// run calls do(i) for i in [0, n) on c goroutines and exits on an error.
+func run(n, c int, do func(i int) error) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := do(i); err != nil {
+					fmt.Fprintln(os.Stderr, "async:", err)
+					os.Exit(1)
+				}
+			}
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
