@@ -61,3 +61,4 @@ go run ./bench/coldstart -url "http://$GUST/fn/default/hello-cold" -warm-url "ht
 
 echo
 go run ./bench/async -url "http://$GUST" -fn /fn/default/hello -n 5000 -c 32
+go run ./bench/async -url "http://$GUST" -fn /fn/default/hello -n 10000 -c 64 -rate 5000

@@ -23,6 +23,7 @@ func main() {
 	fn := flag.String("fn", "/fn/default/hello", "path of the function")
 	n := flag.Int("n", 5000, "invocations")
 	c := flag.Int("c", 32, "concurrent clients")
+	rate := flag.Int("rate", 0, "offered invocations per second (0: as fast as the clients go)")
 	flag.Parse()
 	key := os.Getenv("GUST_KEY")
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *c}}
@@ -31,6 +32,10 @@ func main() {
 	lat := make([]time.Duration, *n)
 	start := time.Now()
 	run(*n, *c, func(i int) error {
+		if *rate > 0 {
+			// Invocation i is offered at start + i/rate.
+			time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(*rate))))
+		}
 		req, _ := http.NewRequest("POST", *url+*fn, strings.NewReader("async"))
 		req.Header.Set("Prefer", "respond-async")
 		req.Header.Set("Authorization", "Bearer "+key)
@@ -100,7 +105,7 @@ func main() {
 	syncTook := time.Since(syncStart)
 
 	slices.Sort(lat)
-	fmt.Printf("async: %d invocations by %d clients\n", *n, *c)
+	fmt.Printf("async: %d invocations by %d clients, offered at %s\n", *n, *c, map[bool]string{true: fmt.Sprint(*rate, "/s"), false: "full speed"}[*rate > 0])
 	fmt.Printf("  202 answered: p50 %.2fms  p99 %.2fms  (%.0f accepted/s)\n", ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), float64(*n)/accepted.Seconds())
 	fmt.Printf("  accepted to completed: %.0f invocations/s (%s for all)\n", float64(*n)/completed.Seconds(), completed.Round(time.Millisecond))
 	fmt.Printf("sync, same load: %.0f invocations/s\n", float64(*n)/syncTook.Seconds())

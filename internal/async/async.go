@@ -138,7 +138,7 @@ type Service struct {
 	slots   chan struct{} // Workers of them
 	running sync.WaitGroup
 	mu      sync.Mutex
-	busy    map[string]int // invocations running per tenant/function
+	shares  map[string]chan struct{} // per tenant/function: its async share
 }
 
 // New opens the queue, the dead-letter stream and the results bucket.
@@ -159,7 +159,7 @@ func New(ctx context.Context, deps Deps) (*Service, error) {
 	}
 	return &Service{
 		store: deps.Store, queue: q, dead: dead, results: results, functions: deps.Functions, invoker: deps.Invoker,
-		log: deps.Logger, now: time.Now, slots: make(chan struct{}, Workers), busy: map[string]int{},
+		log: deps.Logger, now: time.Now, slots: make(chan struct{}, Workers), shares: map[string]chan struct{}{},
 	}, nil
 }
 
@@ -185,14 +185,17 @@ func (s *Service) Enqueue(ctx context.Context, job Job, idempotencyKey string) (
 	now := s.now().UTC()
 	job.Queued = now
 	rec = Record{ID: job.ID, Tenant: job.Tenant, Function: job.Function, Version: job.Version, State: Queued, Attempts: []Attempt{}, Created: now, Updated: now}
-	if err := s.put(ctx, rec); err != nil {
-		return Record{}, false, err
-	}
 	data, err := json.Marshal(job)
 	if err != nil {
 		return Record{}, false, err
 	}
-	if _, err := s.queue.Publish(ctx, workPrefix+job.Tenant+"."+job.Function, job.ID, nil, data); err != nil {
+	// The record and the message are written at once; the caller hears
+	// 202 only when both are stored. A worker may get the message and
+	// record its progress first: the queued record is then not written.
+	recorded := make(chan error, 1)
+	go func() { recorded <- s.create(ctx, rec) }()
+	_, perr := s.queue.Publish(ctx, workPrefix+job.Tenant+"."+job.Function, job.ID, nil, data)
+	if err := errors.Join(perr, <-recorded); err != nil {
 		return Record{}, false, err
 	}
 	return rec, false, nil
@@ -218,6 +221,19 @@ func (s *Service) Get(ctx context.Context, tenant, id string) (Record, error) {
 		return Record{}, fmt.Errorf("invocation %q: %w", id, ErrNotFound)
 	}
 	return rec, nil
+}
+
+// create writes rec unless a record of its invocation exists already.
+func (s *Service) create(ctx context.Context, rec Record) error {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	_, err = s.results.Create(context.WithoutCancel(ctx), "inv."+rec.ID, data)
+	if errors.Is(err, store.ErrConflict) {
+		return nil
+	}
+	return err
 }
 
 func (s *Service) put(ctx context.Context, rec Record) error {

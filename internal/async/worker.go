@@ -42,24 +42,8 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		s.bury(ctx, m, job, rec, fmt.Sprintf("function %s version %d no longer exists", job.Function, job.Version), log)
 		return
 	}
-	// Async work gets at most half of a version's instances on this node,
-	// so that it cannot starve synchronous requests.
-	key := job.Tenant + "/" + job.Function
-	if !s.take(key, max(1, v.Spec.MaxInstances/2)) {
-		m.Retry(50 * time.Millisecond)
-		return
-	}
-	defer s.give(key)
-
-	if rec.State == Running {
-		// Its worker died mid-invocation; that attempt counts.
-		last := &rec.Attempts[len(rec.Attempts)-1]
-		last.Ended, last.Error = s.now().UTC(), "the worker running it stopped"
-	}
-	rec.State = Running
-	rec.Attempts = append(rec.Attempts, Attempt{Started: s.now().UTC()})
-	s.put(ctx, rec)
-
+	// Check in with the queue while this worker waits and runs, so that the
+	// message is not delivered to another worker meanwhile.
 	stop := make(chan struct{})
 	go func() {
 		t := time.NewTicker(extendEvery)
@@ -73,9 +57,28 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 			}
 		}
 	}()
+	defer close(stop)
+	// Async work gets at most half of a version's instances on this node,
+	// so that it cannot starve synchronous requests.
+	share := s.share(job.Tenant+"/"+job.Function, max(1, v.Spec.MaxInstances/2))
+	select {
+	case share <- struct{}{}:
+	case <-ctx.Done():
+		return // shutting down: the message will be delivered again
+	}
+	defer func() { <-share }()
+
+	if rec.State == Running {
+		// Its worker died mid-invocation; that attempt counts.
+		last := &rec.Attempts[len(rec.Attempts)-1]
+		last.Ended, last.Error = s.now().UTC(), "the worker running it stopped"
+	}
+	rec.State = Running
+	rec.Attempts = append(rec.Attempts, Attempt{Started: s.now().UTC()})
+	s.put(ctx, rec)
+
 	req := job.Request
 	resp, _, err := s.invoker.Invoke(context.WithoutCancel(ctx), pool.Target{Tenant: job.Tenant, Function: job.Function, Version: v}, &req, log)
-	close(stop)
 
 	last := &rec.Attempts[len(rec.Attempts)-1]
 	last.Ended = s.now().UTC()
@@ -161,20 +164,18 @@ func bounded(status int, header http.Header, body []byte) *Response {
 	return r
 }
 
-func (s *Service) take(key string, limit int) bool {
+// share returns the semaphore of a function's async share on this node.
+// A function whose max_instances changes keeps the share it had until the
+// node restarts.
+func (s *Service) share(key string, size int) chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.busy[key] >= limit {
-		return false
+	c, ok := s.shares[key]
+	if !ok {
+		c = make(chan struct{}, size)
+		s.shares[key] = c
 	}
-	s.busy[key]++
-	return true
-}
-
-func (s *Service) give(key string) {
-	s.mu.Lock()
-	s.busy[key]--
-	s.mu.Unlock()
+	return c
 }
 
 // DeadLetter is an invocation in the dead-letter stream.
