@@ -17,22 +17,7 @@ import (
 	"github.com/gust-faas/gust/internal/store"
 )
 
-// Key is an API key's record. The secret half of the token is stored only as
-// its SHA-256: it has 256 random bits, so a slow hash would add nothing.
-type Key struct {
-	ID     string `json:"id"`
-	Tenant string `json:"tenant"`
-	// TenantID is the ID of the tenant's incarnation the key was made in.
-	TenantID string     `json:"tenant_id"`
-	Role     Role       `json:"role"`
-	Name     string     `json:"name,omitempty"`
-	Hash     string     `json:"hash"`
-	Created  time.Time  `json:"created"`
-	Expires  *time.Time `json:"expires,omitempty"`
-	Revoked  *time.Time `json:"revoked,omitempty"`
-}
-
-// KeyInfo is what the API shows of a key: everything but its hash.
+// KeyInfo is what the API shows of a key.
 type KeyInfo struct {
 	ID      string     `json:"id"`
 	Tenant  string     `json:"tenant"`
@@ -43,10 +28,18 @@ type KeyInfo struct {
 	Revoked *time.Time `json:"revoked,omitempty"`
 }
 
-// Info returns k without its hash.
-func (k Key) Info() KeyInfo {
-	return KeyInfo{ID: k.ID, Tenant: k.Tenant, Role: k.Role, Name: k.Name, Created: k.Created, Expires: k.Expires, Revoked: k.Revoked}
+// Key is an API key's record: what the API shows, and what it never shows.
+// The secret half of the token is stored only as its SHA-256: it has 256
+// random bits, so a slow hash would add nothing.
+type Key struct {
+	KeyInfo
+	// TenantID is the ID of the tenant's incarnation the key was made in.
+	TenantID string `json:"tenant_id"`
+	Hash     string `json:"hash"`
 }
+
+// Info returns k without its hash.
+func (k Key) Info() KeyInfo { return k.KeyInfo }
 
 // Principal is who a request acts as.
 type Principal struct {
@@ -162,7 +155,7 @@ func (s *Service) CreateKey(ctx context.Context, nk NewKey) (KeyInfo, string, er
 	}
 	id, secret := randomToken(idLen), randomToken(secretLen)
 	now := s.now().UTC()
-	k := Key{ID: id, Tenant: nk.Tenant, TenantID: t.ID, Role: nk.Role, Name: nk.Name, Hash: hashSecret(id, secret), Created: now}
+	k := Key{KeyInfo: KeyInfo{ID: id, Tenant: nk.Tenant, Role: nk.Role, Name: nk.Name, Created: now}, TenantID: t.ID, Hash: hashSecret(id, secret)}
 	if nk.TTL > 0 {
 		exp := now.Add(nk.TTL)
 		k.Expires = &exp

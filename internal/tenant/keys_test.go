@@ -652,7 +652,7 @@ func TestKeyDoesNotOutliveItsTenant(t *testing.T) {
 	// The other node's CreateKey, which saw acme in its view, writes now.
 	const id = "orphanorphanorph"
 	secret := wellFormedSecret
-	rev, err := createJSON(ctx, s.keysKV, id, Key{ID: id, Tenant: "acme", Role: Owner, Hash: hashSecret(id, secret), Created: clock.Now().UTC()})
+	rev, err := createJSON(ctx, s.keysKV, id, Key{KeyInfo: KeyInfo{ID: id, Tenant: "acme", Role: Owner, Created: clock.Now().UTC()}, Hash: hashSecret(id, secret)})
 	if err != nil {
 		t.Fatal(err)
 	}
