@@ -18,6 +18,8 @@ trap cleanup EXIT
 echo "building..."
 go build -o "$work/gust" ./cmd/gust
 go build -o "$work/bare" ./bench/bare
+go build -o "$work/coldstart" ./bench/coldstart
+go build -o "$work/async" ./bench/async
 BARE=127.0.0.1:18181
 GUST=127.0.0.1:18180
 "$work/bare" -addr "$BARE" & pids+=($!)
@@ -57,8 +59,8 @@ for c in 32 1; do
 		'BEGIN { printf "ratio at c=%s: throughput %.2fx of bare, p50 %.2fx of bare\n\n", c, g/b, g50/b50 }'
 done
 
-go run ./bench/coldstart -url "http://$GUST/fn/default/hello-cold" -warm-url "http://$GUST/fn/default/hello" -n 300
+"$work/coldstart" -url "http://$GUST/fn/default/hello-cold" -warm-url "http://$GUST/fn/default/hello" -n 300
 
 echo
-go run ./bench/async -url "http://$GUST" -fn /fn/default/hello -n 5000 -c 32
-go run ./bench/async -url "http://$GUST" -fn /fn/default/hello -n 10000 -c 64 -rate 5000
+"$work/async" -url "http://$GUST" -fn /fn/default/hello -n 5000 -c 32
+"$work/async" -url "http://$GUST" -fn /fn/default/hello -n 10000 -c 64 -rate 5000
