@@ -18,7 +18,7 @@ import (
 
 type fixedFunctions map[string]registry.Function
 
-func (f fixedFunctions) Get(tenant, name string) (registry.Function, bool) {
+func (f fixedFunctions) Lookup(tenant, name string) (registry.Function, bool) {
 	fn, ok := f[tenant+"/"+name]
 	return fn, ok
 }

@@ -31,9 +31,10 @@ type Invoker interface {
 	Invoke(ctx context.Context, t pool.Target, req *runtime.Request, log *slog.Logger) (*runtime.Response, pool.Outcome, error)
 }
 
-// Functions finds functions; the registry's in-memory view.
+// Functions finds functions in the registry's in-memory view. What Lookup
+// returns is shared with the view and must not be modified.
 type Functions interface {
-	Get(tenant, name string) (registry.Function, bool)
+	Lookup(tenant, name string) (registry.Function, bool)
 }
 
 // Authenticator tells who a bearer token stands for.
@@ -104,7 +105,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *
 	if err != nil {
 		return err
 	}
-	fn, found := g.Functions.Get(tenantName, name)
+	fn, found := g.Functions.Lookup(tenantName, name)
 	a, hasAlias := fn.Aliases[alias]
 	if hasAlias {
 		version = a.Pick()
@@ -269,6 +270,17 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	tooLarge := httperror.New(http.StatusRequestEntityTooLarge, "payload_too_large", "request body is larger than this function's limit of %d bytes", limit)
 	if r.ContentLength > limit {
 		return nil, tooLarge
+	}
+	if r.ContentLength == 0 {
+		return nil, nil
+	}
+	if r.ContentLength > 0 {
+		// The length is known: one allocation of the right size.
+		body := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, httperror.BadRequest("reading the request body: %v", err)
+		}
+		return body, nil
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var maxErr *http.MaxBytesError

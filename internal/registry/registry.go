@@ -170,6 +170,16 @@ func (f *Function) Routed() []Version {
 	return out
 }
 
+// Lookup returns a function from the view without copying it, for the
+// request path: the caller must not modify it (or its versions, specs and
+// aliases). Get returns a copy that may be modified.
+func (r *Registry) Lookup(tenant, name string) (Function, bool) {
+	if !ValidName(tenant) || !ValidName(name) {
+		return Function{}, false
+	}
+	return r.view.Get(key(tenant, name))
+}
+
 // clone returns f with nothing shared with the view.
 func (f Function) clone() Function {
 	f.Aliases = maps.Clone(f.Aliases)
