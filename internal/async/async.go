@@ -135,10 +135,11 @@ type Service struct {
 	log       *slog.Logger
 	now       func() time.Time
 
-	slots   chan struct{} // Workers of them
-	running sync.WaitGroup
-	mu      sync.Mutex
-	shares  map[string]chan struct{} // per tenant/function: its async share
+	slots     chan struct{} // Workers of them
+	callbacks chan struct{} // maxCallbacks of them
+	running   sync.WaitGroup
+	mu        sync.Mutex
+	shares    map[string]chan struct{} // per tenant/function: its async share
 }
 
 // New opens the queue, the dead-letter stream and the results bucket.
@@ -159,7 +160,7 @@ func New(ctx context.Context, deps Deps) (*Service, error) {
 	}
 	return &Service{
 		store: deps.Store, queue: q, dead: dead, results: results, functions: deps.Functions, invoker: deps.Invoker,
-		log: deps.Logger, now: time.Now, slots: make(chan struct{}, Workers), shares: map[string]chan struct{}{},
+		log: deps.Logger, now: time.Now, slots: make(chan struct{}, Workers), callbacks: make(chan struct{}, maxCallbacks), shares: map[string]chan struct{}{},
 	}, nil
 }
 

@@ -17,6 +17,9 @@ import (
 // Callbacks are posted with this many attempts, the first retry after
 // callbackDelay, doubled each time.
 const (
+	// maxCallbacks bounds the callbacks being posted at once on a node; a
+	// worker with a callback to post waits for room.
+	maxCallbacks     = 256
 	callbackAttempts = 4
 	callbackDelay    = 250 * time.Millisecond
 	callbackTimeout  = 10 * time.Second
@@ -44,7 +47,11 @@ func (s *Service) deliver(job Job, rec Record, spec registry.Spec, log *slog.Log
 		return
 	}
 	if job.CallbackURL != "" {
-		go s.callback(job.CallbackURL, data, log)
+		s.callbacks <- struct{}{}
+		go func() {
+			defer func() { <-s.callbacks }()
+			s.callback(job.CallbackURL, data, log)
+		}()
 	}
 	dest := spec.OnSuccess
 	if rec.State != Succeeded {

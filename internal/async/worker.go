@@ -20,7 +20,7 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 	var job Job
 	if err := json.Unmarshal(m.Data, &job); err != nil {
 		s.log.Error("dropping an unreadable queued invocation", "err", err)
-		m.Ack()
+		logQueueError(s.log, m.Ack())
 		return
 	}
 	log := s.log.With("invocation_id", job.ID, "tenant", job.Tenant, "function", job.Function)
@@ -33,7 +33,7 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		}
 	}
 	if rec.State == Succeeded || rec.State == Dead {
-		m.Ack() // a worker finished it and died before its ack
+		logQueueError(log, m.Ack()) // a worker finished it and died before its ack
 		return
 	}
 	fn, ok := s.functions.Get(job.Tenant, job.Function)
@@ -53,7 +53,7 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 			case <-stop:
 				return
 			case <-t.C:
-				m.Extend()
+				logQueueError(log, m.Extend())
 			}
 		}
 	}()
@@ -75,7 +75,7 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 	}
 	rec.State = Running
 	rec.Attempts = append(rec.Attempts, Attempt{Started: s.now().UTC()})
-	s.put(ctx, rec)
+	s.record(ctx, rec, log)
 
 	req := job.Request
 	resp, _, err := s.invoker.Invoke(context.WithoutCancel(ctx), pool.Target{Tenant: job.Tenant, Function: job.Function, Version: v}, &req, log)
@@ -90,8 +90,8 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 			// Not the function's fault: try again soon, without counting it.
 			rec.Attempts = rec.Attempts[:len(rec.Attempts)-1]
 			rec.State = Queued
-			s.put(ctx, rec)
-			m.Retry(time.Second)
+			s.record(ctx, rec, log)
+			logQueueError(log, m.Retry(time.Second))
 			return
 		}
 	case resp.Status >= 500:
@@ -101,25 +101,39 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		last.Status = resp.Status
 		rec.State = Succeeded
 		rec.Response = bounded(resp.Status, resp.Header, resp.Body)
-		if err := s.put(ctx, rec); err != nil {
-			log.Error("async invocation succeeded, but its result was not recorded", "err", err)
-		}
-		m.Ack()
+		s.record(ctx, rec, log)
+		logQueueError(log, m.Ack())
 		log.Info("async invocation succeeded", "attempts", len(rec.Attempts), "status", resp.Status)
 		s.deliver(job, rec, v.Spec, log)
 		return
 	}
 	if failures := len(rec.Attempts); failures <= v.Spec.RetryCount() {
 		rec.State = Failed
-		s.put(ctx, rec)
+		s.record(ctx, rec, log)
 		delay := backoff(time.Duration(v.Spec.RetryDelay), failures)
 		log.Info("async invocation failed; retrying", "attempt", failures, "retry_in", delay, "err", last.Error)
-		m.Retry(delay)
+		logQueueError(log, m.Retry(delay))
 		return
 	}
 	s.bury(ctx, m, job, rec, last.Error, log)
 	if rec, err := s.Get(ctx, job.Tenant, job.ID); err == nil && rec.State == Dead {
 		s.deliver(job, rec, v.Spec, log)
+	}
+}
+
+// record writes rec, logging a failure: the invocation goes on, and its
+// record catches up at its next write.
+func (s *Service) record(ctx context.Context, rec Record, log *slog.Logger) {
+	if err := s.put(ctx, rec); err != nil {
+		log.Error("could not record the invocation's state", "state", rec.State, "err", err)
+	}
+}
+
+// logQueueError logs a failed ack, retry or extend. The queue then delivers
+// the message again, which the worker handles by its recorded state.
+func logQueueError(log *slog.Logger, err error) {
+	if err != nil {
+		log.Warn("work queue call failed; the invocation may be delivered again", "err", err)
 	}
 }
 
@@ -146,12 +160,12 @@ func (s *Service) bury(ctx context.Context, m *store.Message, job Job, rec Recor
 	}
 	if err != nil {
 		log.Error("could not move a failed async invocation to the dead-letter stream; it will be tried again", "err", err)
-		m.Retry(time.Minute)
+		logQueueError(log, m.Retry(time.Minute))
 		return
 	}
 	rec.State = Dead
-	s.put(ctx, rec)
-	m.Ack()
+	s.record(ctx, rec, log)
+	logQueueError(log, m.Ack())
 	log.Warn("async invocation failed every attempt; moved to the dead-letter stream", "attempts", len(rec.Attempts), "err", reason)
 }
 

@@ -289,7 +289,7 @@ func jsonError(err error) string {
 	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
-// clone returns s with its own Env map.
+// clone returns s with nothing shared with the original.
 func (s Spec) clone() Spec {
 	s.Env = maps.Clone(s.Env)
 	s.Secrets = slices.Clone(s.Secrets)
@@ -384,7 +384,7 @@ func validateEnv(env map[string]string) []error {
 		switch {
 		case !envKeyRE.MatchString(k):
 			errs = append(errs, fmt.Errorf("env name %q is invalid: use letters, digits and underscores, not starting with a digit", k))
-		case strings.HasPrefix(strings.ToUpper(k), "GUST_") || strings.HasPrefix(k, "HTTP_") || reservedEnv[k]:
+		case reservedName(k):
 			errs = append(errs, fmt.Errorf("env name %q is reserved for Gust", k))
 		case strings.ContainsRune(v, 0):
 			errs = append(errs, fmt.Errorf("env %s contains a NUL byte", k))
@@ -439,7 +439,7 @@ func validateSecrets(names []string, env map[string]string) []error {
 		switch {
 		case !envKeyRE.MatchString(n) || len(n) > 128:
 			errs = append(errs, fmt.Errorf("secret name %q is invalid: use letters, digits and underscores, not starting with a digit", n))
-		case strings.HasPrefix(strings.ToUpper(n), "GUST_") || strings.HasPrefix(n, "HTTP_") || reservedEnv[n]:
+		case reservedName(n):
 			errs = append(errs, fmt.Errorf("secret name %q is reserved for Gust", n))
 		case seen[n]:
 			errs = append(errs, fmt.Errorf("secret %q is listed twice", n))
@@ -461,6 +461,12 @@ var specFields = func() map[string]bool {
 	}
 	return out
 }()
+
+// reservedName reports whether an environment variable's name is Gust's:
+// GUST_*, HTTP_* or a CGI variable.
+func reservedName(k string) bool {
+	return strings.HasPrefix(strings.ToUpper(k), "GUST_") || strings.HasPrefix(k, "HTTP_") || reservedEnv[k]
+}
 
 // reservedEnv are the CGI variables Gust sets for every request.
 var reservedEnv = map[string]bool{
