@@ -11,6 +11,7 @@ import (
 
 	"github.com/gust-faas/gust/internal/pool"
 	"github.com/gust-faas/gust/internal/registry"
+	"github.com/gust-faas/gust/internal/runtime"
 	"github.com/gust-faas/gust/internal/runtime/wasm"
 	"github.com/gust-faas/gust/internal/runtime/wasm/wasmtest"
 	"github.com/gust-faas/gust/internal/tenant"
@@ -51,7 +52,7 @@ func BenchmarkGatewayWarm(b *testing.B) {
 	spec := registry.Spec{Name: "hello", Auth: registry.AuthNone, Timeout: registry.Duration(5 * time.Second)}.WithDefaults()
 	v := registry.Version{Number: 1, Digest: registry.Digest(hello), Spec: spec}
 	fns := fixedFunctions{"default/hello": {Tenant: "default", Name: "hello", Latest: 1, Versions: []registry.Version{v}}}
-	p := pool.New(pool.Deps{Runtime: rt, Artifacts: oneArtifact(hello)})
+	p := pool.New(pool.Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: rt}, Artifacts: oneArtifact(hello)})
 	defer p.Close()
 	p.Sync([]pool.Target{{Tenant: "default", Function: "hello", Version: v}})
 	g := New(Deps{Functions: fns, Invoker: p, Auth: noAuth{}, Tenants: noTenants{}, Limiter: tenant.NewLimiter(nil), Logger: slog.New(slog.DiscardHandler)})

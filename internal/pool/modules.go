@@ -5,13 +5,14 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/gust-faas/gust/internal/runtime/wasm"
+	"github.com/gust-faas/gust/internal/runtime"
 )
 
-// module is one compiled artifact, shared by every version that runs it.
+// module is one prepared artifact, shared by every version that runs it.
 type module struct {
-	ready    chan struct{} // closed once mod or err is set
-	mod      *wasm.Module
+	ready    chan struct{} // closed once prep or err is set
+	kind     string        // the runtime that prepared it
+	prep     runtime.Prepared
 	err      error
 	inflight int
 	dropped  bool // no longer in the map; close when inflight reaches 0
@@ -21,20 +22,20 @@ func (p *Pool) fetch(digest string) func(context.Context) ([]byte, error) {
 	return func(ctx context.Context) ([]byte, error) { return p.artifacts.Get(ctx, digest) }
 }
 
-// acquire returns the compiled module for digest, compiling what load
-// returns if no other call has; one compile runs per digest at a time. The
-// caller must release it.
-func (p *Pool) acquire(ctx context.Context, digest string, load func(context.Context) ([]byte, error)) (*module, error) {
+// acquire returns the prepared module for digest, preparing what load
+// returns in the sandbox of kind if no other call has; one preparation runs
+// per digest at a time. The caller must release it.
+func (p *Pool) acquire(ctx context.Context, kind, digest string, load func(context.Context) ([]byte, error)) (*module, error) {
 	p.mu.Lock()
 	m, ok := p.modules[digest]
 	if !ok {
-		m = &module{ready: make(chan struct{})}
+		m = &module{ready: make(chan struct{}), kind: kind}
 		p.modules[digest] = m
 	}
 	m.inflight++
 	p.mu.Unlock()
 	if !ok {
-		m.mod, m.err = p.compile(ctx, digest, load)
+		m.prep, m.err = p.prepare(ctx, kind, digest, load)
 		if m.err != nil {
 			p.mu.Lock()
 			if p.modules[digest] == m {
@@ -50,6 +51,9 @@ func (p *Pool) acquire(ctx context.Context, digest string, load func(context.Con
 		p.release(digest, m)
 		return nil, ctx.Err()
 	}
+	if m.err == nil && m.kind != kind {
+		m.err = runtime.Errorf(runtime.BadArtifact, "this artifact is prepared for runtime %s, not %s", m.kind, kind)
+	}
 	if m.err != nil {
 		p.release(digest, m)
 		return nil, m.err
@@ -57,18 +61,33 @@ func (p *Pool) acquire(ctx context.Context, digest string, load func(context.Con
 	return m, nil
 }
 
-func (p *Pool) compile(ctx context.Context, digest string, load func(context.Context) ([]byte, error)) (*wasm.Module, error) {
+func (p *Pool) prepare(ctx context.Context, kind, digest string, load func(context.Context) ([]byte, error)) (runtime.Prepared, error) {
+	sb, err := p.sandbox(kind)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	artifact, err := load(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("pool: fetch artifact %s: %w", digest, err)
 	}
-	mod, err := p.rt.Compile(ctx, artifact)
+	prep, err := sb.Prepare(ctx, digest, artifact)
 	if err != nil {
 		return nil, err
 	}
-	p.log.Debug("module compiled", "digest", digest, "took", time.Since(start))
-	return mod, nil
+	p.log.Debug("artifact prepared", "runtime", kind, "digest", digest, "took", time.Since(start))
+	return prep, nil
+}
+
+// sandbox returns the sandbox of kind, or why this node has none.
+func (p *Pool) sandbox(kind string) (runtime.Sandbox, error) {
+	if sb := p.sandboxes[kind]; sb != nil {
+		return sb, nil
+	}
+	if why := p.unavailable[kind]; why != "" {
+		return nil, runtime.Errorf(runtime.BadArtifact, "runtime %s is not available on this node: %s", kind, why)
+	}
+	return nil, runtime.Errorf(runtime.BadArtifact, "runtime %q is unknown", kind)
 }
 
 func (p *Pool) release(digest string, m *module) {
@@ -83,7 +102,7 @@ func (p *Pool) release(digest string, m *module) {
 
 func closeModule(m *module) {
 	<-m.ready
-	if m.mod != nil {
-		m.mod.Close(context.Background())
+	if m.prep != nil {
+		m.prep.Close(context.Background())
 	}
 }

@@ -20,14 +20,10 @@ import (
 
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/runtime"
-	"github.com/gust-faas/gust/internal/runtime/wasm"
 )
 
 // MaxResponseBytes bounds a function's response body, as Lambda's 6 MB does.
 const MaxResponseBytes = 6 << 20
-
-// maxStderrLines bounds how many stderr lines one invocation may log.
-const maxStderrLines = 200
 
 // scaleEvery is how often the scaling loop looks at every version.
 const scaleEvery = time.Second
@@ -44,7 +40,11 @@ type Secrets interface {
 
 // Deps are what a Pool needs.
 type Deps struct {
-	Runtime   *wasm.Runtime
+	// Sandboxes run the functions, by the spec's runtime name.
+	Sandboxes map[string]runtime.Sandbox
+	// Unavailable says, by runtime name, why this node cannot run a
+	// runtime it knows of.
+	Unavailable map[string]string
 	Artifacts Artifacts
 	// Secrets may be nil if no function uses secrets.
 	Secrets Secrets
@@ -65,8 +65,9 @@ func (t Target) key() string {
 // Pool holds the instances of every version on this node. It is safe for
 // concurrent use.
 type Pool struct {
-	rt        *wasm.Runtime
-	artifacts Artifacts
+	sandboxes   map[string]runtime.Sandbox
+	unavailable map[string]string
+	artifacts   Artifacts
 	secrets   Secrets
 	log       *slog.Logger
 	now       func() time.Time
@@ -90,7 +91,7 @@ func New(deps Deps) *Pool {
 	}
 	background, cancel := context.WithCancel(context.Background())
 	return &Pool{
-		rt: deps.Runtime, artifacts: deps.Artifacts, secrets: deps.Secrets, log: log, now: time.Now,
+		sandboxes: deps.Sandboxes, unavailable: deps.Unavailable, artifacts: deps.Artifacts, secrets: deps.Secrets, log: log, now: time.Now,
 		modules: map[string]*module{}, versions: map[string]*versionPool{},
 		background: background, cancel: cancel,
 	}
@@ -147,7 +148,7 @@ func (p *Pool) Invoke(ctx context.Context, t Target, req *runtime.Request, log *
 	if err != nil {
 		return nil, out, err
 	}
-	resp, err := inst.invoke(ctx, vp, req, log)
+	resp, err := inst.sandbox.Invoke(ctx, req, log)
 	// Any failure throws the instance away: a guest that wrote a bad
 	// response may be in a bad state too.
 	vp.release(inst, err != nil)
@@ -191,7 +192,7 @@ func (p *Pool) version(ctx context.Context, t Target) (*versionPool, error) {
 	if vp != nil {
 		return vp, nil
 	}
-	m, err := p.acquire(ctx, t.Version.Digest, p.fetch(t.Version.Digest))
+	m, err := p.acquire(ctx, t.Version.Spec.Runtime, t.Version.Digest, p.fetch(t.Version.Digest))
 	if err != nil {
 		return nil, err
 	}
@@ -367,19 +368,33 @@ func (p *Pool) Close() {
 	p.Retain(nil)
 }
 
-// Check compiles artifact and checks it fits spec's limits; the compiled
+// Check prepares artifact and checks it can run under spec; the prepared
 // module is kept for the version's invocations. It implements
 // registry.Checker.
 func (p *Pool) Check(ctx context.Context, spec registry.Spec, digest string, artifact []byte) error {
-	m, err := p.acquire(ctx, digest, func(context.Context) ([]byte, error) { return artifact, nil })
+	m, err := p.acquire(ctx, spec.Runtime, digest, func(context.Context) ([]byte, error) { return artifact, nil })
 	if err != nil {
 		return err
 	}
 	defer p.release(digest, m)
-	return m.mod.CheckMemory(memoryBytes(spec))
+	return m.prep.Check(config(spec, nil, nil))
 }
 
-func memoryBytes(s registry.Spec) uint64 { return uint64(s.MemoryMB) << 20 }
+// config is what the instances of a version with spec share.
+func config(spec registry.Spec, env []string, stderr *runtime.StderrLog) runtime.Config {
+	return runtime.Config{
+		Env:    env,
+		Limits: runtime.Limits{MemoryBytes: uint64(spec.MemoryMB) << 20, MaxOutputBytes: MaxResponseBytes},
+		Stderr: stderr,
+		Process: runtime.Process{
+			Command:     spec.Command,
+			Protocol:    spec.Protocol,
+			Network:     spec.Network == registry.NetworkHost,
+			ContentType: spec.ContentType,
+			InitTimeout: time.Duration(spec.InitTimeout),
+		},
+	}
+}
 
 // env is the spec's environment, the function's secrets and Gust's own
 // variables.

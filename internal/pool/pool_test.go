@@ -95,7 +95,7 @@ func newPool(t testing.TB, secrets ...Secrets) *Pool {
 	if err != nil {
 		t.Fatalf("wasm.New: %v", err)
 	}
-	deps := Deps{Runtime: rt, Artifacts: artifacts{
+	deps := Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: rt}, Artifacts: artifacts{
 		registry.Digest(reactorWasm): reactorWasm,
 		registry.Digest(guestWasm):   guestWasm,
 	}}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gust-faas/gust/internal/registry"
+	"github.com/gust-faas/gust/internal/runtime"
 	"github.com/gust-faas/gust/internal/runtime/wasm"
 )
 
@@ -338,7 +339,7 @@ func TestScalingLoop(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer rt.Close(ctx)
-				p := New(Deps{Runtime: rt, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}})
+				p := New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: rt}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}})
 				defer p.Close()
 				tg := target("loop", reactorWasm, func(s *registry.Spec) {
 					s.MinInstances = tt.min

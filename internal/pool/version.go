@@ -3,13 +3,11 @@ package pool
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/gust-faas/gust/internal/runtime"
-	"github.com/gust-faas/gust/internal/runtime/wasm"
 )
 
 // versionPool holds the instances of one function version.
@@ -29,15 +27,12 @@ type versionPool struct {
 	released  bool // the module reference is given back
 }
 
-// instance is one sandbox instance of a version: a warm reactor instance,
-// or for a command module a slot that runs a fresh instance per request.
+// instance is one sandbox instance of a version.
 type instance struct {
-	warm      *wasm.Instance // nil for a command module
-	stderr    *runtime.StderrLog
+	sandbox   runtime.Instance
 	served    int
 	lastUsed  time.Time
 	secretsFP string
-	env       []string
 }
 
 // grant hands a waiting request an instance, or the right to start one.
@@ -224,33 +219,12 @@ func (vp *versionPool) startForRequest(ctx context.Context, secrets map[string]s
 
 // start makes a new instance.
 func (vp *versionPool) start(ctx context.Context, secrets map[string]string, fp string) (*instance, error) {
-	in := &instance{
-		stderr:    runtime.NewStderrLog(vp.p.log, maxStderrLines),
-		secretsFP: fp,
-		env:       env(vp.target, secrets),
-	}
-	if vp.mod.mod.Kind() == wasm.Command {
-		return in, nil
-	}
-	warm, err := vp.mod.mod.Start(ctx, wasm.InstanceConfig{Env: in.env, Limits: vp.limits(), Stderr: in.stderr})
+	cfg := config(vp.target.Version.Spec, env(vp.target, secrets), runtime.NewStderrLog(vp.p.log, runtime.MaxLogLines))
+	sb, err := vp.mod.prep.Start(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	in.warm = warm
-	return in, nil
-}
-
-func (vp *versionPool) limits() runtime.Limits {
-	return runtime.Limits{MemoryBytes: memoryBytes(vp.target.Version.Spec), MaxOutputBytes: MaxResponseBytes}
-}
-
-// invoke runs one request on in.
-func (in *instance) invoke(ctx context.Context, vp *versionPool, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
-	if in.warm != nil {
-		return in.warm.Invoke(ctx, req, log)
-	}
-	env := append(slices.Clip(in.env), "GUST_INVOCATION_ID="+req.InvocationID)
-	return vp.mod.mod.Invoke(ctx, req, wasm.Invocation{Env: env, Limits: vp.limits(), Stderr: runtime.NewStderrLog(log, maxStderrLines)})
+	return &instance{sandbox: sb, secretsFP: fp}, nil
 }
 
 // release returns in after a request. A faulted instance, one that served
@@ -269,7 +243,7 @@ func (vp *versionPool) put(in *instance, faulted, served bool) {
 		in.served++
 	}
 	in.lastUsed = vp.p.now()
-	discard := faulted || in.warm == nil || vp.closed || in.secretsFP != vp.secretsFP ||
+	discard := faulted || !in.sandbox.Reusable() || vp.closed || in.secretsFP != vp.secretsFP ||
 		(vp.policy.MaxRequests > 0 && in.served >= vp.policy.MaxRequests)
 	if !discard && len(vp.waiters) > 0 {
 		ch := vp.waiters[0]
@@ -318,11 +292,7 @@ func (vp *versionPool) wakeOne() {
 	ch <- grant{start: true}
 }
 
-func (in *instance) close() {
-	if in.warm != nil {
-		in.warm.Close(context.Background())
-	}
-}
+func (in *instance) close() { in.sandbox.Close(context.Background()) }
 
 // close stops the idle instances and releases the module; busy instances
 // are closed when they are released.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"mime"
 	"reflect"
 	"regexp"
 	"slices"
@@ -32,8 +33,28 @@ const (
 	maxSpecBytes        = 256 << 10
 )
 
-// RuntimeWasm is the WebAssembly runtime, the default.
-const RuntimeWasm = "wasm"
+// Runtimes: a function runs as a WebAssembly module (the default), or as a
+// program in a Linux container.
+const (
+	RuntimeWasm    = "wasm"
+	RuntimeProcess = "process"
+)
+
+// Protocols of a process function, and its network modes.
+const (
+	ProtocolHTTP  = "http"
+	ProtocolStdio = "stdio"
+	NetworkNone   = "none"
+	NetworkHost   = "host"
+)
+
+// Limits and defaults of a process function.
+const (
+	DefaultInitTimeout = 10 * time.Second
+	MaxInitTimeout     = 5 * time.Minute
+	maxCommandArgs     = 64
+	maxCommandArgBytes = 4096
+)
 
 var envKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
@@ -51,6 +72,17 @@ type Spec struct {
 	// Secrets names the tenant's secrets the function gets as environment
 	// variables.
 	Secrets []string `json:"secrets,omitempty" yaml:"secrets,omitempty"`
+
+	// A process function: the Command to run in its bundle's folder, the
+	// Protocol it speaks ("http", the default, or "stdio"), its Network
+	// ("none", the default: its own loopback only; or "host"), for stdio
+	// the ContentType of raw output (unset: the output is a CGI response),
+	// and for http how long it may take to listen (InitTimeout).
+	Command     []string `json:"command,omitempty" yaml:"command,omitempty"`
+	Protocol    string   `json:"protocol,omitempty" yaml:"protocol,omitempty"`
+	Network     string   `json:"network,omitempty" yaml:"network,omitempty"`
+	ContentType string   `json:"content_type,omitempty" yaml:"content_type,omitempty"`
+	InitTimeout Duration `json:"init_timeout,omitempty" yaml:"init_timeout,omitempty"`
 
 	// Scaling, per node. MaxInstances bounds the instances of a version;
 	// MinInstances are kept warm even when idle; an instance idle for
@@ -293,6 +325,7 @@ func jsonError(err error) string {
 func (s Spec) clone() Spec {
 	s.Env = maps.Clone(s.Env)
 	s.Secrets = slices.Clone(s.Secrets)
+	s.Command = slices.Clone(s.Command)
 	if s.Retries != nil {
 		n := *s.Retries
 		s.Retries = &n
@@ -335,6 +368,17 @@ func (s Spec) WithDefaults() Spec {
 	if s.RetryDelay == 0 {
 		s.RetryDelay = Duration(DefaultRetryDelay)
 	}
+	if s.Runtime == RuntimeProcess {
+		if s.Protocol == "" {
+			s.Protocol = ProtocolHTTP
+		}
+		if s.Network == "" {
+			s.Network = NetworkNone
+		}
+		if s.InitTimeout == 0 {
+			s.InitTimeout = Duration(DefaultInitTimeout)
+		}
+	}
 	return s
 }
 
@@ -346,8 +390,13 @@ func (s Spec) Validate() error {
 	if !ValidName(s.Name) {
 		errs = append(errs, fmt.Errorf("name %q is invalid: use 1 to 63 lowercase letters, digits and dashes, starting with a letter", s.Name))
 	}
-	if s.Runtime != RuntimeWasm {
-		errs = append(errs, fmt.Errorf("runtime %q is not supported: use %q", s.Runtime, RuntimeWasm))
+	switch s.Runtime {
+	case RuntimeWasm:
+		errs = append(errs, processOnly(s)...)
+	case RuntimeProcess:
+		errs = append(errs, validateProcess(s)...)
+	default:
+		errs = append(errs, fmt.Errorf("runtime %q is not supported: use %q or %q", s.Runtime, RuntimeWasm, RuntimeProcess))
 	}
 	if s.MemoryMB < MinMemoryMB || s.MemoryMB > MaxMemoryMB {
 		errs = append(errs, fmt.Errorf("memory_mb %d is out of range %d to %d", s.MemoryMB, MinMemoryMB, MaxMemoryMB))
@@ -394,6 +443,55 @@ func validateEnv(env map[string]string) []error {
 	}
 	if size > maxEnvBytes {
 		errs = append(errs, fmt.Errorf("env is %d bytes, at most %d are allowed", size, maxEnvBytes))
+	}
+	return errs
+}
+
+// processOnly reports the fields of s that only a process function may set.
+func processOnly(s Spec) []error {
+	var errs []error
+	for name, set := range map[string]bool{
+		"command": len(s.Command) > 0, "protocol": s.Protocol != "", "network": s.Network != "",
+		"content_type": s.ContentType != "", "init_timeout": s.InitTimeout != 0,
+	} {
+		if set {
+			errs = append(errs, fmt.Errorf("%s is only for runtime %q", name, RuntimeProcess))
+		}
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errs
+}
+
+func validateProcess(s Spec) []error {
+	var errs []error
+	switch {
+	case len(s.Command) == 0:
+		errs = append(errs, errors.New(`command is required for runtime "process": the program and its arguments, for example ["python3", "app.py"]`))
+	case len(s.Command) > maxCommandArgs:
+		errs = append(errs, fmt.Errorf("command has %d arguments, at most %d are allowed", len(s.Command), maxCommandArgs))
+	case s.Command[0] == "":
+		errs = append(errs, errors.New("command's program is empty"))
+	}
+	for i, arg := range s.Command {
+		if len(arg) > maxCommandArgBytes || strings.IndexByte(arg, 0) >= 0 || !utf8.ValidString(arg) {
+			errs = append(errs, fmt.Errorf("command[%d] is invalid: at most %d bytes of UTF-8 without NUL", i, maxCommandArgBytes))
+		}
+	}
+	if s.Protocol != ProtocolHTTP && s.Protocol != ProtocolStdio {
+		errs = append(errs, fmt.Errorf("protocol %q is unknown: use %q (the program serves HTTP on $PORT) or %q (one process per request)", s.Protocol, ProtocolHTTP, ProtocolStdio))
+	}
+	if s.Network != NetworkNone && s.Network != NetworkHost {
+		errs = append(errs, fmt.Errorf("network %q is unknown: use %q (the default: loopback only) or %q", s.Network, NetworkNone, NetworkHost))
+	}
+	if s.ContentType != "" {
+		if s.Protocol != ProtocolStdio {
+			errs = append(errs, fmt.Errorf("content_type is only for protocol %q", ProtocolStdio))
+		} else if _, _, err := mime.ParseMediaType(s.ContentType); err != nil || len(s.ContentType) > 256 {
+			errs = append(errs, fmt.Errorf("content_type %q is not a media type", s.ContentType))
+		}
+	}
+	if t := time.Duration(s.InitTimeout); t < time.Millisecond || t > MaxInitTimeout {
+		errs = append(errs, fmt.Errorf("init_timeout %s is out of range 1ms to %s", t, MaxInitTimeout))
 	}
 	return errs
 }
@@ -463,15 +561,15 @@ var specFields = func() map[string]bool {
 }()
 
 // reservedName reports whether an environment variable's name is Gust's:
-// GUST_*, HTTP_* or a CGI variable.
+// GUST_*, HTTP_*, a CGI variable, or PORT (a process function's).
 func reservedName(k string) bool {
 	return strings.HasPrefix(strings.ToUpper(k), "GUST_") || strings.HasPrefix(k, "HTTP_") || reservedEnv[k]
 }
 
-// reservedEnv are the CGI variables Gust sets for every request.
+// reservedEnv are the CGI variables Gust sets for every request, and PORT.
 var reservedEnv = map[string]bool{
 	"REQUEST_METHOD": true, "PATH_INFO": true, "QUERY_STRING": true, "CONTENT_TYPE": true,
 	"CONTENT_LENGTH": true, "SERVER_PROTOCOL": true, "GATEWAY_INTERFACE": true,
 	"SCRIPT_NAME": true, "REMOTE_ADDR": true, "SERVER_NAME": true, "SERVER_PORT": true,
-	"SERVER_SOFTWARE": true, "REQUEST_URI": true,
+	"SERVER_SOFTWARE": true, "REQUEST_URI": true, "PORT": true,
 }

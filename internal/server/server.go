@@ -23,6 +23,7 @@ import (
 	"github.com/gust-faas/gust/internal/httperror"
 	"github.com/gust-faas/gust/internal/pool"
 	"github.com/gust-faas/gust/internal/registry"
+	"github.com/gust-faas/gust/internal/runtime"
 	"github.com/gust-faas/gust/internal/runtime/wasm"
 	"github.com/gust-faas/gust/internal/store"
 	"github.com/gust-faas/gust/internal/tenant"
@@ -132,7 +133,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	s.pool = pool.New(pool.Deps{Runtime: s.rt, Artifacts: artifacts, Secrets: s.tenants, Logger: s.log})
+	s.pool = pool.New(pool.Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: s.rt}, Artifacts: artifacts, Secrets: s.tenants, Logger: s.log})
 	s.registry, err = registry.New(ctx, registry.Deps{Store: s.store, Artifacts: artifacts, Checker: s.pool, Logger: s.log})
 	if err != nil {
 		return err

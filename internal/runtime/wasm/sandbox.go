@@ -1,0 +1,52 @@
+package wasm
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+
+	"github.com/gust-faas/gust/internal/runtime"
+)
+
+// Prepare compiles artifact. It implements runtime.Sandbox.
+func (r *Runtime) Prepare(ctx context.Context, _ string, artifact []byte) (runtime.Prepared, error) {
+	m, err := r.Compile(ctx, artifact)
+	if err != nil {
+		return nil, err
+	}
+	return prepared{m}, nil
+}
+
+// prepared adapts a Module to runtime.Prepared: a reactor starts warm
+// instances, a command module a slot that runs a fresh instance per request.
+type prepared struct{ m *Module }
+
+func (p prepared) Check(cfg runtime.Config) error   { return p.m.CheckMemory(cfg.Limits.MemoryBytes) }
+func (p prepared) Close(ctx context.Context) error { return p.m.Close(ctx) }
+
+func (p prepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
+	if p.m.kind == Command {
+		return &commandInstance{m: p.m, cfg: cfg}, nil
+	}
+	return p.m.Start(ctx, InstanceConfig{Env: cfg.Env, Limits: cfg.Limits, Stderr: cfg.Stderr})
+}
+
+// Reusable implements runtime.Instance: a warm instance serves request
+// after request.
+func (i *Instance) Reusable() bool { return true }
+
+// commandInstance runs one fresh instance of a command module per request.
+type commandInstance struct {
+	m   *Module
+	cfg runtime.Config
+}
+
+func (c *commandInstance) Invoke(ctx context.Context, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
+	env := append(slices.Clip(c.cfg.Env), "GUST_INVOCATION_ID="+req.InvocationID)
+	return c.m.Invoke(ctx, req, Invocation{Env: env, Limits: c.cfg.Limits, Stderr: runtime.NewStderrLog(log, runtime.MaxLogLines)})
+}
+
+func (c *commandInstance) Reusable() bool                { return false }
+func (c *commandInstance) Close(context.Context) error { return nil }
+
+var _ runtime.Sandbox = (*Runtime)(nil)
