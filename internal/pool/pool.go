@@ -45,7 +45,7 @@ type Deps struct {
 	// Unavailable says, by runtime name, why this node cannot run a
 	// runtime it knows of.
 	Unavailable map[string]string
-	Artifacts Artifacts
+	Artifacts   Artifacts
 	// Secrets may be nil if no function uses secrets.
 	Secrets Secrets
 	Logger  *slog.Logger
@@ -68,9 +68,9 @@ type Pool struct {
 	sandboxes   map[string]runtime.Sandbox
 	unavailable map[string]string
 	artifacts   Artifacts
-	secrets   Secrets
-	log       *slog.Logger
-	now       func() time.Time
+	secrets     Secrets
+	log         *slog.Logger
+	now         func() time.Time
 
 	mu       sync.Mutex
 	modules  map[string]*module      // by digest

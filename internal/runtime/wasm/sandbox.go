@@ -21,7 +21,7 @@ func (r *Runtime) Prepare(ctx context.Context, _ string, artifact []byte) (runti
 // instances, a command module a slot that runs a fresh instance per request.
 type prepared struct{ m *Module }
 
-func (p prepared) Check(cfg runtime.Config) error   { return p.m.CheckMemory(cfg.Limits.MemoryBytes) }
+func (p prepared) Check(cfg runtime.Config) error  { return p.m.CheckMemory(cfg.Limits.MemoryBytes) }
 func (p prepared) Close(ctx context.Context) error { return p.m.Close(ctx) }
 
 func (p prepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
@@ -46,7 +46,7 @@ func (c *commandInstance) Invoke(ctx context.Context, req *runtime.Request, log 
 	return c.m.Invoke(ctx, req, Invocation{Env: env, Limits: c.cfg.Limits, Stderr: runtime.NewStderrLog(log, runtime.MaxLogLines)})
 }
 
-func (c *commandInstance) Reusable() bool                { return false }
+func (c *commandInstance) Reusable() bool              { return false }
 func (c *commandInstance) Close(context.Context) error { return nil }
 
 var _ runtime.Sandbox = (*Runtime)(nil)
