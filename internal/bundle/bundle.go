@@ -1,0 +1,374 @@
+// Package bundle packs a process function's folder into a .tar.gz and
+// unpacks .tar.gz and .zip bundles safely: no entry lands outside the
+// target folder, no link points out of it, and the size, the number of
+// files and the compression ratio are bounded. A violation is an error
+// that names the entry.
+package bundle
+
+import (
+	"archive/tar"
+	"archive/zip"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// Limits bound what a bundle may unpack to.
+type Limits struct {
+	// MaxBytes bounds the files' total size.
+	MaxBytes int64
+	// MaxFiles bounds the entries.
+	MaxFiles int
+	// MaxRatio bounds the total size over the bundle's size, once the
+	// total passes 1 MiB (a zip bomb expands a thousandfold).
+	MaxRatio int64
+}
+
+// DefaultLimits are a process function's.
+var DefaultLimits = Limits{MaxBytes: 512 << 20, MaxFiles: 20000, MaxRatio: 200}
+
+// ratioFloor is the size below which the compression ratio is not checked.
+const ratioFloor = 1 << 20
+
+// Format is a bundle's kind, found from its first bytes.
+type Format int
+
+// Formats.
+const (
+	Unknown Format = iota
+	TarGz
+	Zip
+)
+
+// Detect returns the format of b.
+func Detect(b []byte) Format {
+	switch {
+	case bytes.HasPrefix(b, []byte{0x1f, 0x8b}):
+		return TarGz
+	case bytes.HasPrefix(b, []byte("PK\x03\x04")), bytes.HasPrefix(b, []byte("PK\x05\x06")):
+		return Zip
+	}
+	return Unknown
+}
+
+// Error is a bundle that cannot be unpacked.
+type Error struct {
+	Entry  string // empty for the bundle as a whole
+	Reason string
+}
+
+func (e *Error) Error() string {
+	if e.Entry == "" {
+		return "bundle: " + e.Reason
+	}
+	return fmt.Sprintf("bundle entry %q: %s", e.Entry, e.Reason)
+}
+
+func entryErr(name, format string, args ...any) error {
+	return &Error{Entry: strings.ToValidUTF8(name, "\uFFFD"), Reason: fmt.Sprintf(format, args...)}
+}
+
+// Unpack writes the bundle b into dir, which must exist and be empty.
+func Unpack(b []byte, dir string, lim Limits) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	u := &unpacker{root: root, lim: lim, size: int64(len(b)), seen: map[string]bool{}}
+	switch Detect(b) {
+	case TarGz:
+		return u.tarGz(b)
+	case Zip:
+		return u.zip(b)
+	}
+	return &Error{Reason: "not a .tar.gz or .zip file"}
+}
+
+type unpacker struct {
+	root  *os.Root
+	lim   Limits
+	size  int64 // of the bundle
+	total int64 // bytes written
+	files int
+	seen  map[string]bool
+}
+
+func (u *unpacker) tarGz(b []byte) error {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return &Error{Reason: "not a valid gzip stream: " + err.Error()}
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return &Error{Reason: "not a valid tar archive: " + err.Error()}
+		}
+		var kind entryKind
+		switch h.Typeflag {
+		case tar.TypeReg:
+			kind = file
+		case tar.TypeDir:
+			kind = dir
+		case tar.TypeSymlink:
+			kind = symlink
+		case tar.TypeXGlobalHeader:
+			continue
+		case tar.TypeLink:
+			return entryErr(h.Name, "hard links are not allowed")
+		default:
+			return entryErr(h.Name, "only files, folders and symbolic links are allowed")
+		}
+		if err := u.entry(h.Name, kind, fs.FileMode(h.Mode), h.Linkname, tr); err != nil {
+			return err
+		}
+	}
+}
+
+func (u *unpacker) zip(b []byte) error {
+	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return &Error{Reason: "not a valid zip archive: " + err.Error()}
+	}
+	for _, f := range zr.File {
+		mode := f.Mode()
+		var (
+			kind   entryKind
+			target string
+		)
+		switch {
+		case mode.IsDir():
+			kind = dir
+		case mode&fs.ModeSymlink != 0:
+			kind = symlink
+			t, err := readAllLimited(f, 4096)
+			if err != nil {
+				return entryErr(f.Name, "cannot read the link's target: %v", err)
+			}
+			target = string(t)
+		case mode.IsRegular():
+			kind = file
+		default:
+			return entryErr(f.Name, "only files, folders and symbolic links are allowed")
+		}
+		if err := u.zipEntry(f, kind, target); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (u *unpacker) zipEntry(f *zip.File, kind entryKind, target string) error {
+	var r io.Reader
+	if kind == file {
+		rc, err := f.Open()
+		if err != nil {
+			return entryErr(f.Name, "cannot read: %v", err)
+		}
+		defer rc.Close()
+		r = rc
+	}
+	return u.entry(f.Name, kind, f.Mode(), target, r)
+}
+
+func readAllLimited(f *zip.File, n int64) ([]byte, error) {
+	rc, err := f.Open()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, n+1))
+	if err == nil && int64(len(b)) > n {
+		err = errors.New("too long")
+	}
+	return b, err
+}
+
+type entryKind int
+
+const (
+	file entryKind = iota
+	dir
+	symlink
+)
+
+// cleanName returns name as a clean relative path, or an error if it is
+// absolute or climbs out.
+func cleanName(name string) (string, error) {
+	if name == "" || strings.ContainsRune(name, 0) || strings.Contains(name, `\`) {
+		return "", errors.New("the name is empty or holds a NUL or backslash")
+	}
+	if strings.HasPrefix(name, "/") {
+		return "", errors.New("absolute paths are not allowed")
+	}
+	for _, part := range strings.Split(strings.TrimSuffix(name, "/"), "/") {
+		if part == ".." {
+			return "", errors.New("paths that climb out of the bundle (..) are not allowed")
+		}
+	}
+	return path.Clean(name), nil
+}
+
+func (u *unpacker) entry(name string, kind entryKind, mode fs.FileMode, target string, r io.Reader) error {
+	clean, err := cleanName(name)
+	if err != nil {
+		return entryErr(name, "%v", err)
+	}
+	if clean == "." {
+		return nil // the root folder itself
+	}
+	if u.files++; u.files > u.lim.MaxFiles {
+		return entryErr(name, "the bundle has more than %d entries", u.lim.MaxFiles)
+	}
+	if u.seen[clean] {
+		return entryErr(name, "the entry appears twice")
+	}
+	u.seen[clean] = true
+	if parent := path.Dir(clean); parent != "." {
+		if err := u.root.MkdirAll(parent, 0o755); err != nil {
+			return entryErr(name, "cannot create its folder: %v", unwrapPath(err))
+		}
+	}
+	switch kind {
+	case dir:
+		if err := u.root.MkdirAll(clean, 0o755); err != nil {
+			return entryErr(name, "cannot create the folder: %v", unwrapPath(err))
+		}
+	case symlink:
+		if target == "" || strings.HasPrefix(target, "/") || strings.ContainsRune(target, 0) {
+			return entryErr(name, "the link's target %q must be a relative path inside the bundle", target)
+		}
+		resolved := path.Join(path.Dir(clean), target)
+		if resolved == ".." || strings.HasPrefix(resolved, "../") {
+			return entryErr(name, "the link's target %q points outside the bundle", target)
+		}
+		if err := u.root.Symlink(target, clean); err != nil {
+			return entryErr(name, "cannot create the link: %v", unwrapPath(err))
+		}
+	case file:
+		perm := fs.FileMode(0o644)
+		if mode&0o111 != 0 {
+			perm = 0o755 // executable by all; never setuid, never writable by others
+		}
+		f, err := u.root.OpenFile(clean, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+		if err != nil {
+			return entryErr(name, "cannot create the file: %v", unwrapPath(err))
+		}
+		err = u.copy(name, f, r)
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+		if err := u.root.Chmod(clean, perm); err != nil { // umask may have narrowed it
+			return entryErr(name, "cannot set its mode: %v", unwrapPath(err))
+		}
+	}
+	return nil
+}
+
+func (u *unpacker) copy(name string, w io.Writer, r io.Reader) error {
+	budget := u.lim.MaxBytes - u.total
+	if ratioBudget := max(ratioFloor, u.lim.MaxRatio*u.size) - u.total; ratioBudget < budget {
+		budget = ratioBudget
+	}
+	n, err := io.Copy(w, io.LimitReader(r, budget+1))
+	u.total += n
+	if err != nil {
+		return entryErr(name, "cannot unpack: %v", err)
+	}
+	if n > budget {
+		if u.total > u.lim.MaxBytes {
+			return entryErr(name, "the bundle unpacks to more than %d MiB", u.lim.MaxBytes>>20)
+		}
+		return entryErr(name, "the bundle expands more than %d times its size: a compression bomb?", u.lim.MaxRatio)
+	}
+	return nil
+}
+
+// unwrapPath drops the *PathError's operation and path: the entry's name
+// is in the message already, and the host's folder must not be.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Err
+	}
+	return err
+}
+
+// Pack returns dir as a .tar.gz: its files, folders and symbolic links,
+// without version-control folders.
+func Pack(dir string) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == ".hg") {
+			return filepath.SkipDir
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		var link string
+		if info.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		} else if !info.Mode().IsRegular() && !info.IsDir() {
+			return fmt.Errorf("bundle: %s is not a file, folder or symbolic link", p)
+		}
+		h, err := tar.FileInfoHeader(info, link)
+		if err != nil {
+			return err
+		}
+		h.Name = filepath.ToSlash(rel)
+		h.Uname, h.Gname, h.Uid, h.Gid = "", "", 0, 0
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(tw, f)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
