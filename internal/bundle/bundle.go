@@ -85,11 +85,20 @@ func Unpack(b []byte, dir string, lim Limits) error {
 	u := &unpacker{root: root, lim: lim, size: int64(len(b)), seen: map[string]bool{}}
 	switch Detect(b) {
 	case TarGz:
-		return u.tarGz(b)
+		err = u.tarGz(b)
 	case Zip:
-		return u.zip(b)
+		err = u.zip(b)
+	default:
+		return &Error{Reason: "not a .tar.gz or .zip file"}
 	}
-	return &Error{Reason: "not a .tar.gz or .zip file"}
+	if err != nil {
+		// Leave nothing half-unpacked, least of all a link that points out.
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			root.RemoveAll(e.Name())
+		}
+	}
+	return err
 }
 
 type unpacker struct {
@@ -99,6 +108,7 @@ type unpacker struct {
 	total int64 // bytes written
 	files int
 	seen  map[string]bool
+	links [][2]string // name, target
 }
 
 func (u *unpacker) tarGz(b []byte) error {
@@ -110,7 +120,11 @@ func (u *unpacker) tarGz(b []byte) error {
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			return nil
+			// Read the gzip trailer too: its checksum covers everything.
+			if _, err := io.Copy(io.Discard, io.LimitReader(zr, 1<<20)); err != nil {
+				return &Error{Reason: "not a valid gzip stream: " + err.Error()}
+			}
+			return u.checkLinks()
 		}
 		if err != nil {
 			return &Error{Reason: "not a valid tar archive: " + err.Error()}
@@ -166,7 +180,7 @@ func (u *unpacker) zip(b []byte) error {
 			return err
 		}
 	}
-	return nil
+	return u.checkLinks()
 }
 
 func (u *unpacker) zipEntry(f *zip.File, kind entryKind, target string) error {
@@ -235,6 +249,9 @@ func (u *unpacker) entry(name string, kind entryKind, mode fs.FileMode, target s
 		return entryErr(name, "the entry appears twice")
 	}
 	u.seen[clean] = true
+	if link := u.linkInPath(path.Dir(clean)); link != "" {
+		return entryErr(name, "its folder %s is a symbolic link: entries must be unpacked in real folders", link)
+	}
 	if parent := path.Dir(clean); parent != "." {
 		if err := u.root.MkdirAll(parent, 0o755); err != nil {
 			return entryErr(name, "cannot create its folder: %v", unwrapPath(err))
@@ -249,13 +266,10 @@ func (u *unpacker) entry(name string, kind entryKind, mode fs.FileMode, target s
 		if target == "" || strings.HasPrefix(target, "/") || strings.ContainsRune(target, 0) {
 			return entryErr(name, "the link's target %q must be a relative path inside the bundle", target)
 		}
-		resolved := path.Join(path.Dir(clean), target)
-		if resolved == ".." || strings.HasPrefix(resolved, "../") {
-			return entryErr(name, "the link's target %q points outside the bundle", target)
-		}
 		if err := u.root.Symlink(target, clean); err != nil {
 			return entryErr(name, "cannot create the link: %v", unwrapPath(err))
 		}
+		u.links = append(u.links, [2]string{clean, target})
 	case file:
 		perm := fs.FileMode(0o644)
 		if mode&0o111 != 0 {
@@ -279,6 +293,61 @@ func (u *unpacker) entry(name string, kind entryKind, mode fs.FileMode, target s
 	return nil
 }
 
+// linkInPath returns the first folder of dir, a clean relative path, that
+// is a symbolic link on disk, or "".
+func (u *unpacker) linkInPath(dir string) string {
+	if dir == "." {
+		return ""
+	}
+	parts := strings.Split(dir, "/")
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		fi, err := u.root.Lstat(p)
+		if err != nil {
+			return ""
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
+// checkLinks makes sure, once every entry is on disk, that each link
+// resolves inside the bundle: its target is walked a component at a time
+// from the link's folder, and may neither climb above the bundle nor pass
+// through another link (whose own target is checked on its own).
+func (u *unpacker) checkLinks() error {
+	for _, l := range u.links {
+		name, target := l[0], l[1]
+		var stack []string
+		if dir := path.Dir(name); dir != "." {
+			stack = strings.Split(dir, "/")
+		}
+		parts := strings.Split(target, "/")
+		for i, part := range parts {
+			switch part {
+			case "", ".":
+				continue
+			case "..":
+				if len(stack) == 0 {
+					return entryErr(name, "the link's target %q points outside the bundle", target)
+				}
+				stack = stack[:len(stack)-1]
+				continue
+			}
+			stack = append(stack, part)
+			if i == len(parts)-1 {
+				break
+			}
+			if fi, err := u.root.Lstat(strings.Join(stack, "/")); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+				return entryErr(name, "the link's target %q passes through another link (%s)", target, strings.Join(stack, "/"))
+			}
+		}
+	}
+	return nil
+}
+
 func (u *unpacker) copy(name string, w io.Writer, r io.Reader) error {
 	budget := u.lim.MaxBytes - u.total
 	if ratioBudget := max(ratioFloor, u.lim.MaxRatio*u.size) - u.total; ratioBudget < budget {
@@ -291,11 +360,18 @@ func (u *unpacker) copy(name string, w io.Writer, r io.Reader) error {
 	}
 	if n > budget {
 		if u.total > u.lim.MaxBytes {
-			return entryErr(name, "the bundle unpacks to more than %d MiB", u.lim.MaxBytes>>20)
+			return entryErr(name, "the bundle unpacks to more than %s", sizeString(u.lim.MaxBytes))
 		}
 		return entryErr(name, "the bundle expands more than %d times its size: a compression bomb?", u.lim.MaxRatio)
 	}
 	return nil
+}
+
+func sizeString(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // unwrapPath drops the *PathError's operation and path: the entry's name

@@ -1,0 +1,239 @@
+package process
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// cgroups makes a cgroup per sandbox under the server's own, in the v1
+// hierarchies of the memory, cpu and pids controllers or in the unified v2
+// hierarchy, whichever the host mounts.
+type cgroups struct {
+	v2 bool
+	// base is the folder new cgroups go in: one per controller for v1
+	// (memory, cpu, pids), one for v2.
+	base map[string]string
+}
+
+var controllers = []string{"memory", "cpu", "pids"}
+
+// cgroupPeriod is the CPU quota's period.
+const cgroupPeriod = 100 * time.Millisecond
+
+// openCgroups finds the hierarchies and makes a "gust" cgroup under the
+// server's own in each.
+func openCgroups() (*cgroups, error) {
+	own, err := ownCgroups()
+	if err != nil {
+		return nil, err
+	}
+	mounts, err := cgroupMounts()
+	if err != nil {
+		return nil, err
+	}
+	cg := &cgroups{base: map[string]string{}}
+	if m, ok := mounts["unified"]; ok && len(mounts) == 1 {
+		cg.v2 = true
+		// The server's own cgroup may hold processes, so it cannot hand
+		// controllers to children (cgroup v2's "no internal processes"):
+		// the sandboxes go beside it, in its parent.
+		parent := filepath.Dir(filepath.Join(m, own[""]))
+		base := filepath.Join(parent, "gust-sandboxes")
+		if err := os.MkdirAll(base, 0o755); err != nil {
+			return nil, fmt.Errorf("cgroup v2: %w", err)
+		}
+		for _, dir := range []string{parent, base} {
+			if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory +cpu +pids"), 0); err != nil {
+				return nil, fmt.Errorf("cgroup v2: cannot enable the memory, cpu and pids controllers in %s: %w", dir, err)
+			}
+		}
+		cg.base["unified"] = base
+		return cg, nil
+	}
+	for _, c := range controllers {
+		m, ok := mounts[c]
+		if !ok {
+			return nil, fmt.Errorf("cgroup v1: the %s controller is not mounted", c)
+		}
+		base := filepath.Join(m, own[c], "gust")
+		if err := os.MkdirAll(base, 0o755); err != nil {
+			return nil, fmt.Errorf("cgroup v1: %w", err)
+		}
+		cg.base[c] = base
+	}
+	return cg, nil
+}
+
+// ownCgroups reads /proc/self/cgroup: the server's cgroup path by
+// controller ("" for v2).
+func ownCgroups() (map[string]string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		for c := range strings.SplitSeq(parts[1], ",") {
+			out[c] = parts[2]
+		}
+	}
+	return out, nil
+}
+
+// cgroupMounts reads /proc/self/mountinfo: the mount point of each v1
+// controller this package uses, or of the v2 hierarchy as "unified" when no
+// v1 hierarchy has them.
+func cgroupMounts() (map[string]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	v1, v2 := map[string]string{}, ""
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		fields, rest := strings.Fields(pre), strings.Fields(post)
+		if len(fields) < 5 || len(rest) < 3 {
+			continue
+		}
+		switch rest[0] {
+		case "cgroup2":
+			if v2 == "" {
+				v2 = fields[4]
+			}
+		case "cgroup":
+			for opt := range strings.SplitSeq(rest[2], ",") {
+				for _, c := range controllers {
+					if opt == c {
+						v1[c] = fields[4]
+					}
+				}
+			}
+		}
+	}
+	if len(v1) > 0 {
+		return v1, nil
+	}
+	if v2 != "" {
+		return map[string]string{"unified": v2}, nil
+	}
+	return nil, errors.New("no cgroup hierarchy is mounted")
+}
+
+// cgroup is one sandbox's.
+type cgroup struct {
+	v2   bool
+	dirs map[string]string // by controller, or "unified"
+}
+
+// limits of one sandbox.
+type cgroupLimits struct {
+	memory int64
+	cpu    float64 // in cores
+	pids   int
+}
+
+// create makes the cgroup name with lim.
+func (cg *cgroups) create(name string, lim cgroupLimits) (*cgroup, error) {
+	c := &cgroup{v2: cg.v2, dirs: map[string]string{}}
+	for k, base := range cg.base {
+		dir := filepath.Join(base, name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			c.remove()
+			return nil, err
+		}
+		c.dirs[k] = dir
+	}
+	quota := int64(lim.cpu * float64(cgroupPeriod/time.Microsecond))
+	period := int64(cgroupPeriod / time.Microsecond)
+	mem := strconv.FormatInt(lim.memory, 10)
+	var writes [][2]string
+	if cg.v2 {
+		d := c.dirs["unified"]
+		writes = [][2]string{
+			{filepath.Join(d, "memory.max"), mem},
+			{filepath.Join(d, "memory.swap.max"), "0"},
+			{filepath.Join(d, "pids.max"), strconv.Itoa(lim.pids)},
+			{filepath.Join(d, "cpu.max"), fmt.Sprintf("%d %d", quota, period)},
+		}
+	} else {
+		writes = [][2]string{
+			{filepath.Join(c.dirs["memory"], "memory.limit_in_bytes"), mem},
+			{filepath.Join(c.dirs["memory"], "memory.memsw.limit_in_bytes"), mem}, // no swap; absent where swap accounting is off
+			{filepath.Join(c.dirs["memory"], "memory.swappiness"), "0"},
+			{filepath.Join(c.dirs["pids"], "pids.max"), strconv.Itoa(lim.pids)},
+			{filepath.Join(c.dirs["cpu"], "cpu.cfs_period_us"), strconv.FormatInt(period, 10)},
+			{filepath.Join(c.dirs["cpu"], "cpu.cfs_quota_us"), strconv.FormatInt(quota, 10)},
+		}
+	}
+	for _, w := range writes {
+		if err := os.WriteFile(w[0], []byte(w[1]), 0); err != nil {
+			if errors.Is(err, os.ErrNotExist) && strings.Contains(w[0], "swap") {
+				continue
+			}
+			c.remove()
+			return nil, fmt.Errorf("cgroup: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// add moves pid into the cgroup.
+func (c *cgroup) add(pid int) error {
+	p := []byte(strconv.Itoa(pid))
+	for _, dir := range c.dirs {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), p, 0); err != nil {
+			return fmt.Errorf("cgroup: %w", err)
+		}
+	}
+	return nil
+}
+
+// oomKilled reports whether the kernel's OOM killer killed a process of
+// the cgroup.
+func (c *cgroup) oomKilled() bool {
+	file := "memory.oom_control"
+	dir := c.dirs["memory"]
+	if c.v2 {
+		file, dir = "memory.events", c.dirs["unified"]
+	}
+	b, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		return false
+	}
+	for line := range bytes.SplitSeq(b, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte("oom_kill ")); ok {
+			n, _ := strconv.Atoi(string(v))
+			return n > 0
+		}
+	}
+	return false
+}
+
+// remove deletes the cgroup once its processes have gone, trying for up
+// to a second: the kernel reaps a killed tree asynchronously.
+func (c *cgroup) remove() {
+	for _, dir := range c.dirs {
+		for range 100 {
+			if err := os.Remove(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}

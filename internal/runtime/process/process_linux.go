@@ -1,0 +1,444 @@
+// Package process runs a function's program in a Linux container made of
+// the kernel's own parts: new user, PID, mount, network, IPC and UTS
+// namespaces; a root of read-only bind mounts of the host's system folders
+// with the bundle at /var/task and a size-capped tmpfs at /tmp; an
+// unprivileged user, no_new_privs and a seccomp filter; cgroups (v1 or v2)
+// bounding memory, CPU and processes. The Gust binary itself is the
+// sandbox's first process (MaybeInit): it builds the root, then executes
+// the program.
+//
+// A program speaks HTTP on $PORT and stays up (protocol http), or answers
+// one request per process on stdin and stdout (protocol stdio).
+package process
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	goruntime "runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gust-faas/gust/internal/bundle"
+	"github.com/gust-faas/gust/internal/runtime"
+)
+
+// Sandbox limits that the spec does not set.
+const (
+	maxPids = 128
+	// cpuPerGiB is the CPU quota per GiB of memory, as Lambda's share
+	// (one core at 1769 MB) rounded; minCPU is the least any sandbox gets,
+	// so that an interpreter starts in reasonable time.
+	cpuPerGiB = 1.0
+	minCPU    = 0.5
+	// maxTmpBytes caps /tmp, which is charged to the memory limit too.
+	maxTmpBytes = 512 << 20
+	// idMapBase is the host uid and gid that the sandbox's root maps to;
+	// 65536 ids from it are the sandbox's. They belong to no host user.
+	idMapBase = 0x70000000
+	idMapSize = 65536
+)
+
+// Config configures the process runtime.
+type Config struct {
+	// Dir holds the unpacked bundles.
+	Dir    string
+	Logger *slog.Logger
+}
+
+// Runtime is the process sandbox. It implements runtime.Sandbox.
+type Runtime struct {
+	dir     string
+	log     *slog.Logger
+	cgroups *cgroups
+	cores   float64
+	seq     atomic.Uint64
+}
+
+// New checks that this kernel and this process can make sandboxes, by
+// making one, and returns the runtime, or an error that says why not.
+func New(ctx context.Context, cfg Config) (*Runtime, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the server does not run as root, which making namespaces and cgroups needs")
+	}
+	if auditArch == 0 {
+		return nil, errors.New("no seccomp filter is defined for this architecture")
+	}
+	cg, err := openCgroups()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Runtime{dir: cfg.Dir, log: log, cgroups: cg, cores: float64(goruntime.NumCPU())}
+	if err := r.probe(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// probe builds a sandbox and stops it before any program runs.
+func (r *Runtime) probe(ctx context.Context) error {
+	empty, err := os.MkdirTemp(r.dir, "probe-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(empty)
+	os.Chmod(empty, 0o755)
+	sb, err := r.start(ctx, empty, runtime.Config{Limits: runtime.Limits{MemoryBytes: 64 << 20}, Process: runtime.Process{Command: []string{"true"}}}, startIO{}, true)
+	if err != nil {
+		return fmt.Errorf("a test sandbox failed: %w", err)
+	}
+	sb.wait()
+	sb.close()
+	return nil
+}
+
+// Prepare unpacks a bundle once per node: a restart finds it unpacked.
+func (r *Runtime) Prepare(ctx context.Context, digest string, artifact []byte) (runtime.Prepared, error) {
+	dir := filepath.Join(r.dir, strings.ReplaceAll(digest, ":", "-"))
+	if _, err := os.Stat(dir); err != nil {
+		tmp, err := os.MkdirTemp(r.dir, "unpack-")
+		if err != nil {
+			return nil, err
+		}
+		if err := bundle.Unpack(artifact, tmp, bundle.DefaultLimits); err != nil {
+			os.RemoveAll(tmp)
+			var be *bundle.Error
+			if errors.As(err, &be) {
+				return nil, &runtime.Error{Kind: runtime.BadArtifact, Message: be.Error()}
+			}
+			return nil, err
+		}
+		if err := os.Chmod(tmp, 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, os.ErrExist) {
+			os.RemoveAll(tmp)
+			return nil, err
+		}
+	}
+	return &prepared{r: r, dir: dir}, nil
+}
+
+// prepared is an unpacked bundle.
+type prepared struct {
+	r   *Runtime
+	dir string
+}
+
+// Check makes sure the command can be found: a path in the bundle, or a
+// program in the sandbox's PATH on this host.
+func (p *prepared) Check(cfg runtime.Config) error {
+	cmd := cfg.Process.Command
+	if len(cmd) == 0 {
+		return runtime.Errorf(runtime.BadArtifact, "a process function needs a command")
+	}
+	name := cmd[0]
+	if strings.Contains(name, "/") {
+		if strings.HasPrefix(name, "/") {
+			if _, err := os.Stat(name); err == nil && underSystemDirs(name) {
+				return nil
+			}
+			return runtime.Errorf(runtime.BadArtifact, "command %s is not in the sandbox: use a path in the bundle (./app) or a program of the host's /usr", name)
+		}
+		root, err := os.OpenRoot(p.dir)
+		if err != nil {
+			return err
+		}
+		defer root.Close()
+		fi, err := root.Stat(name)
+		if err != nil || !fi.Mode().IsRegular() {
+			return runtime.Errorf(runtime.BadArtifact, "command %s is not a file in the bundle", name)
+		}
+		if fi.Mode()&0o111 == 0 {
+			return runtime.Errorf(runtime.BadArtifact, "command %s is not executable: set its mode (chmod +x) before packing", name)
+		}
+		return nil
+	}
+	for _, dir := range []string{"/usr/local/bin", "/usr/bin", "/bin"} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil && fi.Mode()&0o111 != 0 {
+			return nil
+		}
+	}
+	return runtime.Errorf(runtime.BadArtifact, "command %s is not installed on this node (the sandbox's PATH is /usr/local/bin:/usr/bin:/bin); ship it in the bundle and name it ./%s", name, name)
+}
+
+func underSystemDirs(p string) bool {
+	for _, d := range systemDirs {
+		if strings.HasPrefix(p, d+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// Close removes nothing: the unpacked bundle serves the next start of the
+// server too.
+func (p *prepared) Close(context.Context) error { return nil }
+
+// Start starts an instance: for http, a program that listens on $PORT;
+// for stdio, a sandbox built ahead of its request.
+func (p *prepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
+	if cfg.Process.Protocol == runtime.ProtocolStdio {
+		return p.startStdio(ctx, cfg)
+	}
+	return p.startHTTP(ctx, cfg)
+}
+
+// startIO is where a sandbox's standard streams go.
+type startIO struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+// sandbox is one running init process, and the program it becomes.
+type sandbox struct {
+	cmd     *exec.Cmd
+	cg      *cgroup
+	control *os.File // the init's fd 3
+	status  *os.File // the init's fd 4
+	done    chan struct{}
+	err     error // from Wait, once done is closed
+
+	closeOnce sync.Once
+}
+
+// start makes the namespaces and the cgroup, and has the init process
+// build the root; it returns once the sandbox is ready for its program.
+func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Config, stdio startIO, probe bool) (*sandbox, error) {
+	bundleFD, err := detachedMount(bundleDir)
+	if err != nil {
+		return nil, err
+	}
+	defer bundleFD.Close()
+	controlR, controlW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer controlR.Close()
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		controlW.Close()
+		return nil, err
+	}
+	defer statusW.Close()
+	mem := int64(cfg.Limits.MemoryBytes)
+	cg, err := r.cgroups.create(fmt.Sprintf("s%d-%d", os.Getpid(), r.seq.Add(1)), cgroupLimits{
+		memory: mem,
+		cpu:    min(r.cores, max(minCPU, cpuPerGiB*float64(mem)/(1<<30))),
+		pids:   maxPids,
+	})
+	if err != nil {
+		controlW.Close()
+		statusR.Close()
+		return nil, err
+	}
+	flags := syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
+	if !cfg.Process.Network {
+		flags |= syscall.CLONE_NEWNET
+	}
+	cmd := &exec.Cmd{
+		Path:       "/proc/self/exe",
+		Args:       []string{InitArg},
+		Env:        []string{"GOGC=off", "GOMAXPROCS=1"},
+		Stdin:      stdio.stdin,
+		Stdout:     stdio.stdout,
+		Stderr:     stdio.stderr,
+		ExtraFiles: []*os.File{controlR, statusW, bundleFD},
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags:                 uintptr(flags),
+			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: idMapBase, Size: idMapSize}},
+			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: idMapBase, Size: idMapSize}},
+			GidMappingsEnableSetgroups: true,
+			// Become the namespace's root (a host id of the map) before the
+			// exec, so that the init keeps its capabilities in the namespace.
+			Credential: &syscall.Credential{Uid: 0, Gid: 0},
+			Pdeathsig:                  syscall.SIGKILL,
+		},
+	}
+	sb := &sandbox{cmd: cmd, cg: cg, control: controlW, status: statusR, done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		sb.control.Close()
+		sb.status.Close()
+		cg.remove()
+		return nil, fmt.Errorf("starting the sandbox: %w", err)
+	}
+	// The init holds its ends now; the status pipe's EOF must mean it
+	// closed (or exec'd) them.
+	controlR.Close()
+	statusW.Close()
+	go func() {
+		sb.err = cmd.Wait()
+		close(sb.done)
+	}()
+	// Before anything runs: the init waits for its configuration.
+	if err := cg.add(cmd.Process.Pid); err != nil {
+		sb.close()
+		return nil, err
+	}
+	ic := initConfig{
+		Command:     cfg.Process.Command,
+		Env:         cfg.Env,
+		TmpBytes:    min(maxTmpBytes, mem),
+		HostNetwork: cfg.Process.Network,
+		ProbeOnly:   probe,
+	}
+	if err := json.NewEncoder(sb.control).Encode(ic); err != nil {
+		sb.close()
+		return nil, fmt.Errorf("configuring the sandbox: %w", err)
+	}
+	if err := sb.readStatus(ctx, true); err != nil {
+		sb.close()
+		return nil, err
+	}
+	return sb, nil
+}
+
+// readStatus reads the init's status pipe: ready wants the 'R' it writes
+// once the root is built; otherwise it wants EOF, which a successful exec
+// of the program makes.
+func (sb *sandbox) readStatus(ctx context.Context, ready bool) error {
+	type result struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		if ready {
+			b := make([]byte, 1)
+			n, err := sb.status.Read(b)
+			if n == 1 && b[0] == 'R' {
+				ch <- result{b: b}
+				return
+			}
+			rest, _ := io.ReadAll(io.LimitReader(sb.status, 4096))
+			ch <- result{b: append(b[:n], rest...), err: err}
+			return
+		}
+		b, err := io.ReadAll(io.LimitReader(sb.status, 4096))
+		ch <- result{b: b, err: err}
+	}()
+	select {
+	case res := <-ch:
+		msg := string(res.b)
+		if ready && msg == "R" {
+			return nil
+		}
+		if m, ok := strings.CutPrefix(msg, "E"); ok {
+			return runtime.Errorf(runtime.Crashed, "the sandbox could not start: %s", m)
+		}
+		if !ready && msg == "" {
+			return nil // exec succeeded
+		}
+		<-sb.done
+		return runtime.Errorf(runtime.Crashed, "the sandbox's init exited while starting (%v)", sb.err)
+	case <-ctx.Done():
+		sb.close()
+		return runtime.Errorf(runtime.Timeout, "the sandbox did not start before the deadline")
+	}
+}
+
+// exec has the init execute the program, with env added.
+func (sb *sandbox) exec(ctx context.Context, env []string) error {
+	err := json.NewEncoder(sb.control).Encode(execMessage{Env: env})
+	sb.control.Close()
+	if err != nil {
+		return runtime.Errorf(runtime.Crashed, "the sandbox exited before its program started")
+	}
+	return sb.readStatus(ctx, false)
+}
+
+// exited reports whether the program has exited.
+func (sb *sandbox) exited() bool {
+	select {
+	case <-sb.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// failure explains how the program ended: killed by the OOM killer, or
+// exited or crashed.
+func (sb *sandbox) failure(stderr *runtime.StderrLog) *runtime.Error {
+	<-sb.done
+	if sb.cg.oomKilled() {
+		return &runtime.Error{Kind: runtime.OutOfMemory, Message: "the function ran out of memory and was killed", Stderr: tail(stderr)}
+	}
+	how := "exited"
+	if ee, ok := sb.err.(*exec.ExitError); ok {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			how = "was killed by signal " + ws.Signal().String()
+		} else {
+			how = "exited with status " + strconv.Itoa(ee.ExitCode())
+		}
+	}
+	return &runtime.Error{Kind: runtime.Crashed, Message: "the function's program " + how, Stderr: tail(stderr)}
+}
+
+func tail(s *runtime.StderrLog) string {
+	if s == nil {
+		return ""
+	}
+	s.Flush()
+	return s.Tail()
+}
+
+// wait waits for the init or program to exit.
+func (sb *sandbox) wait() { <-sb.done }
+
+// close kills the sandbox's whole tree: its first process is the PID
+// namespace's init, and the kernel kills every other with it. The cgroup
+// goes once they have gone.
+func (sb *sandbox) close() {
+	sb.closeOnce.Do(func() {
+		sb.cmd.Process.Kill()
+		sb.control.Close()
+		<-sb.done
+		sb.status.Close()
+		go sb.cg.remove()
+	})
+}
+
+// detachedMount returns a read-only, nosuid, nodev copy of dir's mount as
+// a detached mount, for the sandbox's init to attach at /var/task.
+func detachedMount(dir string) (*os.File, error) {
+	fd, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("open_tree %s: %w", dir, err)
+	}
+	attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV}
+	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("mount_setattr: %w", err)
+	}
+	return os.NewFile(uintptr(fd), "bundle"), nil
+}
+
+var _ runtime.Sandbox = (*Runtime)(nil)
+
+// deadlineLeft is what remains of ctx's deadline, or d if it has none.
+func deadlineLeft(ctx context.Context, d time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return min(d, time.Until(dl))
+	}
+	return d
+}

@@ -1,0 +1,125 @@
+package process
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gust-faas/gust/internal/bundle"
+	"github.com/gust-faas/gust/internal/registry"
+	"github.com/gust-faas/gust/internal/runtime"
+)
+
+func TestMain(m *testing.M) {
+	MaybeInit()
+	os.Exit(m.Run())
+}
+
+// newRuntime starts the runtime, or fails: CI runs as root on Linux.
+func newRuntime(t *testing.T) *Runtime {
+	t.Helper()
+	r, err := New(context.Background(), Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("the process runtime is not available: %v", err)
+	}
+	return r
+}
+
+// prepare packs files (name -> content; a name ending in * is executable).
+func prepare(t *testing.T, r *Runtime, files map[string]string) runtime.Prepared {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		mode := os.FileMode(0o644)
+		if n, ok := strings.CutSuffix(name, "*"); ok {
+			name, mode = n, 0o755
+		}
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := bundle.Pack(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prep, err := r.Prepare(context.Background(), registry.Digest(b), b)
+	if err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	return prep
+}
+
+func testConfig(protocol string, command ...string) runtime.Config {
+	return runtime.Config{
+		Env:     []string{"GREETING=hi"},
+		Limits:  runtime.Limits{MemoryBytes: 256 << 20, MaxOutputBytes: 1 << 20},
+		Stderr:  runtime.NewStderrLog(slog.Default(), 100),
+		Process: runtime.Process{Command: command, Protocol: protocol, InitTimeout: 10 * time.Second},
+	}
+}
+
+func TestStdioSmoke(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{"run.sh*": "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$GREETING $REQUEST_METHOD $(id -u) $(hostname)\"\ncat\n"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg := testConfig(runtime.ProtocolStdio, "./run.sh")
+	if err := prep.Check(cfg); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	inst, err := prep.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer inst.Close(ctx)
+	t.Logf("start took %v", time.Since(start))
+	resp, err := inst.Invoke(ctx, &runtime.Request{Method: "POST", Path: "/", Header: http.Header{}, Body: []byte("body!"), InvocationID: "inv1"}, slog.Default())
+	if err != nil {
+		t.Fatalf("Invoke: %v", err)
+	}
+	t.Logf("total %v", time.Since(start))
+	if got := string(resp.Body); got != "hi POST 1000 sandbox\nbody!" {
+		t.Errorf("body = %q", got)
+	}
+}
+
+func TestHTTPSmoke(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{"app.py": `
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b = ("hello " + os.environ["GREETING"] + " " + self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+`})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	inst, err := prep.Start(ctx, testConfig(runtime.ProtocolHTTP, "python3", "app.py"))
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer inst.Close(ctx)
+	t.Logf("start took %v", time.Since(start))
+	for i := range 3 {
+		resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/x", Host: "example", Header: http.Header{}, InvocationID: "inv"}, slog.Default())
+		if err != nil {
+			t.Fatalf("Invoke %d: %v", i, err)
+		}
+		if got := string(resp.Body); got != "hello hi /x" {
+			t.Errorf("body = %q", got)
+		}
+	}
+}
