@@ -54,6 +54,10 @@ type Deps struct {
 	Audit     *audit.Log
 	Logger    *slog.Logger
 	Version   string
+	// Runtimes are the runtimes this node runs; Unavailable says why it
+	// cannot run the others.
+	Runtimes    []string
+	Unavailable map[string]string
 }
 
 // API serves /v1.
@@ -173,13 +177,15 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 type Info struct {
 	Version  string   `json:"version"`
 	Runtimes []string `json:"runtimes"`
+	// UnavailableRuntimes says why this node cannot run a runtime.
+	UnavailableRuntimes map[string]string `json:"unavailable_runtimes,omitempty"`
 }
 
 func (a *API) info(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return httperror.MethodNotAllowed(w, r, "GET")
 	}
-	return httperror.WriteJSON(w, http.StatusOK, Info{Version: a.Version, Runtimes: []string{registry.RuntimeWasm}})
+	return httperror.WriteJSON(w, http.StatusOK, Info{Version: a.Version, Runtimes: a.Runtimes, UnavailableRuntimes: a.Unavailable})
 }
 
 // Whoami is the answer to GET /v1/whoami.

@@ -1,7 +1,8 @@
 // Package build turns a function's source into what a deploy sends: the spec
-// from its gust.yaml and a WebAssembly artifact built with the local Go
-// toolchain (GOOS=wasip1 GOARCH=wasm): a reactor (-buildmode=c-shared) if the
-// package uses the Go SDK, else a WASI command module.
+// from its gust.yaml and an artifact. A wasm function's is built with the
+// local Go toolchain (GOOS=wasip1 GOARCH=wasm): a reactor
+// (-buildmode=c-shared) if the package uses the Go SDK, else a WASI command
+// module. A process function's is its folder, packed as a .tar.gz bundle.
 package build
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	"github.com/gust-faas/gust"
 
+	"github.com/gust-faas/gust/internal/bundle"
 	"github.com/gust-faas/gust/internal/registry"
 )
 
@@ -31,7 +33,8 @@ type Function struct {
 }
 
 // Dir builds the function in dir: its gust.yaml (whose name defaults to the
-// directory's) and its Go main package.
+// directory's) and its Go main package, or for a process function the
+// folder itself.
 func Dir(ctx context.Context, dir string) (Function, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -40,6 +43,10 @@ func Dir(ctx context.Context, dir string) (Function, error) {
 	spec, err := ReadSpec(filepath.Join(abs, SpecFile), filepath.Base(abs))
 	if err != nil {
 		return Function{}, err
+	}
+	if spec.Runtime == registry.RuntimeProcess {
+		artifact, err := bundle.Pack(abs)
+		return Function{Spec: spec, Artifact: artifact}, err
 	}
 	artifact, err := goBuild(ctx, abs)
 	if err != nil {
@@ -98,7 +105,7 @@ func FS(ctx context.Context, dir string) (Function, error) {
 func ReadSpec(path, defaultName string) (registry.Spec, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return registry.Spec{}, fmt.Errorf("%s not found: a function directory holds a %s and its Go source", path, SpecFile)
+		return registry.Spec{}, fmt.Errorf("%s not found: a function directory holds a %s and its source", path, SpecFile)
 	}
 	if err != nil {
 		return registry.Spec{}, err

@@ -28,9 +28,9 @@ import (
 )
 
 func (e *env) deploy(ctx context.Context, args []string) error {
-	fs, finish := e.command("deploy", "gust deploy <dir|file.wasm> [--name NAME] [-f gust.yaml]")
+	fs, finish := e.command("deploy", "gust deploy <dir|file.wasm|bundle.tar.gz|bundle.zip> [--name NAME] [-f gust.yaml]")
 	name := fs.String("name", "", "function name (default: the spec's, or the directory's or file's name)")
-	specPath := fs.String("f", "", "spec file for a .wasm file (default: gust.yaml beside it, if there is one)")
+	specPath := fs.String("f", "", "spec file for a .wasm file or a bundle (default: gust.yaml beside it, if there is one)")
 	pos, c, err := finish(args, 1)
 	if err != nil {
 		return err
@@ -340,6 +340,9 @@ func (e *env) version(ctx context.Context, args []string) error {
 		return nil
 	}
 	fmt.Fprintf(e.stdout, "server: %s at %s (runtimes: %s)\n", info.Version, c.base, strings.Join(info.Runtimes, ", "))
+	for _, rt := range slices.Sorted(maps.Keys(info.UnavailableRuntimes)) {
+		fmt.Fprintf(e.stdout, "runtime %s is not available: %s\n", rt, info.UnavailableRuntimes[rt])
+	}
 	return nil
 }
 

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"github.com/gust-faas/gust/internal/pool"
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/runtime"
+	"github.com/gust-faas/gust/internal/runtime/process"
 	"github.com/gust-faas/gust/internal/runtime/wasm"
 	"github.com/gust-faas/gust/internal/store"
 	"github.com/gust-faas/gust/internal/tenant"
@@ -133,7 +136,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	s.pool = pool.New(pool.Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: s.rt}, Artifacts: artifacts, Secrets: s.tenants, Logger: s.log})
+	sandboxes := map[string]runtime.Sandbox{registry.RuntimeWasm: s.rt}
+	unavailable := map[string]string{}
+	if proc, err := process.New(ctx, process.Config{Dir: filepath.Join(s.cfg.DataDir, "bundles"), Logger: s.log}); err != nil {
+		unavailable[registry.RuntimeProcess] = err.Error()
+		s.log.Warn("the process runtime is not available; wasm functions work", "why", err)
+	} else {
+		sandboxes[registry.RuntimeProcess] = proc
+	}
+	s.pool = pool.New(pool.Deps{Sandboxes: sandboxes, Unavailable: unavailable, Artifacts: artifacts, Secrets: s.tenants, Logger: s.log})
 	s.registry, err = registry.New(ctx, registry.Deps{Store: s.store, Artifacts: artifacts, Checker: s.pool, Logger: s.log})
 	if err != nil {
 		return err
@@ -162,7 +173,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 
 	mux := http.NewServeMux()
-	api.New(api.Deps{Async: s.async, Registry: s.registry, Instances: s.pool, Tenants: s.tenants, Audit: auditLog, Logger: s.log, Version: Version}).Register(mux)
+	api.New(api.Deps{Async: s.async, Registry: s.registry, Instances: s.pool, Tenants: s.tenants, Audit: auditLog, Logger: s.log, Version: Version,
+		Runtimes: slices.Sorted(maps.Keys(sandboxes)), Unavailable: unavailable}).Register(mux)
 	gateway.New(gateway.Deps{
 		Async:     s.async,
 		Functions: s.registry, Invoker: s.pool, Auth: s.tenants, Tenants: s.tenants,

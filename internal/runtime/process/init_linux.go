@@ -48,14 +48,18 @@ type execMessage struct {
 	Env []string `json:"env"`
 }
 
-// MaybeInit runs the sandbox's init process and does not return, if this
-// process is one; otherwise it returns at once. The main function of every
-// binary that starts process sandboxes (gust, and the tests that start
-// them) calls it first.
-func MaybeInit() {
-	if len(os.Args) == 0 || os.Args[0] != InitArg {
-		return
+// init makes every binary that links this package, gust and the test
+// binaries alike, able to be a sandbox's init process: run as InitArg, it
+// never returns to main.
+func init() {
+	if len(os.Args) > 0 && os.Args[0] == InitArg {
+		runInit()
 	}
+}
+
+// runInit builds the sandbox, waits for the host's word, and executes the
+// program. It never returns.
+func runInit() {
 	goruntime.LockOSThread() // no_new_privs and seccomp are per thread: exec from this one
 	status := os.NewFile(fdStatus, "status")
 	fail := func(err error) {

@@ -4,7 +4,7 @@
 // with the bundle at /var/task and a size-capped tmpfs at /tmp; an
 // unprivileged user, no_new_privs and a seccomp filter; cgroups (v1 or v2)
 // bounding memory, CPU and processes. The Gust binary itself is the
-// sandbox's first process (MaybeInit): it builds the root, then executes
+// sandbox's first process (see InitArg): it builds the root, then executes
 // the program.
 //
 // A program speaks HTTP on $PORT and stays up (protocol http), or answers
@@ -271,7 +271,7 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 			// Become the namespace's root (a host id of the map) before the
 			// exec, so that the init keeps its capabilities in the namespace.
 			Credential: &syscall.Credential{Uid: 0, Gid: 0},
-			Pdeathsig:                  syscall.SIGKILL,
+			Pdeathsig:  syscall.SIGKILL,
 		},
 	}
 	sb := &sandbox{cmd: cmd, cg: cg, control: controlW, status: statusR, done: make(chan struct{})}

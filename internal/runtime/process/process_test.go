@@ -15,11 +15,6 @@ import (
 	"github.com/gust-faas/gust/internal/runtime"
 )
 
-func TestMain(m *testing.M) {
-	MaybeInit()
-	os.Exit(m.Run())
-}
-
 // newRuntime starts the runtime, or fails: CI runs as root on Linux.
 func newRuntime(t *testing.T) *Runtime {
 	t.Helper()

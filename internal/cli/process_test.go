@@ -1,0 +1,54 @@
+package cli
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestProcessExamples deploys each process example with `gust deploy <dir>`
+// and invokes it.
+func TestProcessExamples(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	info := n.mustGust(t, "version")
+	if !strings.Contains(info, "process") {
+		t.Fatalf("version printed %q: the process runtime is not available", info)
+	}
+	for _, name := range []string{"python-http", "node-http", "shell-stdio"} {
+		out := n.mustGust(t, "deploy", filepath.Join(moduleRoot, "examples", name))
+		if !strings.Contains(out, "deployed "+name+" version 1") {
+			t.Errorf("deploy %s printed %q", name, out)
+		}
+	}
+
+	out := n.mustGust(t, "invoke", "python-http", "--path", "/hi")
+	var py struct{ Message, Path, Invocation string }
+	if err := json.Unmarshal([]byte(out), &py); err != nil || py.Message != "hello, world" || py.Path != "/hi" || py.Invocation == "" {
+		t.Errorf("python-http GET answered %q (%v), want the greeting, the path and an invocation id", out, err)
+	}
+	out = n.mustGust(t, "invoke", "python-http", "-d", `{"a":1,"b":2}`)
+	if !strings.Contains(out, `"keys": 2`) {
+		t.Errorf("python-http POST answered %q, want keys 2", out)
+	}
+	if a := n.do(t, "POST", "/fn/default/python-http", "application/json", strings.NewReader("{not json")); a.status != 400 || !strings.Contains(a.body, "not JSON") {
+		t.Errorf("python-http with a bad body: %d %q, want the function's own 400", a.status, a.body)
+	}
+
+	for i := 1; i <= 2; i++ {
+		out = n.mustGust(t, "invoke", "node-http", "-d", "x")
+		var nd struct {
+			Message, Method, Body string
+			Served                int
+		}
+		if err := json.Unmarshal([]byte(out), &nd); err != nil || nd.Message != "hello from node" || nd.Body != "x" || nd.Served != i {
+			t.Errorf("node-http call %d answered %q (%v), want the warm instance's count %d", i, out, err, i)
+		}
+	}
+
+	out = n.mustGust(t, "invoke", "shell-stdio", "-d", "one two three", "--path", "/count")
+	if strings.TrimSpace(out) != "POST /count: 3 words" {
+		t.Errorf("shell-stdio answered %q", out)
+	}
+	waitFor(t, func() bool { return strings.Contains(n.logs.String(), "handled ") })
+}

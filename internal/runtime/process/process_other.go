@@ -1,0 +1,27 @@
+//go:build !linux
+
+// Package process runs functions as Linux containers; on other systems it
+// reports itself unavailable.
+package process
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/gust-faas/gust/internal/runtime"
+)
+
+// Config configures the process runtime.
+type Config struct {
+	Dir    string
+	Logger *slog.Logger
+}
+
+// Runtime is the process sandbox.
+type Runtime struct{ runtime.Sandbox }
+
+// New fails: process sandboxes need Linux.
+func New(context.Context, Config) (*Runtime, error) {
+	return nil, errors.New("process sandboxes need Linux")
+}
