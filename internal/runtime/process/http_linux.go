@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/gust-faas/gust/internal/runtime"
@@ -167,6 +168,11 @@ func (h *httpInstance) failed(ctx context.Context, err error) error {
 	}
 	if h.sb.exited() {
 		return h.sb.failure(h.stderr)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+		// A handler that panicked: Go's and most servers' recover by
+		// dropping the connection.
+		return &runtime.Error{Kind: runtime.Crashed, Message: "the function's program closed the connection without answering", Stderr: tail(h.stderr)}
 	}
 	return &runtime.Error{Kind: runtime.BadResponse, Message: "the function's program did not answer with HTTP", Err: err, Stderr: tail(h.stderr)}
 }

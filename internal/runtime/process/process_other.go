@@ -1,7 +1,5 @@
 //go:build !linux
 
-// Package process runs functions as Linux containers; on other systems it
-// reports itself unavailable.
 package process
 
 import (

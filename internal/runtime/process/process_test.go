@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,8 @@ import (
 	"github.com/gust-faas/gust/internal/bundle"
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/runtime"
+	"github.com/gust-faas/gust/internal/runtime/runtimetest"
+	"github.com/gust-faas/gust/internal/runtime/wasm/wasmtest"
 )
 
 // newRuntime starts the runtime, or fails: CI runs as root on Linux.
@@ -117,4 +120,32 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
 			t.Errorf("body = %q", got)
 		}
 	}
+}
+
+// TestConformance runs the sandbox conformance cases on the reactor
+// fixture built for Linux, as an http process function.
+func TestConformance(t *testing.T) {
+	r := newRuntime(t)
+	dir := t.TempDir()
+	root, err := wasmtest.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "reactor"), "./"+runtimetest.Fixture)
+	build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	b, err := bundle.Pack(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prep, err := r.Prepare(context.Background(), registry.Digest(b), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtimetest.Run(t, func(t *testing.T, ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
+		cfg.Process = runtime.Process{Command: []string{"./reactor"}, Protocol: runtime.ProtocolHTTP, InitTimeout: 10 * time.Second}
+		return prep.Start(ctx, cfg)
+	})
 }
