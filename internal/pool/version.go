@@ -243,7 +243,10 @@ func (vp *versionPool) put(in *instance, faulted, served bool) {
 		in.served++
 	}
 	in.lastUsed = vp.p.now()
-	discard := faulted || !in.sandbox.Reusable() || vp.closed || in.secretsFP != vp.secretsFP ||
+	// A one-shot instance is spent once it served; started ahead of a
+	// request, it waits for one.
+	spent := served && !in.sandbox.Reusable()
+	discard := faulted || spent || vp.closed || in.secretsFP != vp.secretsFP ||
 		(vp.policy.MaxRequests > 0 && in.served >= vp.policy.MaxRequests)
 	if !discard && len(vp.waiters) > 0 {
 		ch := vp.waiters[0]
@@ -258,9 +261,13 @@ func (vp *versionPool) put(in *instance, faulted, served bool) {
 		vp.mu.Unlock()
 		return
 	}
+	active := vp.policy.Active
 	vp.mu.Unlock()
 	in.close()
 	vp.wakeOne()
+	if sp, ok := in.sandbox.(runtime.Spared); ok && sp.WantSpare() && active && !faulted {
+		vp.apply(Decision{Start: 1}) // within max_instances
+	}
 	vp.releaseModuleIfDone()
 }
 

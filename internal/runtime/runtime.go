@@ -41,6 +41,18 @@ type Response struct {
 	Body   []byte
 }
 
+// HiddenHeader reports whether a request header is one a function never
+// sees: credentials meant for Gust, Gust's own, and those that describe the
+// connection.
+func HiddenHeader(name string) bool {
+	switch name {
+	case "Authorization", "Proxy", "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer",
+		"Transfer-Encoding", "Upgrade", "Content-Length", "Host":
+		return true
+	}
+	return strings.HasPrefix(name, "X-Gust-")
+}
+
 // Kind says why an invocation failed.
 type Kind int
 

@@ -1,6 +1,7 @@
 package process
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -21,14 +22,19 @@ import (
 // sandboxPort is what $PORT says in a sandbox with its own network.
 const sandboxPort = 8080
 
-// httpInstance is a program serving HTTP on $PORT in its sandbox.
+// httpInstance is a program serving HTTP on $PORT in its sandbox. It
+// serves one request at a time, so it keeps one connection to the
+// program and speaks HTTP/1.1 on it directly: no transport goroutines.
 type httpInstance struct {
-	sb        *sandbox
-	netns     *os.File // the sandbox's network namespace; nil on the host's
-	port      int
-	transport *http.Transport
-	stderr    *runtime.StderrLog
-	limits    runtime.Limits
+	sb     *sandbox
+	netns  *os.File // the sandbox's network namespace; nil on the host's
+	port   int
+	stderr *runtime.StderrLog
+	limits runtime.Limits
+
+	conn net.Conn // nil until the first request, and after a failure
+	br   *bufio.Reader
+	bw   *bufio.Writer
 }
 
 func (p *prepared) startHTTP(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
@@ -51,14 +57,6 @@ func (p *prepared) startHTTP(ctx context.Context, cfg runtime.Config) (runtime.I
 			return nil, err
 		}
 	}
-	h.transport = &http.Transport{
-		DialContext:         h.dial,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     time.Minute,
-		DisableCompression:  true,
-		// The program's answer may take as long as the function's timeout.
-		ResponseHeaderTimeout: 0,
-	}
 	if err := sb.exec(ctx, nil); err != nil {
 		h.Close(ctx)
 		return nil, err
@@ -70,7 +68,7 @@ func (p *prepared) startHTTP(ctx context.Context, cfg runtime.Config) (runtime.I
 	return h, nil
 }
 
-func (h *httpInstance) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+func (h *httpInstance) dial(ctx context.Context) (net.Conn, error) {
 	if h.netns == nil {
 		var d net.Dialer
 		return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(h.port)))
@@ -79,7 +77,7 @@ func (h *httpInstance) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 }
 
 // awaitListen dials until the program accepts, it exits, or the init
-// timeout passes.
+// timeout passes. The connection that succeeds serves the first request.
 func (h *httpInstance) awaitListen(ctx context.Context, timeout time.Duration) error {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -88,9 +86,9 @@ func (h *httpInstance) awaitListen(ctx context.Context, timeout time.Duration) e
 	defer cancel()
 	wait := 100 * time.Microsecond
 	for {
-		c, err := h.dial(ctx, "", "")
+		c, err := h.dial(ctx)
 		if err == nil {
-			c.Close()
+			h.setConn(c)
 			return nil
 		}
 		if h.sb.exited() {
@@ -98,11 +96,8 @@ func (h *httpInstance) awaitListen(ctx context.Context, timeout time.Duration) e
 			e.Message += " before it listened on $PORT"
 			return e
 		}
-		if !isRefused(err) && !errors.Is(err, context.DeadlineExceeded) {
-			var opErr *net.OpError
-			if !errors.As(err, &opErr) {
-				return runtime.Errorf(runtime.Crashed, "cannot reach the function's program: %v", err)
-			}
+		if !isRefused(err) && ctx.Err() == nil {
+			return runtime.Errorf(runtime.Crashed, "cannot reach the function's program: %v", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -114,49 +109,125 @@ func (h *httpInstance) awaitListen(ctx context.Context, timeout time.Duration) e
 	}
 }
 
-// hopHeaders are a connection's own, not forwarded either way.
-var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length"}
+func (h *httpInstance) setConn(c net.Conn) {
+	h.conn = c
+	if h.br == nil {
+		h.br, h.bw = bufio.NewReaderSize(c, 16<<10), bufio.NewWriterSize(c, 16<<10)
+	} else {
+		h.br.Reset(c)
+		h.bw.Reset(c)
+	}
+}
+
+func (h *httpInstance) dropConn() {
+	if h.conn != nil {
+		h.conn.Close()
+		h.conn = nil
+	}
+}
+
+// hopHeaders are a response's headers about its connection, not passed on.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Te": true, "Trailer": true,
+	"Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
+}
 
 func (h *httpInstance) Invoke(ctx context.Context, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
 	h.stderr.Begin(log)
-	u := "http://" + req.Host + req.Path
+	if h.conn == nil {
+		c, err := h.dial(ctx)
+		if err != nil {
+			return nil, h.failed(ctx, err)
+		}
+		h.setConn(c)
+	}
+	// The deadline, or a cancellation, ends the exchange at once.
+	if dl, ok := ctx.Deadline(); ok {
+		h.conn.SetDeadline(dl)
+	} else {
+		h.conn.SetDeadline(time.Time{})
+	}
+	conn := h.conn
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	resp, err := h.exchange(req)
+	if err != nil {
+		h.dropConn()
+		return nil, h.failed(ctx, err)
+	}
+	return resp, nil
+}
+
+// exchange writes req on the connection and reads the response.
+func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error) {
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	path := req.Path
+	if path == "" || path[0] != '/' {
+		path = "/" + path
+	}
+	bw := h.bw
+	bw.WriteString(method)
+	bw.WriteByte(' ')
+	bw.WriteString(path)
 	if req.RawQuery != "" {
-		u += "?" + req.RawQuery
+		bw.WriteByte('?')
+		bw.WriteString(req.RawQuery)
 	}
-	hreq, err := http.NewRequestWithContext(ctx, req.Method, u, bytes.NewReader(req.Body))
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(req.Host)
+	bw.WriteString("\r\nX-Gust-Invocation-Id: ")
+	bw.WriteString(req.InvocationID)
+	for k, vs := range req.Header {
+		if runtime.HiddenHeader(k) {
+			continue
+		}
+		for _, v := range vs {
+			bw.WriteString("\r\n")
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+		}
+	}
+	bw.WriteString("\r\nContent-Length: ")
+	bw.WriteString(strconv.Itoa(len(req.Body)))
+	bw.WriteString("\r\n\r\n")
+	bw.Write(req.Body)
+	if err := bw.Flush(); err != nil {
+		return nil, err
+	}
+	resp, err := http.ReadResponse(h.br, &http.Request{Method: method})
 	if err != nil {
-		return nil, runtime.Errorf(runtime.BadResponse, "cannot forward the request: %v", err)
+		return nil, err
 	}
-	hreq.Header = req.Header.Clone()
-	if hreq.Header == nil {
-		hreq.Header = http.Header{}
-	}
-	for _, k := range hopHeaders {
-		hreq.Header.Del(k)
-	}
-	hreq.Header.Set("X-Gust-Invocation-Id", req.InvocationID)
-	hreq.ContentLength = int64(len(req.Body))
-	resp, err := h.transport.RoundTrip(hreq)
-	if err != nil {
-		return nil, h.failed(ctx, err)
-	}
-	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(h.limits.MaxOutputBytes)+1))
+	resp.Body.Close()
 	if err != nil {
-		return nil, h.failed(ctx, err)
+		return nil, err
 	}
 	if len(body) > h.limits.MaxOutputBytes {
+		h.dropConn()
 		return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", h.limits.MaxOutputBytes)
 	}
-	header := resp.Header
-	for _, k := range hopHeaders {
-		header.Del(k)
+	if resp.Close {
+		h.dropConn()
 	}
-	return &runtime.Response{Status: resp.StatusCode, Header: header, Body: body}, nil
+	for k := range resp.Header {
+		if hopHeaders[k] {
+			delete(resp.Header, k)
+		}
+	}
+	return &runtime.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}, nil
 }
 
 // failed explains a request that got no whole response.
 func (h *httpInstance) failed(ctx context.Context, err error) error {
+	var re *runtime.Error
+	if errors.As(err, &re) {
+		return re
+	}
 	if ctx.Err() != nil {
 		return &runtime.Error{Kind: runtime.Timeout, Message: "the function did not answer before its deadline", Stderr: tail(h.stderr)}
 	}
@@ -181,9 +252,7 @@ func (h *httpInstance) Reusable() bool { return !h.sb.exited() }
 
 func (h *httpInstance) Close(context.Context) error {
 	h.sb.close()
-	if h.transport != nil {
-		h.transport.CloseIdleConnections()
-	}
+	h.dropConn()
 	if h.netns != nil {
 		h.netns.Close()
 	}

@@ -103,6 +103,10 @@ func (s *stdioInstance) Invoke(ctx context.Context, req *runtime.Request, log *s
 
 func (s *stdioInstance) Reusable() bool { return false }
 
+// WantSpare implements runtime.Spared: the next request finds its sandbox
+// built.
+func (s *stdioInstance) WantSpare() bool { return true }
+
 func (s *stdioInstance) Close(context.Context) error {
 	s.sb.close()
 	s.stdin.Close()

@@ -91,6 +91,18 @@ func Run(t *testing.T, start Start) {
 			t.Errorf("/env = %q", got)
 		}
 	})
+	t.Run("credentials meant for Gust stay hidden", func(t *testing.T) {
+		inst := newInstance(t, 128)
+		req := request("GET", "/headers", "")
+		req.Header.Set("Authorization", "Bearer gust_secret")
+		resp, err := invoke(inst, req, 10*time.Second)
+		if err != nil {
+			t.Fatalf("invoke: %v", err)
+		}
+		if got := string(resp.Body); got != `auth="" test="1"` {
+			t.Errorf("/headers = %q, want the Authorization header hidden and X-Test passed", got)
+		}
+	})
 	for _, c := range []struct {
 		path    string
 		memory  uint64

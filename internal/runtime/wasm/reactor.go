@@ -146,7 +146,7 @@ func renderHead(req *runtime.Request) []byte {
 	}
 	b = append(append(append(b, "Content-Length: "...), strconv.Itoa(len(req.Body))...), '\n')
 	for name, values := range req.Header {
-		if hiddenFromGuest(name) {
+		if runtime.HiddenHeader(name) {
 			continue
 		}
 		for _, v := range values {
@@ -154,16 +154,6 @@ func renderHead(req *runtime.Request) []byte {
 		}
 	}
 	return b
-}
-
-// hiddenFromGuest are request headers a function never sees: credentials
-// meant for Gust, Gust's own, and those that describe the connection.
-func hiddenFromGuest(name string) bool {
-	switch name {
-	case "Authorization", "Proxy", "Connection", "Transfer-Encoding", "Content-Length", "Host":
-		return true
-	}
-	return strings.HasPrefix(name, "X-Gust-")
 }
 
 // Instance is one warm reactor instance. It serves one request at a time;

@@ -41,6 +41,8 @@ func handle(w http.ResponseWriter, r *http.Request) {
 		os.Exit(4)
 	case "/env":
 		fmt.Fprintf(w, "GREETING=%s ID=%s", os.Getenv("GREETING"), r.Header.Get("X-Gust-Invocation-Id"))
+	case "/headers":
+		fmt.Fprintf(w, "auth=%q test=%q", r.Header.Get("Authorization"), r.Header.Get("X-Test"))
 	case "/big":
 		w.Write(make([]byte, 7<<20))
 	default:

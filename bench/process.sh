@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Benchmarks process functions (runtime: process) on this machine, in one run:
+#   sudo bench/process.sh [seconds per wrk run, default 10]
+# Needs root (namespaces and cgroups) and wrk (apt-get install wrk). Builds a
+# static Go hello server (bench/bare, which serves $PORT) and a static stdio
+# hello (bench/stdiohello), then measures:
+#   - warm throughput of the hello server as an http process function at 32
+#     connections, against the same binary run bare on the host;
+#   - cold start of the same function, request to response (max_requests 1);
+#   - per-request overhead of the stdio function over a bare fork/exec of
+#     the same program.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+command -v wrk >/dev/null || { echo "bench: wrk is missing: apt-get install wrk" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "bench: process sandboxes need root" >&2; exit 1; }
+
+work=$(mktemp -d)
+chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+echo "building..."
+go build -o "$work/gust" ./cmd/gust
+go build -o "$work/coldstart" ./bench/coldstart
+go build -o "$work/stdio" ./bench/stdio
+mkdir -p "$work/hello" "$work/hello-cold" "$work/stdio-hello"
+CGO_ENABLED=0 go build -o "$work/hello/bare" ./bench/bare
+cp "$work/hello/bare" "$work/hello-cold/bare"
+CGO_ENABLED=0 go build -o "$work/stdio-hello/stdiohello" ./bench/stdiohello
+BARE=127.0.0.1:18191
+GUST=127.0.0.1:18190
+"$work/hello/bare" -addr "$BARE" & pids+=($!)
+"$work/gust" server --addr "$GUST" --data-dir "$work/data" --log-level warn 2>"$work/server.log" & pids+=($!)
+for _ in $(seq 100); do curl -sf "http://$GUST/readyz" >/dev/null && curl -sf "http://$BARE/" >/dev/null && break; sleep 0.1; done
+
+export GUST_URL="http://$GUST" GUST_KEY
+GUST_KEY=$(cat "$work/data/admin.key")
+if ! "$work/gust" version | grep -q 'runtimes:.*process'; then
+	"$work/gust" version >&2
+	exit 1
+fi
+spec() { # name, extra lines
+	printf 'name: %s\nruntime: process\nauth: none\nmemory_mb: 128\n%s\n' "$1" "$2" > "$work/$1/gust.yaml"
+}
+spec hello 'command: ["./bare"]'
+spec hello-cold 'command: ["./bare"]
+max_requests: 1'
+spec stdio-hello 'command: ["./stdiohello"]
+protocol: stdio'
+for fn in hello hello-cold stdio-hello; do "$work/gust" deploy "$work/$fn" >/dev/null; done
+
+run() { wrk -t"$(( $2 < 2 ? 1 : 2 ))" -c"$2" -d"${secs}s" --latency "$1" 2>&1; }
+field() { awk -v k="$1" '$1 == k { print $2 }'; }
+ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v*=1000 }; printf "%.3f", v }'; }
+
+printf "\n%-30s %12s %10s %10s\n" "load" "requests/s" "p50 ms" "p99 ms"
+for c in 32 1; do
+	run "http://$GUST/fn/default/hello" "$c" >/dev/null  # warm-up: instances and connections
+	b=$(run "http://$BARE/" "$c")
+	g=$(run "http://$GUST/fn/default/hello" "$c")
+	brps=$(echo "$b" | field Requests/sec:); grps=$(echo "$g" | field Requests/sec:)
+	b50=$(echo "$b" | field 50% | ms); b99=$(echo "$b" | field 99% | ms)
+	g50=$(echo "$g" | field 50% | ms); g99=$(echo "$g" | field 99% | ms)
+	printf "%-30s %12s %10s %10s\n" "bare net/http, c=$c" "$brps" "$b50" "$b99"
+	printf "%-30s %12s %10s %10s\n" "gust process hello, c=$c" "$grps" "$g50" "$g99"
+	awk -v g="$grps" -v b="$brps" -v g50="$g50" -v b50="$b50" -v c="$c" \
+		'BEGIN { printf "ratio at c=%s: throughput %.2fx of bare, p50 %.2fx of bare\n\n", c, g/b, g50/b50 }'
+done
+
+"$work/coldstart" -url "http://$GUST/fn/default/hello-cold" -warm-url "http://$GUST/fn/default/hello" -n 300
+echo
+"$work/stdio" -url "http://$GUST/fn/default/stdio-hello" -prog "$work/stdio-hello/stdiohello" -n 300
