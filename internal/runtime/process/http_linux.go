@@ -228,7 +228,8 @@ func (h *httpInstance) failed(ctx context.Context, err error) error {
 	if errors.As(err, &re) {
 		return re
 	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		// The connection's deadline is the context's, and may pass first.
 		return &runtime.Error{Kind: runtime.Timeout, Message: "the function did not answer before its deadline", Stderr: tail(h.stderr)}
 	}
 	select {
