@@ -766,3 +766,50 @@ func shorten(s string) string {
 	}
 	return s
 }
+
+func TestProcessSpec(t *testing.T) {
+	s, err := registry.ParseSpecYAML([]byte("name: py\nruntime: process\ncommand: [python3, app.py]\n"))
+	if err != nil {
+		t.Fatalf("a minimal process spec: %v", err)
+	}
+	if s.Protocol != registry.ProtocolHTTP || s.Network != registry.NetworkNone || time.Duration(s.InitTimeout) != registry.DefaultInitTimeout {
+		t.Errorf("defaults = protocol %q network %q init_timeout %v, want http, none, %v", s.Protocol, s.Network, s.InitTimeout, registry.DefaultInitTimeout)
+	}
+	if w := (registry.Spec{Name: "w"}).WithDefaults(); w.Protocol != "" || w.Network != "" || w.InitTimeout != 0 {
+		t.Errorf("a wasm spec got process defaults: %+v", w)
+	}
+	for _, c := range []struct {
+		name, yaml string
+		wantErr    []string
+	}{
+		{"no command", "runtime: process", []string{"command is required"}},
+		{"empty program", "runtime: process\ncommand: ['']", []string{"command's program is empty"}},
+		{"too many args", "runtime: process\ncommand: [" + strings.Repeat("a,", 64) + "a]", []string{"65 arguments"}},
+		{"NUL in arg", "runtime: process\ncommand: [\"a\\0b\"]", []string{"command[0] is invalid"}},
+		{"long arg", "runtime: process\ncommand: [" + strings.Repeat("a", 4097) + "]", []string{"command[0] is invalid"}},
+		{"bad protocol", "runtime: process\ncommand: [x]\nprotocol: grpc", []string{`protocol "grpc" is unknown`}},
+		{"bad network", "runtime: process\ncommand: [x]\nnetwork: bridge", []string{`network "bridge" is unknown`}},
+		{"content_type on http", "runtime: process\ncommand: [x]\ncontent_type: text/plain", []string{"content_type is only for protocol \"stdio\""}},
+		{"bad content_type", "runtime: process\ncommand: [x]\nprotocol: stdio\ncontent_type: 'not a type;;'", []string{"is not a media type"}},
+		{"init_timeout too long", "runtime: process\ncommand: [x]\ninit_timeout: 6m", []string{"init_timeout 6m0s is out of range"}},
+		{"unknown runtime", "runtime: docker", []string{`runtime "docker" is not supported`}},
+		{"process fields on wasm", "command: [x]\nprotocol: http\nnetwork: host", []string{"command is only for runtime", "network is only for runtime", "protocol is only for runtime"}},
+		{"PORT is reserved", "runtime: process\ncommand: [x]\nenv: {PORT: '1'}", []string{"PORT"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := registry.ParseSpecYAML([]byte("name: fn\n" + c.yaml + "\n"))
+			if err == nil {
+				t.Fatalf("accepted, want an error saying %q", c.wantErr)
+			}
+			for _, w := range c.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+	ok, err := registry.ParseSpecYAML([]byte("name: sh\nruntime: process\ncommand: [./h.sh]\nprotocol: stdio\ncontent_type: application/json\nnetwork: host\ninit_timeout: 2s\n"))
+	if err != nil || ok.ContentType != "application/json" || ok.Network != registry.NetworkHost {
+		t.Errorf("a full stdio spec: %+v, %v", ok, err)
+	}
+}
