@@ -77,10 +77,30 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Runtime{dir: cfg.Dir, log: log, cgroups: cg, cores: float64(goruntime.NumCPU())}
+	r.sweep()
 	if err := r.probe(ctx); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// sweep removes what a server that stopped abruptly left: half-unpacked
+// bundles, and the empty cgroups of its sandboxes (which died with it).
+func (r *Runtime) sweep() {
+	for _, pattern := range []string{"unpack-*", "probe-*"} {
+		leftovers, _ := filepath.Glob(filepath.Join(r.dir, pattern))
+		for _, p := range leftovers {
+			os.RemoveAll(p)
+		}
+	}
+	for _, base := range r.cgroups.base {
+		entries, _ := os.ReadDir(base)
+		for _, e := range entries {
+			if e.IsDir() {
+				os.Remove(filepath.Join(base, e.Name())) // fails, harmlessly, for a live sandbox's
+			}
+		}
+	}
 }
 
 // probe builds a sandbox and stops it before any program runs.
