@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -18,8 +19,10 @@ import (
 type cgroups struct {
 	v2 bool
 	// base is the folder new cgroups go in: one per controller for v1
-	// (memory, cpu, pids), one for v2.
+	// (memory, cpu, pids), one for v2; each holds a folder per server
+	// process, named by its pid, which holds its sandboxes'.
 	base map[string]string
+	mine string // this server's folder's name
 }
 
 var controllers = []string{"memory", "cpu", "pids"}
@@ -38,7 +41,7 @@ func openCgroups() (*cgroups, error) {
 	if err != nil {
 		return nil, err
 	}
-	cg := &cgroups{base: map[string]string{}}
+	cg := &cgroups{base: map[string]string{}, mine: strconv.Itoa(os.Getpid())}
 	if m, ok := mounts["unified"]; ok && len(mounts) == 1 {
 		cg.v2 = true
 		// The server's own cgroup may hold processes, so it cannot hand
@@ -49,7 +52,10 @@ func openCgroups() (*cgroups, error) {
 		if err := os.MkdirAll(base, 0o755); err != nil {
 			return nil, fmt.Errorf("cgroup v2: %w", err)
 		}
-		for _, dir := range []string{parent, base} {
+		if err := os.MkdirAll(filepath.Join(base, cg.mine), 0o755); err != nil {
+			return nil, fmt.Errorf("cgroup v2: %w", err)
+		}
+		for _, dir := range []string{parent, base, filepath.Join(base, cg.mine)} {
 			if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory +cpu +pids"), 0); err != nil {
 				return nil, fmt.Errorf("cgroup v2: cannot enable the memory, cpu and pids controllers in %s: %w", dir, err)
 			}
@@ -63,7 +69,7 @@ func openCgroups() (*cgroups, error) {
 			return nil, fmt.Errorf("cgroup v1: the %s controller is not mounted", c)
 		}
 		base := filepath.Join(m, own[c], "gust")
-		if err := os.MkdirAll(base, 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(base, cg.mine), 0o755); err != nil {
 			return nil, fmt.Errorf("cgroup v1: %w", err)
 		}
 		cg.base[c] = base
@@ -135,6 +141,28 @@ func cgroupMounts() (map[string]string, error) {
 	return nil, errors.New("no cgroup hierarchy is mounted")
 }
 
+// sweep removes the folders of servers that are gone, and the empty
+// cgroups in them (their sandboxes died with them: Pdeathsig).
+func (cg *cgroups) sweep() {
+	for _, base := range cg.base {
+		servers, _ := os.ReadDir(base)
+		for _, s := range servers {
+			pid, err := strconv.Atoi(s.Name())
+			if !s.IsDir() || err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+				continue
+			}
+			dir := filepath.Join(base, s.Name())
+			sandboxes, _ := os.ReadDir(dir)
+			for _, sb := range sandboxes {
+				if sb.IsDir() {
+					os.Remove(filepath.Join(dir, sb.Name()))
+				}
+			}
+			os.Remove(dir)
+		}
+	}
+}
+
 // cgroup is one sandbox's.
 type cgroup struct {
 	v2   bool
@@ -152,7 +180,7 @@ type cgroupLimits struct {
 func (cg *cgroups) create(name string, lim cgroupLimits) (*cgroup, error) {
 	c := &cgroup{v2: cg.v2, dirs: map[string]string{}}
 	for k, base := range cg.base {
-		dir := filepath.Join(base, name)
+		dir := filepath.Join(base, cg.mine, name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			c.remove()
 			return nil, err

@@ -93,14 +93,7 @@ func (r *Runtime) sweep() {
 			os.RemoveAll(p)
 		}
 	}
-	for _, base := range r.cgroups.base {
-		entries, _ := os.ReadDir(base)
-		for _, e := range entries {
-			if e.IsDir() {
-				os.Remove(filepath.Join(base, e.Name())) // fails, harmlessly, for a live sandbox's
-			}
-		}
-	}
+	r.cgroups.sweep()
 }
 
 // probe builds a sandbox and stops it before any program runs.
@@ -250,7 +243,7 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 	}
 	defer statusW.Close()
 	mem := int64(cfg.Limits.MemoryBytes)
-	cg, err := r.cgroups.create(fmt.Sprintf("s%d-%d", os.Getpid(), r.seq.Add(1)), cgroupLimits{
+	cg, err := r.cgroups.create("s"+strconv.FormatUint(r.seq.Add(1), 10), cgroupLimits{
 		memory: mem,
 		cpu:    min(r.cores, max(minCPU, cpuPerGiB*float64(mem)/(1<<30))),
 		pids:   maxPids,
