@@ -392,6 +392,7 @@ func config(spec registry.Spec, env []string, stderr *runtime.StderrLog) runtime
 			Network:     spec.Network == registry.NetworkHost,
 			ContentType: spec.ContentType,
 			InitTimeout: time.Duration(spec.InitTimeout),
+			Concurrency: spec.Concurrency,
 		},
 	}
 }

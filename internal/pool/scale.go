@@ -18,8 +18,10 @@ type Policy struct {
 }
 
 func policyOf(s registry.Spec, active bool) Policy {
+	// An instance that serves n requests at once is n slots to the pool.
+	n := max(1, s.Concurrency)
 	return Policy{
-		Min: s.MinInstances, Max: s.MaxInstances, MaxQueue: s.MaxQueue,
+		Min: s.MinInstances * n, Max: s.MaxInstances * n, MaxQueue: s.MaxQueue,
 		MaxRequests: s.MaxRequests, IdleTTL: time.Duration(s.IdleTTL), Active: active,
 	}
 }

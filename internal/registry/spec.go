@@ -52,6 +52,7 @@ const (
 const (
 	DefaultInitTimeout = 10 * time.Second
 	MaxInitTimeout     = 5 * time.Minute
+	MaxConcurrency     = 1000
 	maxCommandArgs     = 64
 	maxCommandArgBytes = 4096
 )
@@ -83,6 +84,9 @@ type Spec struct {
 	Network     string   `json:"network,omitempty" yaml:"network,omitempty"`
 	ContentType string   `json:"content_type,omitempty" yaml:"content_type,omitempty"`
 	InitTimeout Duration `json:"init_timeout,omitempty" yaml:"init_timeout,omitempty"`
+	// Concurrency is how many requests one instance of an http process
+	// function serves at once (default 1).
+	Concurrency int `json:"concurrency,omitempty" yaml:"concurrency,omitempty"`
 
 	// Scaling, per node. MaxInstances bounds the instances of a version;
 	// MinInstances are kept warm even when idle; an instance idle for
@@ -378,6 +382,9 @@ func (s Spec) WithDefaults() Spec {
 		if s.InitTimeout == 0 {
 			s.InitTimeout = Duration(DefaultInitTimeout)
 		}
+		if s.Concurrency == 0 && s.Protocol == ProtocolHTTP {
+			s.Concurrency = 1
+		}
 	}
 	return s
 }
@@ -452,7 +459,7 @@ func processOnly(s Spec) []error {
 	var errs []error
 	for name, set := range map[string]bool{
 		"command": len(s.Command) > 0, "protocol": s.Protocol != "", "network": s.Network != "",
-		"content_type": s.ContentType != "", "init_timeout": s.InitTimeout != 0,
+		"content_type": s.ContentType != "", "init_timeout": s.InitTimeout != 0, "concurrency": s.Concurrency != 0,
 	} {
 		if set {
 			errs = append(errs, fmt.Errorf("%s is only for runtime %q", name, RuntimeProcess))
@@ -492,6 +499,12 @@ func validateProcess(s Spec) []error {
 	}
 	if t := time.Duration(s.InitTimeout); t < time.Millisecond || t > MaxInitTimeout {
 		errs = append(errs, fmt.Errorf("init_timeout %s is out of range 1ms to %s", t, MaxInitTimeout))
+	}
+	switch {
+	case s.Protocol != ProtocolHTTP && s.Concurrency != 0:
+		errs = append(errs, fmt.Errorf("concurrency is only for protocol %q: a stdio process serves one request", ProtocolHTTP))
+	case s.Protocol == ProtocolHTTP && (s.Concurrency < 1 || s.Concurrency > MaxConcurrency):
+		errs = append(errs, fmt.Errorf("concurrency %d is out of range 1 to %d", s.Concurrency, MaxConcurrency))
 	}
 	return errs
 }

@@ -772,7 +772,7 @@ func TestProcessSpec(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a minimal process spec: %v", err)
 	}
-	if s.Protocol != registry.ProtocolHTTP || s.Network != registry.NetworkNone || time.Duration(s.InitTimeout) != registry.DefaultInitTimeout {
+	if s.Protocol != registry.ProtocolHTTP || s.Network != registry.NetworkNone || time.Duration(s.InitTimeout) != registry.DefaultInitTimeout || s.Concurrency != 1 {
 		t.Errorf("defaults = protocol %q network %q init_timeout %v, want http, none, %v", s.Protocol, s.Network, s.InitTimeout, registry.DefaultInitTimeout)
 	}
 	if w := (registry.Spec{Name: "w"}).WithDefaults(); w.Protocol != "" || w.Network != "" || w.InitTimeout != 0 {
@@ -794,6 +794,9 @@ func TestProcessSpec(t *testing.T) {
 		{"init_timeout too long", "runtime: process\ncommand: [x]\ninit_timeout: 6m", []string{"init_timeout 6m0s is out of range"}},
 		{"unknown runtime", "runtime: docker", []string{`runtime "docker" is not supported`}},
 		{"process fields on wasm", "command: [x]\nprotocol: http\nnetwork: host", []string{"command is only for runtime", "network is only for runtime", "protocol is only for runtime"}},
+		{"concurrency on stdio", "runtime: process\ncommand: [x]\nprotocol: stdio\nconcurrency: 2", []string{"concurrency is only for protocol \"http\""}},
+		{"concurrency too high", "runtime: process\ncommand: [x]\nconcurrency: 1001", []string{"concurrency 1001 is out of range 1 to 1000"}},
+		{"concurrency on wasm", "concurrency: 2", []string{"concurrency is only for runtime"}},
 		{"PORT is reserved", "runtime: process\ncommand: [x]\nenv: {PORT: '1'}", []string{"PORT"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -85,4 +85,8 @@ type Process struct {
 	ContentType string
 	// InitTimeout bounds how long an http program may take to listen.
 	InitTimeout time.Duration
+	// Concurrency is how many requests an http program serves at once:
+	// each Start up to that many returns a slot of the same program, with
+	// a connection of its own.
+	Concurrency int
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -22,14 +23,27 @@ import (
 // sandboxPort is what $PORT says in a sandbox with its own network.
 const sandboxPort = 8080
 
-// httpInstance is a program serving HTTP on $PORT in its sandbox. It
-// serves one request at a time, so it keeps one connection to the
-// program and speaks HTTP/1.1 on it directly: no transport goroutines.
-type httpInstance struct {
+// httpSandbox is a program serving HTTP on $PORT in its sandbox. With a
+// concurrency of n it serves n slots at once.
+type httpSandbox struct {
+	key    string
 	sb     *sandbox
 	netns  *os.File // the sandbox's network namespace; nil on the host's
 	port   int
 	stderr *runtime.StderrLog
+
+	// Guarded by prepared.mu.
+	slots, capacity int
+	ready           chan struct{} // closed when the program listens, or failed to
+	err             error
+	first           net.Conn // the connection that found it listening
+}
+
+// httpInstance is one slot of an httpSandbox: it serves one request at a
+// time on a connection of its own, speaking HTTP/1.1 directly.
+type httpInstance struct {
+	p      *prepared
+	s      *httpSandbox
 	limits runtime.Limits
 
 	conn net.Conn // nil until the first request, and after a failure
@@ -37,48 +51,123 @@ type httpInstance struct {
 	bw   *bufio.Writer
 }
 
+// startHTTP returns a slot of a program that has one free, or starts one.
 func (p *prepared) startHTTP(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
-	port := sandboxPort
-	if cfg.Process.Network {
-		var err error
-		if port, err = freePort(); err != nil {
-			return nil, err
+	key := sandboxKey(cfg)
+	p.mu.Lock()
+	var s *httpSandbox
+	for _, c := range p.shared[key] {
+		if c.slots < c.capacity && (c.sb == nil || !c.sb.exited()) {
+			s = c
+			break
 		}
 	}
-	cfg.Env = programEnv(cfg.Env, "PORT="+strconv.Itoa(port))
-	sb, err := p.r.start(ctx, p.dir, cfg, startIO{stdout: cfg.Stderr, stderr: cfg.Stderr}, false)
-	if err != nil {
-		return nil, err
+	starter := s == nil
+	if starter {
+		s = &httpSandbox{key: key, capacity: max(1, cfg.Process.Concurrency), ready: make(chan struct{})}
+		p.shared[key] = append(p.shared[key], s)
 	}
-	h := &httpInstance{sb: sb, port: port, stderr: cfg.Stderr, limits: cfg.Limits}
-	if !cfg.Process.Network {
-		if h.netns, err = os.Open(fmt.Sprintf("/proc/%d/ns/net", sb.cmd.Process.Pid)); err != nil {
-			sb.close()
-			return nil, err
-		}
+	s.slots++
+	p.mu.Unlock()
+	if starter {
+		s.err = p.bootHTTP(ctx, s, cfg)
+		close(s.ready)
 	}
-	if err := sb.exec(ctx, nil); err != nil {
-		h.Close(ctx)
-		return nil, err
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		p.release(s)
+		return nil, runtime.Errorf(runtime.Timeout, "the function's program did not start before the deadline")
 	}
-	if err := h.awaitListen(ctx, cfg.Process.InitTimeout); err != nil {
-		h.Close(ctx)
-		return nil, err
+	if s.err != nil {
+		p.release(s)
+		return nil, s.err
 	}
+	h := &httpInstance{p: p, s: s, limits: cfg.Limits}
+	p.mu.Lock()
+	if c := s.first; c != nil {
+		s.first = nil
+		h.setConn(c)
+	}
+	p.mu.Unlock()
 	return h, nil
 }
 
-func (h *httpInstance) dial(ctx context.Context) (net.Conn, error) {
-	if h.netns == nil {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(h.port)))
+// sandboxKey tells apart the configurations that slots may share a
+// program under.
+func sandboxKey(cfg runtime.Config) string {
+	var b strings.Builder
+	for _, list := range [][]string{cfg.Env, cfg.Process.Command} {
+		for _, s := range list {
+			fmt.Fprintf(&b, "%d:%s", len(s), s)
+		}
+		b.WriteByte('|')
 	}
-	return dialInNetNS(ctx, int(h.netns.Fd()), h.port)
+	fmt.Fprintf(&b, "%d|%t|%d", cfg.Limits.MemoryBytes, cfg.Process.Network, cfg.Process.Concurrency)
+	return b.String()
+}
+
+// release gives back a slot of s; the last one stops the program.
+func (p *prepared) release(s *httpSandbox) {
+	p.mu.Lock()
+	s.slots--
+	last := s.slots == 0
+	if last {
+		p.shared[s.key] = slices.DeleteFunc(p.shared[s.key], func(c *httpSandbox) bool { return c == s })
+		if len(p.shared[s.key]) == 0 {
+			delete(p.shared, s.key)
+		}
+		if s.first != nil {
+			s.first.Close()
+		}
+	}
+	p.mu.Unlock()
+	if last && s.sb != nil {
+		s.sb.close()
+		if s.netns != nil {
+			s.netns.Close()
+		}
+	}
+}
+
+// bootHTTP starts s's program and waits for it to listen.
+func (p *prepared) bootHTTP(ctx context.Context, s *httpSandbox, cfg runtime.Config) error {
+	s.port = sandboxPort
+	if cfg.Process.Network {
+		var err error
+		if s.port, err = freePort(); err != nil {
+			return err
+		}
+	}
+	cfg.Env = programEnv(cfg.Env, "PORT="+strconv.Itoa(s.port))
+	s.stderr = cfg.Stderr
+	sb, err := p.r.start(ctx, p.dir, cfg, startIO{stdout: cfg.Stderr, stderr: cfg.Stderr}, false)
+	if err != nil {
+		return err
+	}
+	s.sb = sb
+	if !cfg.Process.Network {
+		if s.netns, err = os.Open(fmt.Sprintf("/proc/%d/ns/net", sb.cmd.Process.Pid)); err != nil {
+			return err
+		}
+	}
+	if err := sb.exec(ctx, nil); err != nil {
+		return err
+	}
+	return s.awaitListen(ctx, cfg.Process.InitTimeout)
+}
+
+func (s *httpSandbox) dial(ctx context.Context) (net.Conn, error) {
+	if s.netns == nil {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)))
+	}
+	return dialInNetNS(ctx, int(s.netns.Fd()), s.port)
 }
 
 // awaitListen dials until the program accepts, it exits, or the init
-// timeout passes. The connection that succeeds serves the first request.
-func (h *httpInstance) awaitListen(ctx context.Context, timeout time.Duration) error {
+// timeout passes. The connection that succeeds serves the first slot.
+func (s *httpSandbox) awaitListen(ctx context.Context, timeout time.Duration) error {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
@@ -86,13 +175,13 @@ func (h *httpInstance) awaitListen(ctx context.Context, timeout time.Duration) e
 	defer cancel()
 	wait := 100 * time.Microsecond
 	for {
-		c, err := h.dial(ctx)
+		c, err := s.dial(ctx)
 		if err == nil {
-			h.setConn(c)
+			s.first = c
 			return nil
 		}
-		if h.sb.exited() {
-			e := h.sb.failure(h.stderr)
+		if s.sb.exited() {
+			e := s.sb.failure(s.stderr)
 			e.Message += " before it listened on $PORT"
 			return e
 		}
@@ -101,8 +190,8 @@ func (h *httpInstance) awaitListen(ctx context.Context, timeout time.Duration) e
 		}
 		select {
 		case <-ctx.Done():
-			return &runtime.Error{Kind: runtime.Timeout, Message: fmt.Sprintf("the function's program did not listen on $PORT (%d) within %s", h.port, timeout), Stderr: tail(h.stderr)}
-		case <-h.sb.done:
+			return &runtime.Error{Kind: runtime.Timeout, Message: fmt.Sprintf("the function's program did not listen on $PORT (%d) within %s", s.port, timeout), Stderr: tail(s.stderr)}
+		case <-s.sb.done:
 		case <-time.After(wait):
 			wait = min(2*wait, 5*time.Millisecond)
 		}
@@ -133,9 +222,11 @@ var hopHeaders = map[string]bool{
 }
 
 func (h *httpInstance) Invoke(ctx context.Context, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
-	h.stderr.Begin(log)
+	// With a concurrency above 1, the program's lines go to the latest
+	// invocation's log.
+	h.s.stderr.Begin(log)
 	if h.conn == nil {
-		c, err := h.dial(ctx)
+		c, err := h.s.dial(ctx)
 		if err != nil {
 			return nil, h.failed(ctx, err)
 		}
@@ -228,34 +319,37 @@ func (h *httpInstance) failed(ctx context.Context, err error) error {
 	if errors.As(err, &re) {
 		return re
 	}
+	s := h.s
 	if ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		// The connection's deadline is the context's, and may pass first.
-		return &runtime.Error{Kind: runtime.Timeout, Message: "the function did not answer before its deadline", Stderr: tail(h.stderr)}
+		return &runtime.Error{Kind: runtime.Timeout, Message: "the function did not answer before its deadline", Stderr: tail(s.stderr)}
 	}
 	select {
-	case <-h.sb.done:
-		return h.sb.failure(h.stderr)
+	case <-s.sb.done:
+		return s.sb.failure(s.stderr)
 	case <-time.After(50 * time.Millisecond):
 		// The program may be dying: give the kernel a moment to say so.
 	}
-	if h.sb.exited() {
-		return h.sb.failure(h.stderr)
+	if s.sb.exited() {
+		return s.sb.failure(s.stderr)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 		// A handler that panicked: Go's and most servers' recover by
 		// dropping the connection.
-		return &runtime.Error{Kind: runtime.Crashed, Message: "the function's program closed the connection without answering", Stderr: tail(h.stderr)}
+		return &runtime.Error{Kind: runtime.Crashed, Message: "the function's program closed the connection without answering", Stderr: tail(s.stderr)}
 	}
-	return &runtime.Error{Kind: runtime.BadResponse, Message: "the function's program did not answer with HTTP", Err: err, Stderr: tail(h.stderr)}
+	return &runtime.Error{Kind: runtime.BadResponse, Message: "the function's program did not answer with HTTP", Err: err, Stderr: tail(s.stderr)}
 }
 
-func (h *httpInstance) Reusable() bool { return !h.sb.exited() }
+func (h *httpInstance) Reusable() bool { return !h.s.sb.exited() }
 
+// Close gives the slot back; the program stops with its last slot. A
+// faulted slot of a program of concurrency 1 is its last.
 func (h *httpInstance) Close(context.Context) error {
-	h.sb.close()
 	h.dropConn()
-	if h.netns != nil {
-		h.netns.Close()
+	if h.p != nil {
+		h.p.release(h.s)
+		h.p = nil
 	}
 	return nil
 }

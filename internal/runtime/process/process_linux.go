@@ -137,13 +137,16 @@ func (r *Runtime) Prepare(ctx context.Context, digest string, artifact []byte) (
 			return nil, err
 		}
 	}
-	return &prepared{r: r, dir: dir}, nil
+	return &prepared{r: r, dir: dir, shared: map[string][]*httpSandbox{}}, nil
 }
 
 // prepared is an unpacked bundle.
 type prepared struct {
 	r   *Runtime
 	dir string
+
+	mu     sync.Mutex
+	shared map[string][]*httpSandbox // running http programs, by sandboxKey
 }
 
 // Check makes sure the command can be found: a path in the bundle, or a

@@ -2,12 +2,15 @@ package process
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,30 +125,105 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
 	}
 }
 
+var (
+	reactorOnce   sync.Once
+	reactorBundle []byte
+	reactorErr    error
+)
+
+// reactor returns a bundle of the conformance fixture built for Linux,
+// built once per test binary.
+func reactor(t *testing.T) []byte {
+	t.Helper()
+	reactorOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gust-reactor-")
+		if err != nil {
+			reactorErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		root, err := wasmtest.ModuleRoot()
+		if err != nil {
+			reactorErr = err
+			return
+		}
+		build := exec.Command("go", "build", "-o", filepath.Join(dir, "reactor"), "./"+runtimetest.Fixture)
+		build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			reactorErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
+		}
+		reactorBundle, reactorErr = bundle.Pack(dir)
+	})
+	if reactorErr != nil {
+		t.Fatal(reactorErr)
+	}
+	return reactorBundle
+}
+
+func reactorConfig(cfg runtime.Config, concurrency int) runtime.Config {
+	cfg.Process = runtime.Process{Command: []string{"./reactor"}, Protocol: runtime.ProtocolHTTP, InitTimeout: 10 * time.Second, Concurrency: concurrency}
+	return cfg
+}
+
 // TestConformance runs the sandbox conformance cases on the reactor
 // fixture built for Linux, as an http process function.
 func TestConformance(t *testing.T) {
 	r := newRuntime(t)
-	dir := t.TempDir()
-	root, err := wasmtest.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "reactor"), "./"+runtimetest.Fixture)
-	build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	b, err := bundle.Pack(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := reactor(t)
 	prep, err := r.Prepare(context.Background(), registry.Digest(b), b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	runtimetest.Run(t, func(t *testing.T, ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
-		cfg.Process = runtime.Process{Command: []string{"./reactor"}, Protocol: runtime.ProtocolHTTP, InitTimeout: 10 * time.Second}
-		return prep.Start(ctx, cfg)
+		return prep.Start(ctx, reactorConfig(cfg, 1))
 	})
+}
+
+// TestHTTPConcurrency: with concurrency 2, two slots share one program
+// (and its request count) and a third starts another; the program stops
+// with its last slot.
+func TestHTTPConcurrency(t *testing.T) {
+	r := newRuntime(t)
+	b := reactor(t)
+	prep, err := r.Prepare(context.Background(), registry.Digest(b), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg := reactorConfig(runtimetest.Config(128), 2)
+	var slots []runtime.Instance
+	for range 3 {
+		in, err := prep.Start(ctx, cfg)
+		if err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		slots = append(slots, in)
+	}
+	count := func(in runtime.Instance) string {
+		resp, err := in.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/count", Header: http.Header{}}, slog.Default())
+		if err != nil {
+			t.Fatalf("Invoke: %v", err)
+		}
+		return string(resp.Body)
+	}
+	if got := []string{count(slots[0]), count(slots[1]), count(slots[2]), count(slots[0])}; !slices.Equal(got, []string{"1", "2", "1", "3"}) {
+		t.Errorf("counts = %v, want 1 2 1 3: the first two slots share a program, the third has its own", got)
+	}
+	first := slots[0].(*httpInstance).s.sb
+	slots[0].Close(ctx)
+	if first.exited() {
+		t.Error("the program stopped while a slot still holds it")
+	}
+	if got := count(slots[1]); got != "4" {
+		t.Errorf("count after closing the other slot = %q, want 4", got)
+	}
+	slots[1].Close(ctx)
+	select {
+	case <-first.done:
+	case <-time.After(5 * time.Second):
+		t.Error("the program still runs after its last slot closed")
+	}
+	slots[2].Close(ctx)
 }
