@@ -42,9 +42,14 @@ if ! "$work/gust" version | grep -q 'runtimes:.*process'; then
 	exit 1
 fi
 spec() { # name, extra lines
-	printf 'name: %s\nruntime: process\nauth: none\nmemory_mb: 128\n%s\n' "$1" "$2" > "$work/$1/gust.yaml"
+	printf 'name: %s\nruntime: process\nauth: none\n%s\n' "$1" "$2" > "$work/$1/gust.yaml"
 }
-spec hello 'command: ["./bare"]'
+# One instance serves all 32 connections, with the CPU quota of 2 GiB (two
+# cores), as the bare server has both cores.
+spec hello 'command: ["./bare"]
+concurrency: 32
+max_instances: 1
+memory_mb: 2048'
 spec hello-cold 'command: ["./bare"]
 max_requests: 1'
 spec stdio-hello 'command: ["./stdiohello"]

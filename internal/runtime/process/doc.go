@@ -4,7 +4,7 @@
 // with the bundle at /var/task and a size-capped tmpfs at /tmp; an
 // unprivileged user, no_new_privs and a seccomp filter; cgroups (v1 or v2)
 // bounding memory, CPU and processes. The Gust binary itself is the
-// sandbox's first process (see InitArg): it builds the root, then executes
+// sandbox's first process (package initproc): it builds the root, then executes
 // the program.
 //
 // A program speaks HTTP on $PORT and stays up (protocol http), or answers

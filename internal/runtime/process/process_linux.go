@@ -22,6 +22,7 @@ import (
 
 	"github.com/gust-faas/gust/internal/bundle"
 	"github.com/gust-faas/gust/internal/runtime"
+	"github.com/gust-faas/gust/internal/runtime/process/initproc"
 )
 
 // Sandbox limits that the spec does not set.
@@ -62,7 +63,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the server does not run as root, which making namespaces and cgroups needs")
 	}
-	if auditArch == 0 {
+	if !initproc.SeccompDefined() {
 		return nil, errors.New("no seccomp filter is defined for this architecture")
 	}
 	cg, err := openCgroups()
@@ -187,7 +188,7 @@ func (p *prepared) Check(cfg runtime.Config) error {
 }
 
 func underSystemDirs(p string) bool {
-	for _, d := range systemDirs {
+	for _, d := range initproc.SystemDirs {
 		if strings.HasPrefix(p, d+"/") {
 			return true
 		}
@@ -262,7 +263,7 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 	}
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
-		Args:       []string{InitArg},
+		Args:       []string{initproc.Arg},
 		Env:        []string{"GOGC=off", "GOMAXPROCS=1"},
 		Stdin:      stdio.stdin,
 		Stdout:     stdio.stdout,
@@ -299,7 +300,7 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 		sb.close()
 		return nil, err
 	}
-	ic := initConfig{
+	ic := initproc.Config{
 		Command:     cfg.Process.Command,
 		Env:         cfg.Env,
 		TmpBytes:    min(maxTmpBytes, mem),
@@ -363,7 +364,7 @@ func (sb *sandbox) readStatus(ctx context.Context, ready bool) error {
 
 // exec has the init execute the program, with env added.
 func (sb *sandbox) exec(ctx context.Context, env []string) error {
-	err := json.NewEncoder(sb.control).Encode(execMessage{Env: env})
+	err := json.NewEncoder(sb.control).Encode(initproc.Exec{Env: env})
 	sb.control.Close()
 	if err != nil {
 		return runtime.Errorf(runtime.Crashed, "the sandbox exited before its program started")

@@ -1,4 +1,8 @@
-package process
+// Package initproc is the first process of a process sandbox: the Gust
+// binary executed again (as Arg) inside new namespaces. It builds the
+// sandbox's root, waits for the host's word, drops to an unprivileged user
+// under a seccomp filter and executes the function's program.
+package initproc
 
 import (
 	"encoding/json"
@@ -14,14 +18,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// InitArg is argv[0] of the sandbox's first process: the Gust binary,
+// Arg is argv[0] of the sandbox's first process: the Gust binary,
 // executed again inside the new namespaces, which builds the root and then
 // executes the function's program.
-const InitArg = "gust-sandbox-init"
+const Arg = "gust-sandbox-init"
 
-// File descriptors the init process gets.
+// File descriptors the init process gets: ExtraFiles 0, 1 and 2.
 const (
-	fdControl = 3 // reads the initConfig, then the execMessage
+	fdControl = 3 // reads the Config, then the Exec
 	fdStatus  = 4 // writes 'R' when ready, or 'E' and why it failed
 	fdBundle  = 5 // the bundle as a detached mount, moved to /var/task
 )
@@ -32,8 +36,8 @@ const (
 	sandboxGID = 1000
 )
 
-// initConfig is what the init process needs to build the sandbox.
-type initConfig struct {
+// Config is what the init process needs to build the sandbox.
+type Config struct {
 	Command  []string `json:"command"`
 	Env      []string `json:"env"`
 	TmpBytes int64    `json:"tmp_bytes"`
@@ -43,16 +47,17 @@ type initConfig struct {
 	ProbeOnly bool `json:"probe_only,omitempty"`
 }
 
-// execMessage starts the program, with Env added to the config's.
-type execMessage struct {
+// Exec starts the program, with Env added to the config's.
+type Exec struct {
 	Env []string `json:"env"`
 }
 
 // init makes every binary that links this package, gust and the test
-// binaries alike, able to be a sandbox's init process: run as InitArg, it
-// never returns to main.
+// binaries alike, able to be a sandbox's init process: run as Arg, it never
+// returns to main. This package imports little, so that its init runs early
+// among the binary's: a sandbox's start waits for it.
 func init() {
-	if len(os.Args) > 0 && os.Args[0] == InitArg {
+	if len(os.Args) > 0 && os.Args[0] == Arg {
 		runInit()
 	}
 }
@@ -68,7 +73,7 @@ func runInit() {
 	}
 	control := os.NewFile(fdControl, "control")
 	dec := json.NewDecoder(control)
-	var cfg initConfig
+	var cfg Config
 	if err := dec.Decode(&cfg); err != nil {
 		fail(fmt.Errorf("reading the sandbox's configuration: %w", err))
 	}
@@ -81,7 +86,7 @@ func runInit() {
 	if cfg.ProbeOnly {
 		os.Exit(0)
 	}
-	var msg execMessage
+	var msg Exec
 	if err := dec.Decode(&msg); err != nil {
 		os.Exit(127) // the host gave up on this sandbox
 	}
@@ -89,10 +94,10 @@ func runInit() {
 	fail(execProgram(cfg, msg))
 }
 
-// systemDirs are the host's folders bound read-only into the sandbox;
+// SystemDirs are the host's folders bound read-only into the sandbox;
 // those that are symbolic links on the host (a merged /usr) are copied as
 // links.
-var systemDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/alternatives", "/etc/ssl", "/etc/ca-certificates"}
+var SystemDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/alternatives", "/etc/ssl", "/etc/ca-certificates"}
 
 // etcFiles are copied from the host's /etc when they exist.
 var etcFiles = []string{"ld.so.cache", "ld.so.conf", "nsswitch.conf", "localtime", "mime.types"}
@@ -103,14 +108,14 @@ var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
 const newRoot = "/tmp" // every sandbox mounts its own tmpfs here, in its own mount namespace
 
 // buildRoot makes the sandbox's root and pivots into it.
-func buildRoot(cfg initConfig) error {
+func buildRoot(cfg Config) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making the mounts private: %w", err)
 	}
 	if err := unix.Mount("tmpfs", newRoot, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=4m,mode=755"); err != nil {
 		return fmt.Errorf("mounting the root: %w", err)
 	}
-	for _, d := range systemDirs {
+	for _, d := range SystemDirs {
 		if err := bindSystem(d); err != nil {
 			return err
 		}
@@ -233,7 +238,7 @@ func bindReadOnly(src, dst string) error {
 
 // writeEtc makes /etc: the sandbox's own passwd, group, hosts and
 // hostname, and a few harmless files copied from the host.
-func writeEtc(cfg initConfig) error {
+func writeEtc(cfg Config) error {
 	etc := filepath.Join(newRoot, "etc")
 	if err := os.MkdirAll(etc, 0o755); err != nil {
 		return err
@@ -316,7 +321,7 @@ func loopbackUp() error {
 // execProgram drops to the sandbox's user, installs the seccomp filter
 // and executes the function's program in /var/task. It returns only on
 // failure.
-func execProgram(cfg initConfig, msg execMessage) error {
+func execProgram(cfg Config, msg Exec) error {
 	env := append(cfg.Env, msg.Env...)
 	if err := unix.Chdir("/var/task"); err != nil {
 		return err

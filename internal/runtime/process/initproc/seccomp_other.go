@@ -1,6 +1,6 @@
 //go:build linux && !amd64 && !arm64
 
-package process
+package initproc
 
 const (
 	auditArch      = 0 // no filter: the runtime reports itself unavailable

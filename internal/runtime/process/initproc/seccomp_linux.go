@@ -1,4 +1,4 @@
-package process
+package initproc
 
 import (
 	"errors"
@@ -94,3 +94,6 @@ func installSeccomp() error {
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
 	return unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&prog)), 0, 0)
 }
+
+// SeccompDefined reports whether a filter is defined for this architecture.
+func SeccompDefined() bool { return auditArch != 0 }
