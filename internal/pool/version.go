@@ -261,13 +261,9 @@ func (vp *versionPool) put(in *instance, faulted, served bool) {
 		vp.mu.Unlock()
 		return
 	}
-	active := vp.policy.Active
 	vp.mu.Unlock()
 	in.close()
 	vp.wakeOne()
-	if sp, ok := in.sandbox.(runtime.Spared); ok && sp.WantSpare() && active && !faulted {
-		vp.apply(Decision{Start: 1}) // within max_instances
-	}
 	vp.releaseModuleIfDone()
 }
 

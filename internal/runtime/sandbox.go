@@ -44,13 +44,6 @@ type Instance interface {
 	Close(ctx context.Context) error
 }
 
-// Spared is implemented by an instance that serves one request but whose
-// start is worth making ahead of the next (a process sandbox, built before
-// its program runs): the pool starts a spare in its place.
-type Spared interface {
-	WantSpare() bool
-}
-
 // Config is what every instance of a function version shares.
 type Config struct {
 	// Env holds KEY=value pairs.

@@ -232,9 +232,9 @@ func (c *cgroup) add(pid int) error {
 	return nil
 }
 
-// oomKilled reports whether the kernel's OOM killer killed a process of
-// the cgroup.
-func (c *cgroup) oomKilled() bool {
+// oomKills returns how many processes of the cgroup the kernel's OOM
+// killer killed.
+func (c *cgroup) oomKills() int {
 	file := "memory.oom_control"
 	dir := c.dirs["memory"]
 	if c.v2 {
@@ -242,15 +242,15 @@ func (c *cgroup) oomKilled() bool {
 	}
 	b, err := os.ReadFile(filepath.Join(dir, file))
 	if err != nil {
-		return false
+		return 0
 	}
 	for line := range bytes.SplitSeq(b, []byte("\n")) {
 		if v, ok := bytes.CutPrefix(line, []byte("oom_kill ")); ok {
 			n, _ := strconv.Atoi(string(v))
-			return n > 0
+			return n
 		}
 	}
-	return false
+	return 0
 }
 
 // remove deletes the cgroup once its processes have gone, trying for up

@@ -141,7 +141,7 @@ func (p *prepared) bootHTTP(ctx context.Context, s *httpSandbox, cfg runtime.Con
 	}
 	cfg.Env = programEnv(cfg.Env, "PORT="+strconv.Itoa(s.port))
 	s.stderr = cfg.Stderr
-	sb, err := p.r.start(ctx, p.dir, cfg, startIO{stdout: cfg.Stderr, stderr: cfg.Stderr}, false)
+	sb, err := p.r.start(ctx, p.dir, cfg, startOptions{stdout: cfg.Stderr, stderr: cfg.Stderr})
 	if err != nil {
 		return err
 	}

@@ -105,7 +105,7 @@ func (r *Runtime) probe(ctx context.Context) error {
 	}
 	defer os.RemoveAll(empty)
 	os.Chmod(empty, 0o755)
-	sb, err := r.start(ctx, empty, runtime.Config{Limits: runtime.Limits{MemoryBytes: 64 << 20}, Process: runtime.Process{Command: []string{"true"}}}, startIO{}, true)
+	sb, err := r.start(ctx, empty, runtime.Config{Limits: runtime.Limits{MemoryBytes: 64 << 20}, Process: runtime.Process{Command: []string{"true"}}}, startOptions{probe: true})
 	if err != nil {
 		return fmt.Errorf("a test sandbox failed: %w", err)
 	}
@@ -209,10 +209,12 @@ func (p *prepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Insta
 	return p.startHTTP(ctx, cfg)
 }
 
-// startIO is where a sandbox's standard streams go.
-type startIO struct {
-	stdin          io.Reader
+// startOptions are how a sandbox starts: where its standard streams go,
+// and whether it stops once built (probe) or runs its program once per
+// request (serve) instead of executing it once.
+type startOptions struct {
 	stdout, stderr io.Writer
+	probe, serve   bool
 }
 
 // sandbox is one running init process, and the program it becomes.
@@ -221,6 +223,7 @@ type sandbox struct {
 	cg      *cgroup
 	control *os.File // the init's fd 3
 	status  *os.File // the init's fd 4
+	pass    *os.File // serve: the init's fd 6, for each request's streams
 	done    chan struct{}
 	err     error // from Wait, once done is closed
 
@@ -229,7 +232,7 @@ type sandbox struct {
 
 // start makes the namespaces and the cgroup, and has the init process
 // build the root; it returns once the sandbox is ready for its program.
-func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Config, stdio startIO, probe bool) (*sandbox, error) {
+func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Config, opts startOptions) (*sandbox, error) {
 	bundleFD, err := detachedMount(bundleDir)
 	if err != nil {
 		return nil, err
@@ -246,6 +249,20 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 		return nil, err
 	}
 	defer statusW.Close()
+	extra := []*os.File{controlR, statusW, bundleFD}
+	var pass *os.File
+	if opts.serve {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			controlW.Close()
+			statusR.Close()
+			return nil, err
+		}
+		pass = os.NewFile(uintptr(fds[0]), "pass")
+		child := os.NewFile(uintptr(fds[1]), "pass")
+		defer child.Close()
+		extra = append(extra, child)
+	}
 	mem := int64(cfg.Limits.MemoryBytes)
 	cg, err := r.cgroups.create("s"+strconv.FormatUint(r.seq.Add(1), 10), cgroupLimits{
 		memory: mem,
@@ -255,6 +272,9 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 	if err != nil {
 		controlW.Close()
 		statusR.Close()
+		if pass != nil {
+			pass.Close()
+		}
 		return nil, err
 	}
 	flags := syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
@@ -265,10 +285,9 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 		Path:       "/proc/self/exe",
 		Args:       []string{initproc.Arg},
 		Env:        []string{"GOGC=off", "GOMAXPROCS=1"},
-		Stdin:      stdio.stdin,
-		Stdout:     stdio.stdout,
-		Stderr:     stdio.stderr,
-		ExtraFiles: []*os.File{controlR, statusW, bundleFD},
+		Stdout:     opts.stdout,
+		Stderr:     opts.stderr,
+		ExtraFiles: extra,
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags:                 uintptr(flags),
 			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: idMapBase, Size: idMapSize}},
@@ -280,10 +299,13 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 			Pdeathsig:  syscall.SIGKILL,
 		},
 	}
-	sb := &sandbox{cmd: cmd, cg: cg, control: controlW, status: statusR, done: make(chan struct{})}
+	sb := &sandbox{cmd: cmd, cg: cg, control: controlW, status: statusR, pass: pass, done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
 		sb.control.Close()
 		sb.status.Close()
+		if pass != nil {
+			pass.Close()
+		}
 		cg.remove()
 		return nil, fmt.Errorf("starting the sandbox: %w", err)
 	}
@@ -305,7 +327,8 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 		Env:         cfg.Env,
 		TmpBytes:    min(maxTmpBytes, mem),
 		HostNetwork: cfg.Process.Network,
-		ProbeOnly:   probe,
+		ProbeOnly:   opts.probe,
+		Serve:       opts.serve,
 	}
 	if err := json.NewEncoder(sb.control).Encode(ic); err != nil {
 		sb.close()
@@ -386,7 +409,7 @@ func (sb *sandbox) exited() bool {
 // exited or crashed.
 func (sb *sandbox) failure(stderr *runtime.StderrLog) *runtime.Error {
 	<-sb.done
-	if sb.cg.oomKilled() {
+	if sb.cg.oomKills() > 0 {
 		return &runtime.Error{Kind: runtime.OutOfMemory, Message: "the function ran out of memory and was killed", Stderr: tail(stderr)}
 	}
 	how := "exited"
@@ -420,6 +443,9 @@ func (sb *sandbox) close() {
 		sb.control.Close()
 		<-sb.done
 		sb.status.Close()
+		if sb.pass != nil {
+			sb.pass.Close()
+		}
 		go sb.cg.remove()
 	})
 }

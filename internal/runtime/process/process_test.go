@@ -227,3 +227,66 @@ func TestHTTPConcurrency(t *testing.T) {
 	}
 	slots[2].Close(ctx)
 }
+
+// TestStdioRunsAreIsolated: one stdio instance serves run after run; what a
+// run leaves running is killed before the next, a program holds only its
+// three streams, and /tmp persists, as in a reused Lambda environment.
+func TestStdioRunsAreIsolated(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{"run.sh*": `#!/bin/sh
+echo 'Content-Type: text/plain'
+echo
+n=0
+for p in /proc/[0-9]*; do n=$((n+1)); done
+echo "procs=$n"
+echo "tmp=$(cat /tmp/mark 2>/dev/null | tr '\n' ' ')"
+echo "run" >> /tmp/mark
+sleep 1000 &
+sleep 1000 &
+`})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	inst, err := prep.Start(ctx, testConfig(runtime.ProtocolStdio, "./run.sh"))
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer inst.Close(ctx)
+	var bodies []string
+	for range 3 {
+		resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}}, slog.Default())
+		if err != nil {
+			t.Fatalf("Invoke: %v", err)
+		}
+		if !inst.Reusable() {
+			t.Fatal("a stdio instance is not reusable after a good run")
+		}
+		bodies = append(bodies, string(resp.Body))
+	}
+	// init, the shell, and at most the subshell of $(...): never the
+	// sleeps of an earlier run.
+	for i, b := range bodies {
+		if !strings.Contains(b, "procs=2\n") && !strings.Contains(b, "procs=3\n") {
+			t.Errorf("run %d saw the processes of earlier runs:\n%s", i, b)
+		}
+	}
+	if !strings.Contains(bodies[2], "tmp=run run \n") {
+		t.Errorf("the third run's /tmp = %q, want the marks of two runs", bodies[2])
+	}
+
+	// ls, run straight by the init, lists its three streams and the folder
+	// it reads: nothing of the init's pipes and socket.
+	cfg := testConfig(runtime.ProtocolStdio, "/usr/bin/ls", "/proc/self/fd")
+	cfg.Process.ContentType = "text/plain"
+	ls, err := prep.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer ls.Close(ctx)
+	resp, err := ls.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}}, slog.Default())
+	if err != nil {
+		t.Fatalf("Invoke: %v", err)
+	}
+	if got := string(resp.Body); got != "0\n1\n2\n3\n" || resp.Header.Get("Content-Type") != "text/plain" {
+		t.Errorf("ls /proc/self/fd = %q (%s), want 0 to 3 as text/plain", got, resp.Header.Get("Content-Type"))
+	}
+}

@@ -2,114 +2,169 @@ package process
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"slices"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gust-faas/gust/internal/cgi"
 	"github.com/gust-faas/gust/internal/runtime"
+	"github.com/gust-faas/gust/internal/runtime/process/initproc"
 )
 
-// stdioInstance is a sandbox built ahead of its one request: the program
-// starts when the request comes, reads the body on stdin and writes the
-// response on stdout.
+// stdioInstance is a sandbox whose init runs the program once per request,
+// as Lambda reuses an execution environment: the body on the program's
+// stdin, the response from its stdout. After each run every process the
+// run left is killed; /tmp stays, as the instance's scratch space.
 type stdioInstance struct {
 	sb          *sandbox
-	stdin       *os.File // write end
-	stdout      *os.File // read end
+	results     *json.Decoder // the init's Results, on its status pipe
 	stderr      *runtime.StderrLog
 	limits      runtime.Limits
 	contentType string
+	dead        bool
 }
 
 func (p *prepared) startStdio(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
-	inR, inW, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		inR.Close()
-		inW.Close()
-		return nil, err
-	}
 	cfg.Env = programEnv(cfg.Env)
-	sb, err := p.r.start(ctx, p.dir, cfg, startIO{stdin: inR, stdout: outW, stderr: cfg.Stderr}, false)
-	inR.Close()
-	outW.Close()
+	sb, err := p.r.start(ctx, p.dir, cfg, startOptions{stdout: cfg.Stderr, stderr: cfg.Stderr, serve: true})
 	if err != nil {
-		inW.Close()
-		outR.Close()
 		return nil, err
 	}
-	return &stdioInstance{sb: sb, stdin: inW, stdout: outR, stderr: cfg.Stderr, limits: cfg.Limits, contentType: cfg.Process.ContentType}, nil
+	return &stdioInstance{sb: sb, results: json.NewDecoder(sb.status), stderr: cfg.Stderr, limits: cfg.Limits, contentType: cfg.Process.ContentType}, nil
+}
+
+// pipes makes the three pipes of one run: the init gets stdin's read end
+// and the write ends of the others.
+func pipes() (mine, theirs [3]*os.File, err error) {
+	for i := range 3 {
+		r, w, err := os.Pipe()
+		if err != nil {
+			closeAll(mine[:i])
+			closeAll(theirs[:i])
+			return mine, theirs, err
+		}
+		if i == 0 {
+			mine[i], theirs[i] = w, r
+		} else {
+			mine[i], theirs[i] = r, w
+		}
+	}
+	return mine, theirs, nil
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
 }
 
 func (s *stdioInstance) Invoke(ctx context.Context, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
 	s.stderr.Begin(log)
+	mine, theirs, err := pipes()
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	defer closeAll(mine[:])
+	oomBefore := s.sb.cg.oomKills()
 	env := append(cgi.Env(req), "GUST_INVOCATION_ID="+req.InvocationID)
-	if err := s.sb.exec(ctx, env); err != nil {
-		return nil, err
+	err = json.NewEncoder(s.sb.control).Encode(initproc.Request{Env: env})
+	if err == nil {
+		rights := unix.UnixRights(int(theirs[0].Fd()), int(theirs[1].Fd()), int(theirs[2].Fd()))
+		err = unix.Sendmsg(int(s.sb.pass.Fd()), []byte{0}, rights, nil, 0)
+	}
+	closeAll(theirs[:])
+	if err != nil {
+		return nil, s.fail(err)
 	}
 	go func() {
-		s.stdin.Write(req.Body) // a program that does not read its body closes the pipe: EPIPE
-		s.stdin.Close()
+		mine[0].Write(req.Body) // a program that does not read its body closes the pipe: EPIPE
+		mine[0].Close()
+	}()
+	logged := make(chan struct{})
+	go func() {
+		io.Copy(s.stderr, mine[2])
+		close(logged)
 	}()
 	limit := s.limits.MaxOutputBytes
 	if s.contentType == "" {
 		limit += cgi.MaxHeaderBytes
 	}
-	type result struct {
-		out      []byte
-		overflow bool
+	type output struct {
+		out []byte
+		err error
+		res initproc.Result
 	}
-	read := make(chan result, 1)
+	done := make(chan output, 1)
 	go func() {
-		out, _ := io.ReadAll(io.LimitReader(s.stdout, int64(limit)+1))
-		read <- result{out: out, overflow: len(out) > limit}
+		out, _ := io.ReadAll(io.LimitReader(mine[1], int64(limit)+1))
+		if len(out) > limit {
+			done <- output{out: out}
+			return
+		}
+		var res initproc.Result
+		err := s.results.Decode(&res)
+		<-logged
+		done <- output{out: out, err: err, res: res}
 	}()
-	var res result
+	var o output
 	select {
-	case res = <-read:
+	case o = <-done:
 	case <-ctx.Done():
-		s.sb.close()
+		s.kill()
 		return nil, &runtime.Error{Kind: runtime.Timeout, Message: "the function did not finish before its deadline", Stderr: tail(s.stderr)}
 	}
-	if res.overflow {
-		s.sb.close()
+	if len(o.out) > limit {
+		s.kill()
 		return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", s.limits.MaxOutputBytes)
 	}
-	select {
-	case <-s.sb.done:
-	case <-ctx.Done():
-		s.sb.close()
-		return nil, &runtime.Error{Kind: runtime.Timeout, Message: "the function did not exit before its deadline", Stderr: tail(s.stderr)}
-	}
-	s.stderr.Flush()
-	if s.sb.err != nil {
+	if o.err != nil {
+		s.dead = true
 		return nil, s.sb.failure(s.stderr)
 	}
-	if s.contentType != "" {
-		return &runtime.Response{Status: http.StatusOK, Header: http.Header{"Content-Type": {s.contentType}}, Body: slices.Clip(res.out)}, nil
+	s.stderr.Flush()
+	if s.sb.cg.oomKills() > oomBefore {
+		s.dead = true // the OOM killer may have chosen the init
+		return nil, &runtime.Error{Kind: runtime.OutOfMemory, Message: "the function ran out of memory and was killed", Stderr: tail(s.stderr)}
 	}
-	resp, err := cgi.ParseResponse(res.out)
+	switch res := o.res; {
+	case res.Error != "":
+		return nil, &runtime.Error{Kind: runtime.Crashed, Message: res.Error, Stderr: tail(s.stderr)}
+	case res.Signal != 0:
+		return nil, &runtime.Error{Kind: runtime.Crashed, Message: "the function's program was killed by signal " + syscall.Signal(res.Signal).String(), Stderr: tail(s.stderr)}
+	case res.Exit != 0:
+		return nil, &runtime.Error{Kind: runtime.Crashed, Message: fmt.Sprintf("the function's program exited with status %d", res.Exit), Stderr: tail(s.stderr)}
+	}
+	if s.contentType != "" {
+		return &runtime.Response{Status: http.StatusOK, Header: http.Header{"Content-Type": {s.contentType}}, Body: slices.Clip(o.out)}, nil
+	}
+	resp, err := cgi.ParseResponse(o.out)
 	if err != nil {
 		return nil, &runtime.Error{Kind: runtime.BadResponse, Message: err.Error(), Stderr: tail(s.stderr)}
 	}
 	return resp, nil
 }
 
-func (s *stdioInstance) Reusable() bool { return false }
+// fail reports a failure to hand a request to the sandbox.
+func (s *stdioInstance) fail(err error) error {
+	s.kill()
+	return &runtime.Error{Kind: runtime.Crashed, Message: "cannot hand the request to the sandbox", Err: err}
+}
 
-// WantSpare implements runtime.Spared: the next request finds its sandbox
-// built.
-func (s *stdioInstance) WantSpare() bool { return true }
+func (s *stdioInstance) kill() {
+	s.dead = true
+	s.sb.close()
+}
+
+func (s *stdioInstance) Reusable() bool { return !s.dead && !s.sb.exited() }
 
 func (s *stdioInstance) Close(context.Context) error {
-	s.sb.close()
-	s.stdin.Close()
-	s.stdout.Close()
+	s.kill()
 	return nil
 }

@@ -28,6 +28,7 @@ const (
 	fdControl = 3 // reads the Config, then the Exec
 	fdStatus  = 4 // writes 'R' when ready, or 'E' and why it failed
 	fdBundle  = 5 // the bundle as a detached mount, moved to /var/task
+	fdPass    = 6 // Serve: a unix socket bringing each request's stdin, stdout and stderr
 )
 
 // Identity of the function's program inside the sandbox.
@@ -45,6 +46,9 @@ type Config struct {
 	HostNetwork bool `json:"host_network"`
 	// ProbeOnly stops after building the sandbox.
 	ProbeOnly bool `json:"probe_only,omitempty"`
+	// Serve keeps the init up, running the program once per Request,
+	// instead of executing it once in its place.
+	Serve bool `json:"serve,omitempty"`
 }
 
 // Exec starts the program, with Env added to the config's.
@@ -66,6 +70,9 @@ func init() {
 // program. It never returns.
 func runInit() {
 	goruntime.LockOSThread() // no_new_privs and seccomp are per thread: exec from this one
+	// Whatever the server inherited and did not mark close-on-exec stops
+	// here, short of the program.
+	unix.CloseRange(fdPass+1, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	status := os.NewFile(fdStatus, "status")
 	fail := func(err error) {
 		fmt.Fprintf(status, "E%v", err)
@@ -80,11 +87,19 @@ func runInit() {
 	if err := buildRoot(cfg); err != nil {
 		fail(err)
 	}
+	if cfg.Serve {
+		if err := dropPrivileges(); err != nil {
+			fail(err)
+		}
+	}
 	if _, err := status.Write([]byte{'R'}); err != nil {
 		os.Exit(127)
 	}
 	if cfg.ProbeOnly {
 		os.Exit(0)
+	}
+	if cfg.Serve {
+		serve(cfg, dec, status)
 	}
 	var msg Exec
 	if err := dec.Decode(&msg); err != nil {
@@ -343,7 +358,7 @@ func execProgram(cfg Config, msg Exec) error {
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, sandboxUID, sandboxUID, sandboxUID); e != 0 {
 		return fmt.Errorf("setresuid: %w", e)
 	}
-	if err := installSeccomp(); err != nil {
+	if err := installSeccomp(false); err != nil {
 		return fmt.Errorf("seccomp: %w", err)
 	}
 	unix.CloseOnExec(fdStatus) // closed by a successful exec: the host reads EOF

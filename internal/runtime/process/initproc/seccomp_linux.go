@@ -2,6 +2,7 @@ package initproc
 
 import (
 	"errors"
+	"fmt"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -82,8 +83,9 @@ func seccompFilter() []unix.SockFilter {
 }
 
 // installSeccomp sets no_new_privs and the filter on the calling thread,
-// which must be locked: the program execs from it.
-func installSeccomp() error {
+// which must be locked (the program execs from it), and with allThreads on
+// every thread of the process too (whichever forks the program).
+func installSeccomp(allThreads bool) error {
 	if auditArch == 0 {
 		return errors.New("no seccomp filter is defined for this architecture")
 	}
@@ -92,7 +94,16 @@ func installSeccomp() error {
 	}
 	filter := seccompFilter()
 	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
-	return unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&prog)), 0, 0)
+	var flags uintptr
+	if allThreads {
+		flags = unix.SECCOMP_FILTER_FLAG_TSYNC // which sets no_new_privs on them too
+	}
+	if r, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&prog))); e != 0 {
+		return e
+	} else if r != 0 {
+		return fmt.Errorf("thread %d could not take the filter", r)
+	}
+	return nil
 }
 
 // SeccompDefined reports whether a filter is defined for this architecture.
