@@ -56,23 +56,8 @@ spec stdio-hello 'command: ["./stdiohello"]
 protocol: stdio'
 for fn in hello hello-cold stdio-hello; do "$work/gust" deploy "$work/$fn" >/dev/null; done
 
-run() { wrk -t"$(( $2 < 2 ? 1 : 2 ))" -c"$2" -d"${secs}s" --latency "$1" 2>&1; }
-field() { awk -v k="$1" '$1 == k { print $2 }'; }
-ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v*=1000 }; printf "%.3f", v }'; }
-
-printf "\n%-30s %12s %10s %10s\n" "load" "requests/s" "p50 ms" "p99 ms"
-for c in 32 1; do
-	run "http://$GUST/fn/default/hello" "$c" >/dev/null  # warm-up: instances and connections
-	b=$(run "http://$BARE/" "$c")
-	g=$(run "http://$GUST/fn/default/hello" "$c")
-	brps=$(echo "$b" | field Requests/sec:); grps=$(echo "$g" | field Requests/sec:)
-	b50=$(echo "$b" | field 50% | ms); b99=$(echo "$b" | field 99% | ms)
-	g50=$(echo "$g" | field 50% | ms); g99=$(echo "$g" | field 99% | ms)
-	printf "%-30s %12s %10s %10s\n" "bare net/http, c=$c" "$brps" "$b50" "$b99"
-	printf "%-30s %12s %10s %10s\n" "gust process hello, c=$c" "$grps" "$g50" "$g99"
-	awk -v g="$grps" -v b="$brps" -v g50="$g50" -v b50="$b50" -v c="$c" \
-		'BEGIN { printf "ratio at c=%s: throughput %.2fx of bare, p50 %.2fx of bare\n\n", c, g/b, g50/b50 }'
-done
+. bench/lib.sh
+compare "gust process hello" "http://$BARE/" "http://$GUST/fn/default/hello"
 
 "$work/coldstart" -url "http://$GUST/fn/default/hello-cold" -warm-url "http://$GUST/fn/default/hello" -n 300
 echo

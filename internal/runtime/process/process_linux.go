@@ -16,7 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -466,11 +465,3 @@ func detachedMount(dir string) (*os.File, error) {
 }
 
 var _ runtime.Sandbox = (*Runtime)(nil)
-
-// deadlineLeft is what remains of ctx's deadline, or d if it has none.
-func deadlineLeft(ctx context.Context, d time.Duration) time.Duration {
-	if dl, ok := ctx.Deadline(); ok {
-		return min(d, time.Until(dl))
-	}
-	return d
-}
