@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -51,4 +52,30 @@ func TestProcessExamples(t *testing.T) {
 		t.Errorf("shell-stdio answered %q", out)
 	}
 	waitFor(t, func() bool { return strings.Contains(n.logs.String(), "handled ") })
+}
+
+// TestProcessFunctionSurvivesRestart: a restarted server serves a process
+// function from the bundle it unpacked before, and /v1/info says the
+// runtime is there.
+func TestProcessFunctionSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir)
+	n.mustGust(t, "deploy", filepath.Join(moduleRoot, "examples", "shell-stdio"))
+	n.stop(t)
+	unpacked, err := filepath.Glob(filepath.Join(dir, "bundles", "sha256-*"))
+	if err != nil || len(unpacked) != 1 {
+		t.Fatalf("unpacked bundles = %v (%v), want one", unpacked, err)
+	}
+	n = startNode(t, dir)
+	if out := n.mustGust(t, "invoke", "shell-stdio", "-d", "a b"); strings.TrimSpace(out) != "POST /: 2 words" {
+		t.Errorf("after a restart shell-stdio answered %q", out)
+	}
+	a := n.do(t, "GET", "/v1/info", "", nil)
+	var info struct {
+		Runtimes    []string
+		Unavailable map[string]string `json:"unavailable_runtimes"`
+	}
+	if err := json.Unmarshal([]byte(a.body), &info); err != nil || !slices.Contains(info.Runtimes, "process") || len(info.Unavailable) != 0 {
+		t.Errorf("/v1/info = %s (%v), want the process runtime available", a.body, err)
+	}
 }

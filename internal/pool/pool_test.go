@@ -9,6 +9,7 @@ import (
 	"os"
 	goruntime "runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -819,5 +820,22 @@ func TestCloseStopsBackgroundSync(t *testing.T) {
 			t.Fatalf("Stats after Sync then Close = %v, want none", got)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestUnavailableRuntime: a node without a runtime refuses its functions
+// with the reason, and an unknown runtime by name.
+func TestUnavailableRuntime(t *testing.T) {
+	p := New(Deps{Sandboxes: map[string]runtime.Sandbox{}, Unavailable: map[string]string{"process": "the server does not run as root"}})
+	defer p.Close()
+	for kind, want := range map[string]string{
+		"process": "runtime process is not available on this node: the server does not run as root",
+		"vm":      `runtime "vm" is unknown`,
+	} {
+		spec := registry.Spec{Name: "f", Runtime: kind}.WithDefaults()
+		err := p.Check(context.Background(), spec, "sha256:x", []byte("x"))
+		if runtime.KindOf(err) != runtime.BadArtifact || !strings.Contains(err.Error(), want) {
+			t.Errorf("Check on runtime %s = %v, want a bad artifact error saying %q", kind, err, want)
+		}
 	}
 }
