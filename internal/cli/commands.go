@@ -280,6 +280,14 @@ func (e *env) describe(ctx context.Context, args []string) error {
 	fmt.Fprintf(tw, "URL:\t%s\n", c.functionURL(f))
 	fmt.Fprintf(tw, "Latest:\tversion %d\n", f.Latest)
 	fmt.Fprintf(tw, "Runtime:\t%s\n", latest.Spec.Runtime)
+	if spec := latest.Spec; spec.Runtime == registry.RuntimeProcess {
+		fmt.Fprintf(tw, "Command:\t%s\n", strings.Join(spec.Command, " "))
+		how := spec.Protocol + ", network " + spec.Network
+		if spec.Protocol == registry.ProtocolHTTP {
+			how += fmt.Sprintf(", %d at once per instance, listens within %s", spec.Concurrency, time.Duration(spec.InitTimeout))
+		}
+		fmt.Fprintf(tw, "Protocol:\t%s\n", how)
+	}
 	fmt.Fprintf(tw, "Memory:\t%d MiB\n", latest.Spec.MemoryMB)
 	fmt.Fprintf(tw, "Timeout:\t%s\n", time.Duration(latest.Spec.Timeout))
 	fmt.Fprintf(tw, "Max body:\t%s\n", size(latest.Spec.MaxBodyBytes))

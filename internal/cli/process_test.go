@@ -23,6 +23,9 @@ func TestProcessExamples(t *testing.T) {
 		}
 	}
 
+	if out := n.mustGust(t, "describe", "python-http"); !strings.Contains(out, "python3 app.py") || !strings.Contains(out, "http, network none, 1 at once per instance") {
+		t.Errorf("describe printed %q, want the command and the protocol", out)
+	}
 	out := n.mustGust(t, "invoke", "python-http", "--path", "/hi")
 	var py struct{ Message, Path, Invocation string }
 	if err := json.Unmarshal([]byte(out), &py); err != nil || py.Message != "hello, world" || py.Path != "/hi" || py.Invocation == "" {
