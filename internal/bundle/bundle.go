@@ -120,9 +120,15 @@ func (u *unpacker) tarGz(b []byte) error {
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
-			// Read the gzip trailer too: its checksum covers everything.
-			if _, err := io.Copy(io.Discard, io.LimitReader(zr, 1<<20)); err != nil {
+			// Read to the gzip trailer: its checksum covers everything.
+			// What follows the archive counts against the same budget.
+			budget := u.budget()
+			n, err := io.Copy(io.Discard, io.LimitReader(zr, budget+1))
+			if err != nil {
 				return &Error{Reason: "not a valid gzip stream: " + err.Error()}
+			}
+			if n > budget {
+				return &Error{Reason: "the bundle holds too much data after the archive's end"}
 			}
 			return u.checkLinks()
 		}
@@ -348,11 +354,13 @@ func (u *unpacker) checkLinks() error {
 	return nil
 }
 
+// budget is how many more bytes the bundle may unpack to.
+func (u *unpacker) budget() int64 {
+	return min(u.lim.MaxBytes, max(ratioFloor, u.lim.MaxRatio*u.size)) - u.total
+}
+
 func (u *unpacker) copy(name string, w io.Writer, r io.Reader) error {
-	budget := u.lim.MaxBytes - u.total
-	if ratioBudget := max(ratioFloor, u.lim.MaxRatio*u.size) - u.total; ratioBudget < budget {
-		budget = ratioBudget
-	}
+	budget := u.budget()
 	n, err := io.Copy(w, io.LimitReader(r, budget+1))
 	u.total += n
 	if err != nil {

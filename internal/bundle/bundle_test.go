@@ -412,21 +412,11 @@ func (s *sandbox) failure(tb testing.TB, err error, entry, reason string) []stri
 	return append(probs, s.problems(tb)...)
 }
 
-// report fails t with probs, unless bug names a known bug in bundle.go, in
-// which case the test is skipped with the bug's description (and logs
-// that the bug is fixed if there is no problem any more).
-func report(t *testing.T, bug string, probs []string) {
+// report fails t with probs.
+func report(t *testing.T, probs []string) {
 	t.Helper()
-	switch {
-	case len(probs) == 0 && bug != "":
-		t.Logf("known bug %q no longer shows: drop its marker", bug)
-	case len(probs) == 0:
-	case bug != "":
-		t.Skipf("KNOWN BUG in bundle.go (%s):\n\t%s", bug, strings.Join(probs, "\n\t"))
-	default:
-		for _, p := range probs {
-			t.Error(p)
-		}
+	if len(probs) > 0 {
+		t.Error(strings.Join(probs, "\n"))
 	}
 }
 
@@ -635,7 +625,7 @@ func TestUnpackNormal(t *testing.T) {
 				t.Fatalf("Unpack: %v", err)
 			}
 			probs := append(checkTree(s.target, tree), s.problems(t)...)
-			report(t, "", probs)
+			report(t, probs)
 			for link, want := range map[string]string{
 				"bin/readme":          "# hello\n",
 				"chain/app.yaml":      "a: 1\n",
@@ -706,7 +696,7 @@ func TestUnpackZipDefaults(t *testing.T) {
 	if err := Unpack(buf.Bytes(), s.target, DefaultLimits); err != nil {
 		t.Fatalf("Unpack: %v", err)
 	}
-	report(t, "", append(checkTree(s.target, map[string]want{
+	report(t, append(checkTree(s.target, map[string]want{
 		"a.txt":   {kFile, 0o644, "a.txt"},
 		"d":       {kind: kDir},
 		"d/b.txt": {kFile, 0o644, "d/b.txt"},
@@ -720,7 +710,6 @@ type hostileCase struct {
 	ents   []ent // "$PARENT" in a name or a body is the sandbox's parent
 	entry  string
 	reason string
-	bug    string // a known bug in bundle.go makes this case fail
 }
 
 var hostileCases = []hostileCase{
@@ -859,7 +848,7 @@ func TestUnpackHostile(t *testing.T) {
 						ents[i] = e
 					}
 					err := Unpack(f.build(t, ents...), s.target, DefaultLimits)
-					report(t, c.bug, s.failure(t, err, sub(c.entry), c.reason))
+					report(t, s.failure(t, err, sub(c.entry), c.reason))
 				})
 			}
 		})
@@ -977,10 +966,10 @@ func TestUnpackThroughLinks(t *testing.T) {
 							probs = append(probs, fmt.Sprintf("Unpack: %v", err))
 						}
 						probs = append(probs, checkTree(s.target, tt.tree)...)
-						report(t, "", append(probs, s.problems(t)...))
+						report(t, append(probs, s.problems(t)...))
 						return
 					}
-					report(t, "", s.failure(t, err, tt.entry, tt.reason))
+					report(t, s.failure(t, err, tt.entry, tt.reason))
 				})
 			}
 		})
@@ -1037,7 +1026,6 @@ func TestUnpackLimits(t *testing.T) {
 		entry  string            // "" for success
 		reason string
 		maxOut int64 // if > 0, the most bytes the target may hold while unpacking
-		bug    string
 	}{
 		{
 			name: "MaxFiles exactly", lim: Limits{MaxBytes: 1 << 20, MaxFiles: 3, MaxRatio: 200},
@@ -1147,7 +1135,7 @@ func TestUnpackLimits(t *testing.T) {
 					if tt.maxOut > 0 && peak > tt.maxOut {
 						probs = append(probs, fmt.Sprintf("the target held %d bytes while unpacking, want at most %d", peak, tt.maxOut))
 					}
-					report(t, tt.bug, probs)
+					report(t, probs)
 				})
 			}
 		})
@@ -1218,7 +1206,6 @@ func TestUnpackGarbage(t *testing.T) {
 		b      []byte
 		entry  string
 		reason string
-		bug    string
 	}{
 		{name: "nil", b: nil, reason: "not a .tar.gz or .zip file"},
 		{name: "empty", b: []byte{}, reason: "not a .tar.gz or .zip file"},
@@ -1250,15 +1237,17 @@ func TestUnpackGarbage(t *testing.T) {
 			reason: "not a valid gzip stream",
 		},
 		{
-			// The trailer is read after at most 1 MiB past the tar's end.
+			// What follows the tar's end counts against the bundle's budget.
 			name: "tar.gz with 2 MiB after the tar's end, without its gzip trailer", b: withoutTrailer(tarGzPadded(t, 2<<20)),
-			reason: "not a valid gzip stream",
-			bug:    "the gzip trailer is not checked when more than 1 MiB follows the tar's end in the gzip stream",
+			reason: "too much data after the archive's end",
 		},
 		{
-			name: "tar.gz with 2 MiB after the tar's end and a bad gzip CRC-32", b: func() []byte { b := tarGzPadded(t, 2<<20); return flip(b, len(b)-6) }(),
+			name: "tar.gz with 100 KiB after the tar's end and a bad gzip CRC-32", b: func() []byte { b := tarGzPadded(t, 100<<10); return flip(b, len(b)-6) }(),
 			reason: "not a valid gzip stream",
-			bug:    "the gzip trailer is not checked when more than 1 MiB follows the tar's end in the gzip stream",
+		},
+		{
+			name: "tar.gz with 100 KiB after the tar's end, without its gzip trailer", b: withoutTrailer(tarGzPadded(t, 100<<10)),
+			reason: "not a valid gzip stream",
 		},
 		{name: "zip magic only", b: []byte("PK\x03\x04"), reason: "not a valid zip archive"},
 		{name: "zip end marker only", b: []byte("PK\x05\x06"), reason: "not a valid zip archive"},
@@ -1279,7 +1268,7 @@ func TestUnpackGarbage(t *testing.T) {
 				}()
 				err = Unpack(tt.b, s.target, DefaultLimits)
 			}()
-			report(t, tt.bug, s.failure(t, err, tt.entry, tt.reason))
+			report(t, s.failure(t, err, tt.entry, tt.reason))
 		})
 	}
 }
@@ -1307,14 +1296,16 @@ func tarGzPadded(tb testing.TB, n int) []byte {
 
 // TestUnpackGzipPadding: a .tar.gz whose gzip stream goes on after the
 // tar's end (as some tar writers pad to a record) unpacks.
+// TestUnpackGzipPadding: zeros after the tar's end are read to the gzip
+// trailer, within the bundle's budget (the compression ratio's floor, 1 MiB).
 func TestUnpackGzipPadding(t *testing.T) {
-	for _, n := range []int{512, 10240, 1 << 20, 2 << 20} {
+	for _, n := range []int{512, 10240, 512 << 10} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			s := newSandbox(t)
 			if err := Unpack(tarGzPadded(t, n), s.target, DefaultLimits); err != nil {
 				t.Fatalf("Unpack: %v", err)
 			}
-			report(t, "", append(checkTree(s.target, map[string]want{"a": {kFile, 0o644, "x"}}), s.problems(t)...))
+			report(t, append(checkTree(s.target, map[string]want{"a": {kFile, 0o644, "x"}}), s.problems(t)...))
 		})
 	}
 }
@@ -1323,7 +1314,7 @@ func TestUnpackGzipPadding(t *testing.T) {
 func TestUnpackZipLongLink(t *testing.T) {
 	s := newSandbox(t)
 	err := Unpack(zipOf(t, aFile("a", "x"), aLink("l", strings.Repeat("a/", 3000))), s.target, DefaultLimits)
-	report(t, "", s.failure(t, err, "l", "cannot read the link's target: too long"))
+	report(t, s.failure(t, err, "l", "cannot read the link's target: too long"))
 }
 
 func TestUnpackEmptyArchives(t *testing.T) {
@@ -1333,7 +1324,7 @@ func TestUnpackEmptyArchives(t *testing.T) {
 			if err := Unpack(f.build(t), s.target, DefaultLimits); err != nil {
 				t.Fatalf("Unpack: %v", err)
 			}
-			report(t, "", append(checkTree(s.target, nil), s.problems(t)...))
+			report(t, append(checkTree(s.target, nil), s.problems(t)...))
 		})
 	}
 }
@@ -1448,7 +1439,7 @@ func TestPackRoundTrip(t *testing.T) {
 	if err := Unpack(b, s.target, DefaultLimits); err != nil {
 		t.Fatalf("Unpack(Pack(dir)): %v", err)
 	}
-	report(t, "", append(checkTree(s.target, map[string]want{
+	report(t, append(checkTree(s.target, map[string]want{
 		"handler.js":          {kFile, 0o644, "export default () => 1\n"},
 		"bin":                 {kind: kDir},
 		"bin/run":             {kFile, 0o755, "#!/bin/sh\n"},
@@ -1477,7 +1468,7 @@ func TestPackEmptyFolder(t *testing.T) {
 	if err := Unpack(b, s.target, DefaultLimits); err != nil {
 		t.Fatalf("Unpack: %v", err)
 	}
-	report(t, "", append(checkTree(s.target, nil), s.problems(t)...))
+	report(t, append(checkTree(s.target, nil), s.problems(t)...))
 }
 
 func TestPackMissingFolder(t *testing.T) {
@@ -1499,7 +1490,7 @@ func TestPackLinkOut(t *testing.T) {
 			}
 			s := newSandbox(t)
 			err = Unpack(b, s.target, DefaultLimits)
-			report(t, "", s.failure(t, err, "out", "link's target"))
+			report(t, s.failure(t, err, "out", "link's target"))
 		})
 	}
 }
