@@ -376,8 +376,19 @@ func (p *Pool) Check(ctx context.Context, spec registry.Spec, digest string, art
 	if err != nil {
 		return err
 	}
-	defer p.release(digest, m)
-	return m.prep.Check(config(spec, nil, nil))
+	err = m.prep.Check(config(spec, nil, nil))
+	if err != nil {
+		// Refused: unless a version runs it, let it go now rather than
+		// when a function is removed.
+		p.mu.Lock()
+		if m.inflight == 1 && p.modules[digest] == m {
+			delete(p.modules, digest)
+			m.dropped = true
+		}
+		p.mu.Unlock()
+	}
+	p.release(digest, m)
+	return err
 }
 
 // config is what the instances of a version with spec share.

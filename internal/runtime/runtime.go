@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -47,10 +48,37 @@ type Response struct {
 func HiddenHeader(name string) bool {
 	switch name {
 	case "Authorization", "Proxy", "Connection", "Keep-Alive", "Proxy-Connection", "Te", "Trailer",
-		"Transfer-Encoding", "Upgrade", "Content-Length", "Host":
+		"Transfer-Encoding", "Upgrade", "Content-Length", "Host", "Expect":
 		return true
 	}
 	return strings.HasPrefix(name, "X-Gust-")
+}
+
+// EscapePath escapes a request's path as a request line carries it.
+func EscapePath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	return (&url.URL{Path: p}).EscapedPath()
+}
+
+// EscapeControls percent-encodes spaces, control bytes and non-ASCII in
+// s, which then fits a request line or a line of the wasm host ABI.
+func EscapeControls(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			var b strings.Builder
+			for j := 0; j < len(s); j++ {
+				if c := s[j]; c <= ' ' || c >= 0x7f {
+					fmt.Fprintf(&b, "%%%02X", c)
+				} else {
+					b.WriteByte(c)
+				}
+			}
+			return b.String()
+		}
+	}
+	return s
 }
 
 // Kind says why an invocation failed.

@@ -112,15 +112,19 @@ func readRequest() (*http.Request, error) {
 		header[name] = append(header[name], value)
 	}
 	header.Set("X-Gust-Invocation-Id", fields[5])
-	method, path, query := fields[0], fields[1], fields[2]
-	uri := path
+	method, rawPath, query := fields[0], fields[1], fields[2]
+	path, err := url.PathUnescape(rawPath)
+	if err != nil {
+		return nil, errBadHead
+	}
+	uri := rawPath
 	if query != "" {
 		uri += "?" + query
 	}
 	length, _ := strconv.ParseInt(header.Get("Content-Length"), 10, 64)
 	return &http.Request{
 		Method:        method,
-		URL:           &url.URL{Path: path, RawQuery: query},
+		URL:           &url.URL{Path: path, RawPath: rawPath, RawQuery: query},
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,

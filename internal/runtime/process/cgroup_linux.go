@@ -155,7 +155,9 @@ func (cg *cgroups) sweep() {
 			sandboxes, _ := os.ReadDir(dir)
 			for _, sb := range sandboxes {
 				if sb.IsDir() {
-					os.Remove(filepath.Join(dir, sb.Name()))
+					c := &cgroup{v2: cg.v2, dirs: map[string]string{"": filepath.Join(dir, sb.Name())}}
+					c.kill() // a sandbox that outlived its server
+					c.remove()
 				}
 			}
 			os.Remove(dir)
@@ -251,6 +253,21 @@ func (c *cgroup) oomKills() int {
 		}
 	}
 	return 0
+}
+
+// kill ends every process of the cgroup.
+func (c *cgroup) kill() {
+	for _, dir := range c.dirs {
+		if c.v2 && os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0) == nil {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		for f := range strings.FieldsSeq(string(b)) {
+			if pid, err := strconv.Atoi(f); err == nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
 }
 
 // remove deletes the cgroup once its processes have gone, trying for up

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gust-faas/gust/internal/cgi"
 	"github.com/gust-faas/gust/internal/runtime"
 )
 
@@ -46,7 +47,8 @@ type httpInstance struct {
 	s      *httpSandbox
 	limits runtime.Limits
 
-	conn net.Conn // nil until the first request, and after a failure
+	conn net.Conn         // nil until the first request, and after a failure
+	lr   io.LimitedReader // bounds what one response may send
 	br   *bufio.Reader
 	bw   *bufio.Writer
 }
@@ -145,7 +147,9 @@ func (p *prepared) bootHTTP(ctx context.Context, s *httpSandbox, cfg runtime.Con
 	if err != nil {
 		return err
 	}
+	p.mu.Lock() // startHTTP looks at it under the lock
 	s.sb = sb
+	p.mu.Unlock()
 	if !cfg.Process.Network {
 		if s.netns, err = os.Open(fmt.Sprintf("/proc/%d/ns/net", sb.cmd.Process.Pid)); err != nil {
 			return err
@@ -200,10 +204,11 @@ func (s *httpSandbox) awaitListen(ctx context.Context, timeout time.Duration) er
 
 func (h *httpInstance) setConn(c net.Conn) {
 	h.conn = c
+	h.lr.R = c
 	if h.br == nil {
-		h.br, h.bw = bufio.NewReaderSize(c, 16<<10), bufio.NewWriterSize(c, 16<<10)
+		h.br, h.bw = bufio.NewReaderSize(&h.lr, 16<<10), bufio.NewWriterSize(c, 16<<10)
 	} else {
-		h.br.Reset(c)
+		h.br.Reset(&h.lr)
 		h.bw.Reset(c)
 	}
 }
@@ -249,33 +254,38 @@ func (h *httpInstance) Invoke(ctx context.Context, req *runtime.Request, log *sl
 	return resp, nil
 }
 
-// exchange writes req on the connection and reads the response.
+// exchange writes req on the connection and reads the response. Nothing
+// of the caller's reaches the request line or a header unescaped, and a
+// connection with anything left unread after the response is dropped, so
+// no request can read another's response.
 func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error) {
 	method := req.Method
 	if method == "" {
 		method = http.MethodGet
 	}
-	path := req.Path
-	if path == "" || path[0] != '/' {
-		path = "/" + path
+	if !validToken(method) {
+		return nil, runtime.Errorf(runtime.BadResponse, "the request's method %q cannot be forwarded", method)
 	}
 	bw := h.bw
 	bw.WriteString(method)
 	bw.WriteByte(' ')
-	bw.WriteString(path)
+	bw.WriteString(runtime.EscapeControls(runtime.EscapePath(req.Path)))
 	if req.RawQuery != "" {
 		bw.WriteByte('?')
-		bw.WriteString(req.RawQuery)
+		bw.WriteString(runtime.EscapeControls(req.RawQuery))
 	}
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
-	bw.WriteString(req.Host)
+	bw.WriteString(runtime.EscapeControls(req.Host))
 	bw.WriteString("\r\nX-Gust-Invocation-Id: ")
-	bw.WriteString(req.InvocationID)
+	bw.WriteString(runtime.EscapeControls(req.InvocationID))
 	for k, vs := range req.Header {
-		if runtime.HiddenHeader(k) {
+		if runtime.HiddenHeader(k) || !validToken(k) {
 			continue
 		}
 		for _, v := range vs {
+			if strings.ContainsAny(v, "\r\n\x00") {
+				continue
+			}
 			bw.WriteString("\r\n")
 			bw.WriteString(k)
 			bw.WriteString(": ")
@@ -289,21 +299,39 @@ func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error)
 	if err := bw.Flush(); err != nil {
 		return nil, err
 	}
-	resp, err := http.ReadResponse(h.br, &http.Request{Method: method})
-	if err != nil {
-		return nil, err
+	h.lr.N = int64(h.limits.MaxOutputBytes) + cgi.MaxHeaderBytes
+	var resp *http.Response
+	for {
+		var err error
+		if resp, err = http.ReadResponse(h.br, &http.Request{Method: method}); err != nil {
+			if h.lr.N <= 0 {
+				return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", h.limits.MaxOutputBytes)
+			}
+			return nil, err
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols || resp.StatusCode >= 200 {
+			break
+		}
+		// 100 Continue, 103 Early Hints: the answer follows.
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		h.dropConn()
+		return nil, runtime.Errorf(runtime.BadResponse, "the function switched protocols, which Gust does not forward")
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(h.limits.MaxOutputBytes)+1))
 	resp.Body.Close()
 	if err != nil {
+		if h.lr.N <= 0 {
+			return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", h.limits.MaxOutputBytes)
+		}
 		return nil, err
 	}
 	if len(body) > h.limits.MaxOutputBytes {
 		h.dropConn()
 		return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", h.limits.MaxOutputBytes)
 	}
-	if resp.Close {
-		h.dropConn()
+	if resp.Close || h.br.Buffered() > 0 {
+		h.dropConn() // what it sent beyond its answer must not become the next one's
 	}
 	for k := range resp.Header {
 		if hopHeaders[k] {
@@ -311,6 +339,20 @@ func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error)
 		}
 	}
 	return &runtime.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}, nil
+}
+
+// validToken reports whether s is an HTTP token: a method or a header name.
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // failed explains a request that got no whole response.

@@ -7,6 +7,7 @@ import (
 	"os"
 	goruntime "runtime"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -30,8 +31,21 @@ func dialInNetNS(ctx context.Context, nsFD, port int) (net.Conn, error) {
 	}
 	f := os.NewFile(uintptr(fd), "sandbox")
 	defer f.Close()
-	// A blocking connect to loopback answers at once: connected or refused.
+	// A blocking connect to loopback answers at once, connected or
+	// refused, unless the program's accept queue is full: then the kernel
+	// retries for minutes, so it is bounded by the deadline.
+	wait := time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		wait = max(time.Millisecond, time.Until(dl))
+	}
+	tv := unix.NsecToTimeval(wait.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
+		return nil, err
+	}
 	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		if err == unix.EINPROGRESS || err == unix.EAGAIN {
+			return nil, os.ErrDeadlineExceeded
+		}
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {

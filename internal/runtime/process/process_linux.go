@@ -84,14 +84,13 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	return r, nil
 }
 
-// sweep removes what a server that stopped abruptly left: half-unpacked
-// bundles, and the empty cgroups of its sandboxes (which died with it).
+// sweep removes what a server that stopped abruptly left: unpacked
+// bundles (each is unpacked again when first needed), and the cgroups of
+// its sandboxes, with any process still in them.
 func (r *Runtime) sweep() {
-	for _, pattern := range []string{"unpack-*", "probe-*"} {
-		leftovers, _ := filepath.Glob(filepath.Join(r.dir, pattern))
-		for _, p := range leftovers {
-			os.RemoveAll(p)
-		}
+	leftovers, _ := os.ReadDir(r.dir)
+	for _, e := range leftovers {
+		os.RemoveAll(filepath.Join(r.dir, e.Name()))
 	}
 	r.cgroups.sweep()
 }
@@ -132,9 +131,11 @@ func (r *Runtime) Prepare(ctx context.Context, digest string, artifact []byte) (
 		if err := os.Chmod(tmp, 0o755); err != nil {
 			return nil, err
 		}
-		if err := os.Rename(tmp, dir); err != nil && !errors.Is(err, os.ErrExist) {
+		if err := os.Rename(tmp, dir); err != nil {
 			os.RemoveAll(tmp)
-			return nil, err
+			if !errors.Is(err, os.ErrExist) {
+				return nil, err
+			}
 		}
 	}
 	return &prepared{r: r, dir: dir, shared: map[string][]*httpSandbox{}}, nil
@@ -159,7 +160,7 @@ func (p *prepared) Check(cfg runtime.Config) error {
 	name := cmd[0]
 	if strings.Contains(name, "/") {
 		if strings.HasPrefix(name, "/") {
-			if _, err := os.Stat(name); err == nil && underSystemDirs(name) {
+			if fi, err := os.Stat(name); err == nil && underSystemDirs(filepath.Clean(name)) && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 				return nil
 			}
 			return runtime.Errorf(runtime.BadArtifact, "command %s is not in the sandbox: use a path in the bundle (./app) or a program of the host's /usr", name)
@@ -179,7 +180,7 @@ func (p *prepared) Check(cfg runtime.Config) error {
 		return nil
 	}
 	for _, dir := range []string{"/usr/local/bin", "/usr/bin", "/bin"} {
-		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil && fi.Mode()&0o111 != 0 {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 && filepath.Base(name) == name {
 			return nil
 		}
 	}
@@ -195,9 +196,9 @@ func underSystemDirs(p string) bool {
 	return false
 }
 
-// Close removes nothing: the unpacked bundle serves the next start of the
-// server too.
-func (p *prepared) Close(context.Context) error { return nil }
+// Close removes the unpacked bundle: the pool closes a prepared artifact
+// when no version needs it any more, or when it stops.
+func (p *prepared) Close(context.Context) error { return os.RemoveAll(p.dir) }
 
 // Start starts an instance: for http, a program that listens on $PORT;
 // for stdio, a sandbox built ahead of its request.
@@ -296,6 +297,8 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 			// exec, so that the init keeps its capabilities in the namespace.
 			Credential: &syscall.Credential{Uid: 0, Gid: 0},
 			Pdeathsig:  syscall.SIGKILL,
+			// A session of its own: no controlling terminal to type into.
+			Setsid: true,
 		},
 	}
 	sb := &sandbox{cmd: cmd, cg: cg, control: controlW, status: statusR, pass: pass, done: make(chan struct{})}

@@ -103,6 +103,28 @@ func Run(t *testing.T, start Start) {
 			t.Errorf("/headers = %q, want the Authorization header hidden and X-Test passed", got)
 		}
 	})
+	t.Run("a request cannot smuggle another into the function", func(t *testing.T) {
+		inst := newInstance(t, 128)
+		evil := request("POST", "/a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nGET /injected", "evil")
+		evil.Header.Set("Expect", "100-continue")
+		evil.RawQuery = "q=1 HTTP/1.1\r\nX: y"
+		resp, err := invoke(inst, evil, 10*time.Second)
+		if err != nil {
+			t.Fatalf("invoke: %v", err)
+		}
+		if got := string(resp.Body); resp.Status != http.StatusCreated || !strings.HasPrefix(got, "POST /a HTTP/1.1\r\nHost: x") || !strings.HasSuffix(got, "/injected evil") {
+			t.Errorf("the hostile request got %d %q, want its own echo", resp.Status, got)
+		}
+		for _, path := range []string{"/next", "/after"} {
+			resp, err := invoke(inst, request("POST", path, "mine"), 10*time.Second)
+			if err != nil {
+				t.Fatalf("invoke: %v", err)
+			}
+			if got, want := string(resp.Body), "POST "+path+" mine"; got != want {
+				t.Errorf("the next request got %q, want %q", got, want)
+			}
+		}
+	})
 	for _, c := range []struct {
 		path    string
 		memory  uint64
@@ -115,6 +137,7 @@ func Run(t *testing.T, start Start) {
 		{"/panic", 128, 10 * time.Second, runtime.Crashed},
 		{"/exit", 128, 10 * time.Second, runtime.Crashed},
 		{"/big", 128, 10 * time.Second, runtime.BadResponse},
+		{"/bigheader", 128, 10 * time.Second, runtime.BadResponse},
 	} {
 		t.Run(c.path, func(t *testing.T) {
 			inst := newInstance(t, c.memory)

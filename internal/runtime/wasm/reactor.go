@@ -129,10 +129,10 @@ func responseWrite(ctx context.Context, mod api.Module, stack []uint64) {
 }
 
 // renderHead renders req's head in the ABI's format (docs/abi.md): lines
-// ending in "\n": the method, the path, the raw query, the host, the remote
-// address, the invocation id, then one "Name: value" line per header value.
-// Header values cannot hold a newline (net/http refuses them), so no
-// escaping is needed.
+// ending in "\n": the method, the escaped path, the raw query, the host,
+// the remote address, the invocation id, then one "Name: value" line per
+// header value. Header values cannot hold a newline (net/http refuses
+// them); a value that does anyway is left out.
 func renderHead(req *runtime.Request) []byte {
 	n := len(req.Method) + len(req.Path) + len(req.RawQuery) + len(req.Host) + len(req.RemoteAddr) + len(req.InvocationID) + 40
 	for name, values := range req.Header {
@@ -141,8 +141,8 @@ func renderHead(req *runtime.Request) []byte {
 		}
 	}
 	b := make([]byte, 0, n)
-	for _, s := range []string{req.Method, req.Path, req.RawQuery, req.Host, req.RemoteAddr, req.InvocationID} {
-		b = append(append(b, s...), '\n')
+	for _, s := range []string{req.Method, runtime.EscapePath(req.Path), req.RawQuery, req.Host, req.RemoteAddr, req.InvocationID} {
+		b = append(append(b, runtime.EscapeControls(s)...), '\n')
 	}
 	b = append(append(append(b, "Content-Length: "...), strconv.Itoa(len(req.Body))...), '\n')
 	for name, values := range req.Header {
@@ -150,6 +150,9 @@ func renderHead(req *runtime.Request) []byte {
 			continue
 		}
 		for _, v := range values {
+			if strings.ContainsAny(name, "\n:") || strings.ContainsRune(v, '\n') {
+				continue
+			}
 			b = append(append(append(append(b, name...), ": "...), v...), '\n')
 		}
 	}

@@ -72,7 +72,7 @@ func runInit() {
 	goruntime.LockOSThread() // no_new_privs and seccomp are per thread: exec from this one
 	// Whatever the server inherited and did not mark close-on-exec stops
 	// here, short of the program.
-	unix.CloseRange(fdPass+1, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	unix.CloseRange(fdBundle+1, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	status := os.NewFile(fdStatus, "status")
 	fail := func(err error) {
 		fmt.Fprintf(status, "E%v", err)
@@ -118,7 +118,7 @@ var SystemDirs = []string{"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "
 var etcFiles = []string{"ld.so.cache", "ld.so.conf", "nsswitch.conf", "localtime", "mime.types"}
 
 // devices are bound from the host's /dev.
-var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
+var devices = []string{"null", "zero", "full", "random", "urandom"}
 
 const newRoot = "/tmp" // every sandbox mounts its own tmpfs here, in its own mount namespace
 
@@ -270,7 +270,9 @@ func writeEtc(cfg Config) error {
 	}
 	for _, name := range copied {
 		p := filepath.Join("/etc", name)
-		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		// A link is kept as a link where its target is in the sandbox
+		// (localtime); resolv.conf often points into /run, which is not.
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSymlink != 0 && name != "resolv.conf" {
 			if target, err := os.Readlink(p); err == nil {
 				os.Symlink(target, filepath.Join(etc, name))
 			}
@@ -312,7 +314,15 @@ func makeDev() error {
 			return err
 		}
 	}
-	return os.Mkdir(filepath.Join(dev, "shm"), 0o1777)
+	shm := filepath.Join(dev, "shm")
+	if err := os.Mkdir(shm, 0o755); err != nil {
+		return err
+	}
+	// Shared memory is charged to the sandbox's memory limit, like /tmp.
+	if err := unix.Mount("tmpfs", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=64m,mode=1777"); err != nil {
+		return fmt.Errorf("mounting /dev/shm: %w", err)
+	}
+	return nil
 }
 
 // loopbackUp brings up lo, the only interface of a new network namespace.
@@ -358,6 +368,9 @@ func execProgram(cfg Config, msg Exec) error {
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, sandboxUID, sandboxUID, sandboxUID); e != 0 {
 		return fmt.Errorf("setresuid: %w", e)
 	}
+	if err := keepParentDeathSignal(); err != nil {
+		return err
+	}
 	if err := installSeccomp(false); err != nil {
 		return fmt.Errorf("seccomp: %w", err)
 	}
@@ -376,6 +389,15 @@ func execProgram(cfg Config, msg Exec) error {
 	}
 	_, _, e := unix.RawSyscall(unix.SYS_EXECVE, uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])))
 	return fmt.Errorf("cannot execute %s: %w", cfg.Command[0], e)
+}
+
+// keepParentDeathSignal sets again the SIGKILL on the server's death that
+// a change of uid cleared, on this thread (the one that execs or serves).
+func keepParentDeathSignal() error {
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_PDEATHSIG): %w", err)
+	}
+	return nil
 }
 
 // lookPath finds name as the sandbox's PATH says; a name with a slash is

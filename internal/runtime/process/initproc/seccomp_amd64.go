@@ -9,4 +9,4 @@ const (
 	archSyscallBit = 0x40000000 // __X32_SYSCALL_BIT
 )
 
-var deniedArch = []uintptr{unix.SYS_IOPL, unix.SYS_IOPERM, unix.SYS_USELIB, unix.SYS_CREATE_MODULE}
+var deniedArch = []uintptr{unix.SYS_IOPL, unix.SYS_IOPERM, unix.SYS_USELIB, unix.SYS_CREATE_MODULE, unix.SYS_INOTIFY_INIT}

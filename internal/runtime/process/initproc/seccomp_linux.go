@@ -26,6 +26,10 @@ var deniedSyscalls = append([]uintptr{
 	unix.SYS_SETTIMEOFDAY, unix.SYS_CLOCK_SETTIME, unix.SYS_CLOCK_ADJTIME, unix.SYS_ADJTIMEX,
 	unix.SYS_OPEN_BY_HANDLE_AT, unix.SYS_NAME_TO_HANDLE_AT, unix.SYS_LOOKUP_DCOOKIE,
 	unix.SYS_VHANGUP, unix.SYS_NFSSERVCTL, unix.SYS_PIDFD_GETFD,
+	// A large attack surface of the kernel's, which Docker refuses too.
+	unix.SYS_IO_URING_SETUP, unix.SYS_IO_URING_ENTER, unix.SYS_IO_URING_REGISTER,
+	// Their limits count against the host's root, for every sandbox at once.
+	unix.SYS_INOTIFY_INIT1, unix.SYS_FANOTIFY_INIT,
 }, deniedArch...)
 
 // cloneNewFlags are clone's flags that make namespaces.

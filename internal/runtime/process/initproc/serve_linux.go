@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -42,6 +43,9 @@ func dropPrivileges() error {
 	if err := syscall.Setresuid(sandboxUID, sandboxUID, sandboxUID); err != nil {
 		return fmt.Errorf("setresuid: %w", err)
 	}
+	if err := keepParentDeathSignal(); err != nil {
+		return err
+	}
 	if err := installSeccomp(true); err != nil {
 		return fmt.Errorf("seccomp: %w", err)
 	}
@@ -52,6 +56,9 @@ func dropPrivileges() error {
 // control pipe. After each run every other process of the sandbox is
 // killed, so nothing a run started outlives it.
 func serve(cfg Config, dec *json.Decoder, status *os.File) {
+	// The init lives as long as the instance: collect its garbage (it
+	// started with GOGC=off, for a fast start).
+	debug.SetGCPercent(100)
 	// The programs get their three streams and nothing of the init's.
 	for _, fd := range []int{fdControl, fdStatus, fdPass} {
 		unix.CloseOnExec(fd)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	gust "github.com/gust-faas/gust/sdk/go"
@@ -43,6 +44,9 @@ func handle(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "GREETING=%s ID=%s", os.Getenv("GREETING"), r.Header.Get("X-Gust-Invocation-Id"))
 	case "/headers":
 		fmt.Fprintf(w, "auth=%q test=%q", r.Header.Get("Authorization"), r.Header.Get("X-Test"))
+	case "/bigheader":
+		w.Header().Set("X-Big", strings.Repeat("a", 7<<20))
+		w.WriteHeader(http.StatusOK)
 	case "/big":
 		w.Write(make([]byte, 7<<20))
 	default:
