@@ -290,3 +290,40 @@ sleep 1000 &
 		t.Errorf("ls /proc/self/fd = %q (%s), want 0 to 3 as text/plain", got, resp.Header.Get("Content-Type"))
 	}
 }
+
+// TestSandboxDetails: no terminal to type into, no inotify or io_uring
+// (whose limits and bugs are the host's), a writable /dev/shm, and no
+// descriptor of the server's beyond the three streams.
+func TestSandboxDetails(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{"probe.py": `
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+print("Content-Type: text/plain\n")
+stat = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+print("tty_nr=%s" % stat[4])
+print("sid_is_pid=%s" % (os.getsid(0) == os.getpid()))
+print("dev_tty=%s" % os.path.exists("/dev/tty"))
+print("inotify=%d" % libc.inotify_init1(0))
+print("io_uring=%d" % libc.syscall(425, 1, ctypes.create_string_buffer(120)))
+open("/dev/shm/x", "w").write("x")
+print("shm=ok")
+print("fds=%s" % sorted(int(f) for f in os.listdir("/proc/self/fd")))
+`})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	inst, err := prep.Start(ctx, testConfig(runtime.ProtocolStdio, "python3", "probe.py"))
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer inst.Close(ctx)
+	resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}}, slog.Default())
+	if err != nil {
+		t.Fatalf("Invoke: %v", err)
+	}
+	for _, want := range []string{"tty_nr=0\n", "dev_tty=False\n", "inotify=-1\n", "io_uring=-1\n", "shm=ok\n", "fds=[0, 1, 2, 3]\n"} {
+		if !strings.Contains(string(resp.Body), want) {
+			t.Errorf("the probe printed\n%s\nwant %q", resp.Body, want)
+		}
+	}
+}
