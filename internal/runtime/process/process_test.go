@@ -327,3 +327,27 @@ print("fds=%s" % sorted(int(f) for f in os.listdir("/proc/self/fd")))
 		}
 	}
 }
+
+// TestSandboxHidesHostCgroups: the sandbox's cgroup is its root.
+func TestSandboxHidesHostCgroups(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{})
+	cfg := testConfig(runtime.ProtocolStdio, "/usr/bin/cat", "/proc/self/cgroup")
+	cfg.Process.ContentType = "text/plain"
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	inst, err := prep.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer inst.Close(ctx)
+	resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}}, slog.Default())
+	if err != nil {
+		t.Fatalf("Invoke: %v", err)
+	}
+	for line := range strings.SplitSeq(strings.TrimSpace(string(resp.Body)), "\n") {
+		if _, path, _ := strings.Cut(line[strings.IndexByte(line, ':')+1:], ":"); path != "/" {
+			t.Errorf("/proc/self/cgroup in the sandbox says %q, want every path /:\n%s", line, resp.Body)
+		}
+	}
+}

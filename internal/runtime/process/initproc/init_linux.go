@@ -84,6 +84,11 @@ func runInit() {
 	if err := dec.Decode(&cfg); err != nil {
 		fail(fmt.Errorf("reading the sandbox's configuration: %w", err))
 	}
+	// The host has put this process in the sandbox's cgroup: from here on
+	// that cgroup is its root, and the host's cgroup paths stay hidden.
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		fail(fmt.Errorf("a cgroup namespace: %w", err))
+	}
 	if err := buildRoot(cfg); err != nil {
 		fail(err)
 	}
