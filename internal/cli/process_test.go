@@ -2,8 +2,10 @@ package cli
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -11,7 +13,8 @@ import (
 // TestProcessExamples deploys each process example with `gust deploy <dir>`
 // and invokes it.
 func TestProcessExamples(t *testing.T) {
-	n := startNode(t, t.TempDir())
+	dir := t.TempDir()
+	n := startNode(t, dir)
 	info := n.mustGust(t, "version")
 	if !strings.Contains(info, "process") {
 		t.Fatalf("version printed %q: the process runtime is not available", info)
@@ -55,6 +58,30 @@ func TestProcessExamples(t *testing.T) {
 		t.Errorf("shell-stdio answered %q", out)
 	}
 	waitFor(t, func() bool { return strings.Contains(n.logs.String(), "handled ") })
+
+	if len(sandboxCgroups()) == 0 {
+		t.Error("no sandbox cgroup found while the functions run: the check below would prove nothing")
+	}
+	// Removed, a function leaves no unpacked bundle and no process.
+	for _, name := range []string{"python-http", "node-http", "shell-stdio"} {
+		n.mustGust(t, "rm", name)
+	}
+	waitFor(t, func() bool {
+		left, _ := filepath.Glob(filepath.Join(dir, "bundles", "*"))
+		return len(left) == 0
+	})
+	waitFor(t, func() bool { return len(sandboxCgroups()) == 0 })
+}
+
+// sandboxCgroups lists the cgroups of the sandboxes this test binary's
+// servers run (v1 hierarchies, at the root or a level down, or v2).
+func sandboxCgroups() []string {
+	pid := strconv.Itoa(os.Getpid())
+	var out []string
+	for _, pattern := range []string{"/sys/fs/cgroup/*/gust/" + pid + "/s*", "/sys/fs/cgroup/*/*/*/gust/" + pid + "/s*", "/sys/fs/cgroup/*/gust-sandboxes/" + pid + "/s*"} {
+		out = append(out, must(filepath.Glob(pattern))...)
+	}
+	return out
 }
 
 // TestProcessFunctionSurvivesRestart: a stopped server leaves no unpacked
