@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -878,5 +879,57 @@ func TestSandboxHostileDeploys(t *testing.T) {
 		if _, err := os.Lstat(p); err == nil && !(p == "/tmp/evil" && tmpEvilBefore) {
 			t.Errorf("a hostile bundle wrote %s", p)
 		}
+	}
+}
+
+// TestSandboxDiesWithItsServer: a server killed hard (SIGKILL, no drain)
+// takes its sandboxes with it, an http program and a stdio run alike, and
+// the next server on the data dir serves the functions again.
+func TestSandboxDiesWithItsServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server process twice")
+	}
+	bin := buildGust(t)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	srv := startProcess(t, bin, addr, dir)
+	n := &node{url: "http://" + addr, key: readKey(t, dir)}
+	marker := sandboxMarker("gust-orphan-")
+	sleep, err := os.ReadFile("/usr/bin/sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The http program starts a marked child and serves; the stdio run
+	// starts one and waits.
+	sandboxDeploy(t, n, "name: server\nruntime: process\ncommand: [python3, server.py]\n", map[string]string{
+		marker: string(sleep),
+		"server.py": fmt.Sprintf(`
+import http.server, os, subprocess
+subprocess.Popen(["./%s", "1000"])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+`, marker),
+	})
+	sandboxDeploy(t, n, stdioSpec("waiter", "timeout: 60s\n"), map[string]string{
+		marker:       string(sleep),
+		"handler.sh": "#!/bin/sh\n./" + marker + " 1000\n",
+	})
+	if a := sandboxCall(t, n, "server", ""); a.status != 200 {
+		t.Fatalf("server answered %d %q", a.status, a.body)
+	}
+	held, _ := http.NewRequest("POST", n.url+"/fn/default/waiter", nil)
+	held.Header.Set("Authorization", "Bearer "+n.key)
+	go http.DefaultClient.Do(held) // held until the kill
+	waitFor(t, func() bool { return len(sandboxMarkedProcs(marker)) >= 2 })
+
+	srv.Process.Kill()
+	srv.Wait()
+	waitFor(t, func() bool { return len(sandboxMarkedProcs(marker)) == 0 })
+
+	startProcess(t, bin, addr, dir)
+	if a := sandboxCall(t, n, "server", ""); a.status != 200 || a.body != "ok" {
+		t.Errorf("after the restart server answered %d %q", a.status, a.body)
 	}
 }
