@@ -7,7 +7,6 @@ import (
 	"os"
 	goruntime "runtime"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,32 +23,49 @@ var hostNetNS = func() int {
 // dialInNetNS connects to 127.0.0.1:port inside the network namespace
 // nsFD. Only the socket is made there: a locked thread enters the
 // namespace, creates it and comes back, so the sandbox gets no route out.
+// The connect waits in Go's poller, within ctx's deadline: a program whose
+// accept queue is full would otherwise hold it for minutes.
 func dialInNetNS(ctx context.Context, nsFD, port int) (net.Conn, error) {
 	fd, err := socketInNetNS(nsFD)
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), "sandbox")
+	cerr := unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}})
+	if cerr != nil && cerr != unix.EINPROGRESS {
+		unix.Close(fd)
+		return nil, cerr
+	}
+	f := os.NewFile(uintptr(fd), "sandbox") // non-blocking: the poller takes it
 	defer f.Close()
-	// A blocking connect to loopback answers at once, connected or
-	// refused, unless the program's accept queue is full: then the kernel
-	// retries for minutes, so it is bounded by the deadline.
-	wait := time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		wait = max(time.Millisecond, time.Until(dl))
-	}
-	tv := unix.NsecToTimeval(wait.Nanoseconds())
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
-		return nil, err
-	}
-	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		if err == unix.EINPROGRESS || err == unix.EAGAIN {
-			return nil, os.ErrDeadlineExceeded
+	if cerr == unix.EINPROGRESS {
+		if dl, ok := ctx.Deadline(); ok {
+			f.SetWriteDeadline(dl)
 		}
-		return nil, err
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return nil, err
+		}
+		var connectErr error
+		if err := rc.Write(func(fd uintptr) bool {
+			if _, err := unix.Getpeername(int(fd)); err == nil {
+				return true // connected
+			}
+			v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+			switch {
+			case err != nil:
+				connectErr = err
+			case v != 0:
+				connectErr = syscall.Errno(v)
+			default:
+				return false // still connecting: wait for the poller
+			}
+			return true
+		}); err != nil {
+			return nil, err
+		}
+		if connectErr != nil {
+			return nil, connectErr
+		}
 	}
 	return net.FileConn(f)
 }
@@ -63,7 +79,7 @@ func socketInNetNS(nsFD int) (int, error) {
 		goruntime.UnlockOSThread()
 		return -1, fmt.Errorf("entering the sandbox's network: %w", err)
 	}
-	fd, sockErr := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, sockErr := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err := unix.Setns(hostNetNS, unix.CLONE_NEWNET); err != nil {
 		// The thread is stuck in the sandbox's namespace: leave it locked,
 		// and the Go runtime ends it with this goroutine.
