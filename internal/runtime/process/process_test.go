@@ -57,6 +57,23 @@ func prepare(t *testing.T, r *Runtime, files map[string]string) runtime.Prepared
 	return prep
 }
 
+// runOnce starts an instance under cfg, sends it a GET and closes it.
+func runOnce(t *testing.T, prep runtime.Prepared, cfg runtime.Config) *runtime.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	inst, err := prep.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer inst.Close(ctx)
+	resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}}, slog.Default())
+	if err != nil {
+		t.Fatalf("Invoke: %v", err)
+	}
+	return resp
+}
+
 func testConfig(protocol string, command ...string) runtime.Config {
 	return runtime.Config{
 		Env:     []string{"GREETING=hi"},
@@ -277,15 +294,7 @@ sleep 1000 &
 	// it reads: nothing of the init's pipes and socket.
 	cfg := testConfig(runtime.ProtocolStdio, "/usr/bin/ls", "/proc/self/fd")
 	cfg.Process.ContentType = "text/plain"
-	ls, err := prep.Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	defer ls.Close(ctx)
-	resp, err := ls.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}}, slog.Default())
-	if err != nil {
-		t.Fatalf("Invoke: %v", err)
-	}
+	resp := runOnce(t, prep, cfg)
 	if got := string(resp.Body); got != "0\n1\n2\n3\n" || resp.Header.Get("Content-Type") != "text/plain" {
 		t.Errorf("ls /proc/self/fd = %q (%s), want 0 to 3 as text/plain", got, resp.Header.Get("Content-Type"))
 	}
@@ -310,17 +319,7 @@ open("/dev/shm/x", "w").write("x")
 print("shm=ok")
 print("fds=%s" % sorted(int(f) for f in os.listdir("/proc/self/fd")))
 `})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	inst, err := prep.Start(ctx, testConfig(runtime.ProtocolStdio, "python3", "probe.py"))
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	defer inst.Close(ctx)
-	resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}}, slog.Default())
-	if err != nil {
-		t.Fatalf("Invoke: %v", err)
-	}
+	resp := runOnce(t, prep, testConfig(runtime.ProtocolStdio, "python3", "probe.py"))
 	for _, want := range []string{"tty_nr=0\n", "dev_tty=False\n", "inotify=-1\n", "io_uring=-1\n", "shm=ok\n", "fds=[0, 1, 2, 3]\n"} {
 		if !strings.Contains(string(resp.Body), want) {
 			t.Errorf("the probe printed\n%s\nwant %q", resp.Body, want)
@@ -334,17 +333,7 @@ func TestSandboxHidesHostCgroups(t *testing.T) {
 	prep := prepare(t, r, map[string]string{})
 	cfg := testConfig(runtime.ProtocolStdio, "/usr/bin/cat", "/proc/self/cgroup")
 	cfg.Process.ContentType = "text/plain"
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	inst, err := prep.Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	defer inst.Close(ctx)
-	resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}}, slog.Default())
-	if err != nil {
-		t.Fatalf("Invoke: %v", err)
-	}
+	resp := runOnce(t, prep, cfg)
 	for line := range strings.SplitSeq(strings.TrimSpace(string(resp.Body)), "\n") {
 		if _, path, _ := strings.Cut(line[strings.IndexByte(line, ':')+1:], ":"); path != "/" {
 			t.Errorf("/proc/self/cgroup in the sandbox says %q, want every path /:\n%s", line, resp.Body)
