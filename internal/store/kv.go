@@ -88,7 +88,10 @@ func (k *KV) Delete(ctx context.Context, key string, rev uint64) error {
 
 // Watch calls apply for the current value of every key, then sends on synced
 // once, then calls apply for every change until ctx is done. apply runs on one
-// goroutine, in revision order. Watch returns once the watch is set up.
+// goroutine, in revision order. Should the watch restart (NATS resets its
+// ordered consumer after missed heartbeats, under load), a value replaced
+// meanwhile may be skipped: what apply sees always converges to the
+// bucket's state. Watch returns once the watch is set up.
 func (k *KV) Watch(ctx context.Context, apply func(Entry), synced func()) error {
 	w, err := k.kv.WatchAll(ctx)
 	if err != nil {
