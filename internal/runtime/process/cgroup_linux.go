@@ -47,7 +47,10 @@ func openCgroups() (*cgroups, error) {
 		// The server's own cgroup may hold processes, so it cannot hand
 		// controllers to children (cgroup v2's "no internal processes"):
 		// the sandboxes go beside it, in its parent.
-		parent := filepath.Dir(filepath.Join(m, own[""]))
+		parent := filepath.Join(m, own[""])
+		if own[""] != "/" {
+			parent = filepath.Dir(parent)
+		}
 		base := filepath.Join(parent, "gust-sandboxes")
 		if err := os.MkdirAll(base, 0o755); err != nil {
 			return nil, fmt.Errorf("cgroup v2: %w", err)
