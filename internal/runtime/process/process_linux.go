@@ -34,10 +34,13 @@ const (
 	minCPU    = 0.5
 	// maxTmpBytes caps /tmp, which is charged to the memory limit too.
 	maxTmpBytes = 512 << 20
-	// idMapBase is the host uid and gid that the sandbox's root maps to;
-	// 65536 ids from it are the sandbox's. They belong to no host user.
-	idMapBase = 0x70000000
-	idMapSize = 65536
+	// A sandbox's ids map to idMapSize host ids from idMapBase plus a
+	// multiple of idMapSize, one of idMapSlots, taken in turn: sandboxes
+	// seldom share a host uid, and with it the kernel's per-user counts.
+	// They belong to no host user.
+	idMapBase  = 0x70000000
+	idMapSize  = 65536
+	idMapSlots = 4096
 )
 
 // Config configures the process runtime.
@@ -264,7 +267,9 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 		extra = append(extra, child)
 	}
 	mem := int64(cfg.Limits.MemoryBytes)
-	cg, err := r.cgroups.create("s"+strconv.FormatUint(r.seq.Add(1), 10), cgroupLimits{
+	seq := r.seq.Add(1)
+	hostID := idMapBase + int(seq%idMapSlots)*idMapSize
+	cg, err := r.cgroups.create("s"+strconv.FormatUint(seq, 10), cgroupLimits{
 		memory: mem,
 		cpu:    min(r.cores, max(minCPU, cpuPerGiB*float64(mem)/(1<<30))),
 		pids:   maxPids,
@@ -290,8 +295,8 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 		ExtraFiles: extra,
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags:                 uintptr(flags),
-			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: idMapBase, Size: idMapSize}},
-			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: idMapBase, Size: idMapSize}},
+			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: hostID, Size: idMapSize}},
+			GidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: hostID, Size: idMapSize}},
 			GidMappingsEnableSetgroups: true,
 			// Become the namespace's root (a host id of the map) before the
 			// exec, so that the init keeps its capabilities in the namespace.
