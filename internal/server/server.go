@@ -138,7 +138,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	sandboxes := map[string]runtime.Sandbox{registry.RuntimeWasm: s.rt}
 	unavailable := map[string]string{}
-	if proc, err := process.New(ctx, process.Config{Dir: filepath.Join(s.cfg.DataDir, "bundles"), Logger: s.log}); err != nil {
+	if proc, err := process.New(ctx, process.Config{Dir: filepath.Join(s.cfg.DataDir, "bundles")}); err != nil {
 		unavailable[registry.RuntimeProcess] = err.Error()
 		s.log.Warn("the process runtime is not available; wasm functions work", "why", err)
 	} else {

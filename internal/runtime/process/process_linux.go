@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,15 +44,13 @@ const (
 
 // Config configures the process runtime.
 type Config struct {
-	// Dir holds the unpacked bundles.
-	Dir    string
-	Logger *slog.Logger
+	// Dir holds the unpacked bundles; the runtime owns it.
+	Dir string
 }
 
 // Runtime is the process sandbox. It implements runtime.Sandbox.
 type Runtime struct {
 	dir     string
-	log     *slog.Logger
 	cgroups *cgroups
 	cores   float64
 	seq     atomic.Uint64
@@ -75,11 +72,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	r := &Runtime{dir: cfg.Dir, log: log, cgroups: cg, cores: float64(goruntime.NumCPU())}
+	r := &Runtime{dir: cfg.Dir, cgroups: cg, cores: float64(goruntime.NumCPU())}
 	r.sweep()
 	if err := r.probe(ctx); err != nil {
 		return nil, err

@@ -5,15 +5,13 @@ package process
 import (
 	"context"
 	"errors"
-	"log/slog"
 
 	"github.com/gust-faas/gust/internal/runtime"
 )
 
 // Config configures the process runtime.
 type Config struct {
-	Dir    string
-	Logger *slog.Logger
+	Dir string
 }
 
 // Runtime is the process sandbox.
