@@ -59,6 +59,18 @@ func TestProcessExamples(t *testing.T) {
 	}
 	waitFor(t, func() bool { return strings.Contains(n.logs.String(), "handled ") })
 
+	// Asynchronously, through the same instances.
+	id, a := n.enqueue(t, "/fn/default/shell-stdio/later", "a b c d", "")
+	if a.status != 202 {
+		t.Fatalf("enqueue: %d %s", a.status, a.body)
+	}
+	waitFor(t, func() bool {
+		return strings.Contains(n.do(t, "GET", "/v1/invocations/"+id, "", nil).body, `"succeeded"`)
+	})
+	if out := n.mustGust(t, "invocations", "get", id); !strings.Contains(out, "POST /later: 4 words") {
+		t.Errorf("the asynchronous invocation's record: %q", out)
+	}
+
 	if len(sandboxCgroups()) == 0 {
 		t.Error("no sandbox cgroup found while the functions run: the check below would prove nothing")
 	}
