@@ -96,6 +96,7 @@ func stdioSpec(name string, extra string) string {
 // host's system folders, nothing else: not /root, not the server's data
 // folder and its admin key, not another function's bundle.
 func TestSandboxCannotReadHostFiles(t *testing.T) {
+	needProcessRuntime(t)
 	dataDir := t.TempDir()
 	n := startNode(t, dataDir)
 
@@ -194,6 +195,7 @@ exit 0
 // its own, under Gust's init (PID 1), and sees neither the server nor any
 // other host process.
 func TestSandboxSeesOnlyItsOwnProcesses(t *testing.T) {
+	needProcessRuntime(t)
 	n := startNode(t, t.TempDir())
 	sandboxDeploy(t, n, stdioSpec("ps", ""), map[string]string{
 		"handler.sh": `#!/bin/sh
@@ -285,6 +287,7 @@ print(" ".join(name for _, name in socket.if_nameindex()))
 // loopback: not the server, not the host's Postgres, not another host
 // address, and it cannot resolve names.
 func TestSandboxNetwork(t *testing.T) {
+	needProcessRuntime(t)
 	n := startNode(t, t.TempDir())
 	sandboxDeploy(t, n, stdioSpec("net", ""), map[string]string{"handler.sh": sandboxNetProbe})
 	sandboxDeploy(t, n, stdioSpec("hostnet", "network: host\n"), map[string]string{"handler.sh": sandboxNetProbe})
@@ -340,6 +343,7 @@ func TestSandboxNetwork(t *testing.T) {
 // TestSandboxReadOnlyBundle: the bundle and the root are read-only; /tmp
 // is the function's to write.
 func TestSandboxReadOnlyBundle(t *testing.T) {
+	needProcessRuntime(t)
 	dataDir := t.TempDir()
 	n := startNode(t, dataDir)
 	handler := `#!/bin/sh
@@ -410,6 +414,7 @@ exit 0
 // capabilities; setuid binaries, setuid(0), mount and user namespaces
 // give it nothing.
 func TestSandboxNoPrivileges(t *testing.T) {
+	needProcessRuntime(t)
 	var setuidBin string
 	for _, p := range []string{"/usr/bin/su", "/usr/bin/mount", "/usr/bin/passwd"} {
 		if fi, err := os.Stat(p); err == nil && fi.Mode()&fs.ModeSetuid != 0 && fi.Sys().(*syscall.Stat_t).Uid == 0 {
@@ -512,6 +517,7 @@ exit 0
 // TestSandboxForkBomb: the PID limit stops a fork bomb, and the server
 // and other functions stay responsive meanwhile.
 func TestSandboxForkBomb(t *testing.T) {
+	needProcessRuntime(t)
 	n := startNode(t, t.TempDir())
 	sandboxDeploy(t, n, stdioSpec("ok", ""), map[string]string{"handler.sh": "#!/bin/sh\necho fine\n"})
 	// Counts the children it can fork before the kernel says no.
@@ -604,6 +610,7 @@ print("allocated 512 MiB, the limit did not hold")
 // TestSandboxMemoryHog: a program that grows past memory_mb is killed and
 // the caller gets 502 out_of_memory, with both protocols.
 func TestSandboxMemoryHog(t *testing.T) {
+	needProcessRuntime(t)
 	n := startNode(t, t.TempDir())
 	sandboxDeploy(t, n, "name: hog-http\nruntime: process\ncommand: [\"python3\", \"app.py\"]\nmemory_mb: 64\ntimeout: 20s\n", map[string]string{"app.py": `
 import os
@@ -663,6 +670,7 @@ func sandboxMarkedProcs(marker string) []string {
 // TestSandboxTimeoutKillsTheTree: at the timeout, every process the
 // function started is gone from the host, daemons and grandchildren too.
 func TestSandboxTimeoutKillsTheTree(t *testing.T) {
+	needProcessRuntime(t)
 	n := startNode(t, t.TempDir())
 	marker := sandboxMarker("gust-marker-")
 	sleep, err := os.ReadFile("/usr/bin/sleep")
@@ -700,6 +708,7 @@ nohup ./%[1]s 1004 >/dev/null 2>&1 &
 // TestSandboxOutputFlood: an endless or oversized stdout is cut off with
 // 502 bad_response; a flood of log lines leaves the server's log bounded.
 func TestSandboxOutputFlood(t *testing.T) {
+	needProcessRuntime(t)
 	n := startNode(t, t.TempDir())
 	sandboxDeploy(t, n, stdioSpec("big", ""), map[string]string{"handler.sh": "#!/bin/sh\nhead -c 7340032 /dev/zero | tr '\\0' x\nexit 0\n"})
 	sandboxDeploy(t, n, stdioSpec("endless", ""), map[string]string{"handler.sh": "#!/bin/sh\nexec yes flood\n"})
@@ -804,6 +813,7 @@ func sandboxTarGz(t *testing.T, entries ...*tar.Header) []byte {
 // refused with a message that names the problem, and the function's
 // previous version keeps serving.
 func TestSandboxHostileDeploys(t *testing.T) {
+	needProcessRuntime(t)
 	dataDir := t.TempDir()
 	n := startNode(t, dataDir)
 	_, err := os.Lstat("/tmp/evil")
@@ -886,6 +896,7 @@ func TestSandboxHostileDeploys(t *testing.T) {
 // takes its sandboxes with it, an http program and a stdio run alike, and
 // the next server on the data dir serves the functions again.
 func TestSandboxDiesWithItsServer(t *testing.T) {
+	needProcessRuntime(t)
 	if testing.Short() {
 		t.Skip("starts a server process twice")
 	}
