@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -125,8 +126,14 @@ func (s *stdioInstance) Invoke(ctx context.Context, req *runtime.Request, log *s
 		return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", s.limits.MaxOutputBytes)
 	}
 	if o.err != nil {
+		// The init itself ended: killed by the OOM killer, or by a signal
+		// the program sent it.
 		s.dead = true
-		return nil, s.sb.failure(s.stderr)
+		e := s.sb.failure(s.stderr)
+		if e.Kind == runtime.Crashed {
+			e.Message = "the sandbox ended during the request: its init " + strings.TrimPrefix(e.Message, "the function's program ")
+		}
+		return nil, e
 	}
 	s.stderr.Flush()
 	if s.sb.cg.oomKills() > oomBefore {
