@@ -2,8 +2,10 @@
 // a warm instance serves request after request; a request that finds none
 // starts one (a cold start) up to the version's max_instances, then waits
 // in a bounded queue; idle instances stop after idle_ttl, down to
-// min_instances; a faulted instance is thrown away. It also compiles each
-// artifact once. It knows nothing of HTTP or tenants' rights.
+// min_instances; a faulted instance is thrown away. It also prepares each
+// artifact once (compiles a module, unpacks a bundle), in the sandbox its
+// spec's runtime names. It knows nothing of HTTP, tenants' rights, or what
+// a sandbox is made of.
 package pool
 
 import (
@@ -180,7 +182,7 @@ func (p *Pool) resolveSecrets(t Target) (map[string]string, string, error) {
 var errClosed = errors.New("pool: closed")
 
 // version returns the pool of t, creating it if needed (active if the last
-// Sync named t). It holds a reference to t's compiled module.
+// Sync named t). It holds a reference to t's prepared artifact.
 func (p *Pool) version(ctx context.Context, t Target) (*versionPool, error) {
 	k := t.key()
 	p.mu.Lock()
@@ -329,7 +331,7 @@ func (p *Pool) Stats(tenant, function string) map[int]Stats {
 	return out
 }
 
-// Retain closes the compiled modules whose digest is not in keep, once
+// Retain closes the prepared artifacts whose digest is not in keep, once
 // nothing uses them.
 func (p *Pool) Retain(keep map[string]bool) {
 	p.mu.Lock()
@@ -350,7 +352,7 @@ func (p *Pool) Retain(keep map[string]bool) {
 	}
 }
 
-// Close stops every instance and closes every compiled module. Invocations
+// Close stops every instance and closes every prepared artifact. Invocations
 // must have returned. Calling it twice is harmless.
 func (p *Pool) Close() {
 	p.mu.Lock()
