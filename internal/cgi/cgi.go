@@ -73,14 +73,6 @@ func Env(req *runtime.Request) []string {
 	return out
 }
 
-// hopByHop headers describe one connection, not the response; a guest may not
-// set them. Content-Length is Gust's to compute.
-var hopByHop = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true,
-	"Transfer-Encoding": true, "Upgrade": true, "Te": true, "Trailer": true,
-	"Content-Length": true,
-}
-
 // ParseResponse parses a CGI response: header lines, a blank line, the body.
 // Lines may end in "\n" or "\r\n". A Status header sets the status code (200
 // if absent, 302 if only Location is given). Headers named X-Gust-* are
@@ -117,7 +109,7 @@ func ParseResponse(out []byte) (*runtime.Response, error) {
 				return nil, err
 			}
 			resp.Status, statusSet = code, true
-		case hopByHop[name] || strings.HasPrefix(name, "X-Gust-"):
+		case runtime.DroppedResponseHeader(name):
 			continue
 		default:
 			resp.Header.Add(name, value)

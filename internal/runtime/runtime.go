@@ -54,6 +54,21 @@ func HiddenHeader(name string) bool {
 	return strings.HasPrefix(name, "X-Gust-")
 }
 
+// hopByHop headers describe one connection, not a response; Content-Length
+// is Gust's to compute.
+var hopByHop = map[string]bool{
+	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true,
+	"Transfer-Encoding": true, "Upgrade": true, "Te": true, "Trailer": true,
+	"Content-Length": true,
+}
+
+// DroppedResponseHeader reports whether a header of a function's response
+// is not the function's to set: hop-by-hop headers, and Gust's own
+// (X-Gust-*). Every sandbox drops them.
+func DroppedResponseHeader(name string) bool {
+	return hopByHop[name] || strings.HasPrefix(name, "X-Gust-")
+}
+
 // EscapePath escapes a request's path as a request line carries it.
 func EscapePath(p string) string {
 	if p == "" || p[0] != '/' {

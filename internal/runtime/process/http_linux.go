@@ -2,7 +2,6 @@ package process
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -185,7 +184,7 @@ func (s *httpSandbox) awaitListen(ctx context.Context, timeout time.Duration) er
 			return nil
 		}
 		if s.sb.exited() {
-			e := s.sb.failure(s.stderr)
+			e := s.sb.failure(s.stderr, program)
 			e.Message += " before it listened on $PORT"
 			return e
 		}
@@ -218,12 +217,6 @@ func (h *httpInstance) dropConn() {
 		h.conn.Close()
 		h.conn = nil
 	}
-}
-
-// hopHeaders are a response's headers about its connection, not passed on.
-var hopHeaders = map[string]bool{
-	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Te": true, "Trailer": true,
-	"Transfer-Encoding": true, "Upgrade": true, "Content-Length": true,
 }
 
 func (h *httpInstance) Invoke(ctx context.Context, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
@@ -269,7 +262,7 @@ func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error)
 	bw := h.bw
 	bw.WriteString(method)
 	bw.WriteByte(' ')
-	bw.WriteString(runtime.EscapeControls(runtime.EscapePath(req.Path)))
+	bw.WriteString(runtime.EscapePath(req.Path))
 	if req.RawQuery != "" {
 		bw.WriteByte('?')
 		bw.WriteString(runtime.EscapeControls(req.RawQuery))
@@ -333,10 +326,16 @@ func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error)
 	if resp.Close || h.br.Buffered() > 0 {
 		h.dropConn() // what it sent beyond its answer must not become the next one's
 	}
-	for k := range resp.Header {
-		if hopHeaders[k] {
+	lines := 0
+	for k, vs := range resp.Header {
+		lines += len(vs)
+		if runtime.DroppedResponseHeader(k) {
 			delete(resp.Header, k)
 		}
+	}
+	if lines > cgi.MaxHeaders {
+		h.dropConn()
+		return nil, runtime.Errorf(runtime.BadResponse, "response has %d header lines, at most %d are allowed", lines, cgi.MaxHeaders)
 	}
 	return &runtime.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}, nil
 }
@@ -368,12 +367,12 @@ func (h *httpInstance) failed(ctx context.Context, err error) error {
 	}
 	select {
 	case <-s.sb.done:
-		return s.sb.failure(s.stderr)
+		return s.sb.failure(s.stderr, program)
 	case <-time.After(50 * time.Millisecond):
 		// The program may be dying: give the kernel a moment to say so.
 	}
 	if s.sb.exited() {
-		return s.sb.failure(s.stderr)
+		return s.sb.failure(s.stderr, program)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
 		// A handler that panicked: Go's and most servers' recover by
@@ -403,12 +402,12 @@ func programEnv(env []string, extra ...string) []string {
 	var out []string
 	seen := map[string]int{}
 	for _, kv := range slices.Concat(base, env, extra) {
-		k, _, _ := bytes.Cut([]byte(kv), []byte("="))
-		if i, ok := seen[string(k)]; ok {
+		k, _, _ := strings.Cut(kv, "=")
+		if i, ok := seen[k]; ok {
 			out[i] = kv
 			continue
 		}
-		seen[string(k)] = len(out)
+		seen[k] = len(out)
 		out = append(out, kv)
 	}
 	return out

@@ -405,22 +405,30 @@ func (sb *sandbox) exited() bool {
 	}
 }
 
-// failure explains how the program ended: killed by the OOM killer, or
-// exited or crashed.
-func (sb *sandbox) failure(stderr *runtime.StderrLog) *runtime.Error {
+// failure explains how who (the program, or the init running it) ended:
+// killed by the OOM killer, or exited, or killed by a signal.
+func (sb *sandbox) failure(stderr *runtime.StderrLog, who string) *runtime.Error {
 	<-sb.done
 	if sb.cg.oomKills() > 0 {
 		return &runtime.Error{Kind: runtime.OutOfMemory, Message: "the function ran out of memory and was killed", Stderr: tail(stderr)}
 	}
-	how := "exited"
+	how := who + " exited"
 	if ee, ok := sb.err.(*exec.ExitError); ok {
+		var sig syscall.Signal
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			how = "was killed by signal " + ws.Signal().String()
-		} else {
-			how = "exited with status " + strconv.Itoa(ee.ExitCode())
+			sig = ws.Signal()
 		}
+		how = ended(who, sig, ee.ExitCode())
 	}
-	return &runtime.Error{Kind: runtime.Crashed, Message: "the function's program " + how, Stderr: tail(stderr)}
+	return &runtime.Error{Kind: runtime.Crashed, Message: how, Stderr: tail(stderr)}
+}
+
+// ended says how who ended: killed by sig, or with an exit status.
+func ended(who string, sig syscall.Signal, status int) string {
+	if sig != 0 {
+		return who + " was killed by signal " + sig.String()
+	}
+	return who + " exited with status " + strconv.Itoa(status)
 }
 
 func tail(s *runtime.StderrLog) string {
@@ -466,3 +474,6 @@ func detachedMount(dir string) (*os.File, error) {
 }
 
 var _ runtime.Sandbox = (*Runtime)(nil)
+
+// program is how errors name the function's program.
+const program = "the function's program"

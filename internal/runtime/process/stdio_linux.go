@@ -3,13 +3,11 @@ package process
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"slices"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -129,11 +127,7 @@ func (s *stdioInstance) Invoke(ctx context.Context, req *runtime.Request, log *s
 		// The init itself ended: killed by the OOM killer, or by a signal
 		// the program sent it.
 		s.dead = true
-		e := s.sb.failure(s.stderr)
-		if e.Kind == runtime.Crashed {
-			e.Message = "the sandbox ended during the request: its init " + strings.TrimPrefix(e.Message, "the function's program ")
-		}
-		return nil, e
+		return nil, s.sb.failure(s.stderr, "the sandbox's init, mid-request,")
 	}
 	s.stderr.Flush()
 	if s.sb.cg.oomKills() > oomBefore {
@@ -143,10 +137,8 @@ func (s *stdioInstance) Invoke(ctx context.Context, req *runtime.Request, log *s
 	switch res := o.res; {
 	case res.Error != "":
 		return nil, &runtime.Error{Kind: runtime.Crashed, Message: res.Error, Stderr: tail(s.stderr)}
-	case res.Signal != 0:
-		return nil, &runtime.Error{Kind: runtime.Crashed, Message: "the function's program was killed by signal " + syscall.Signal(res.Signal).String(), Stderr: tail(s.stderr)}
-	case res.Exit != 0:
-		return nil, &runtime.Error{Kind: runtime.Crashed, Message: fmt.Sprintf("the function's program exited with status %d", res.Exit), Stderr: tail(s.stderr)}
+	case res.Signal != 0 || res.Exit != 0:
+		return nil, &runtime.Error{Kind: runtime.Crashed, Message: ended(program, syscall.Signal(res.Signal), res.Exit), Stderr: tail(s.stderr)}
 	}
 	if s.contentType != "" {
 		return &runtime.Response{Status: http.StatusOK, Header: http.Header{"Content-Type": {s.contentType}}, Body: slices.Clip(o.out)}, nil

@@ -91,7 +91,7 @@ func Run(t *testing.T, start Start) {
 			t.Errorf("/env = %q", got)
 		}
 	})
-	t.Run("credentials meant for Gust stay hidden", func(t *testing.T) {
+	t.Run("credentials and Gust's own headers stay Gust's", func(t *testing.T) {
 		inst := newInstance(t, 128)
 		req := request("GET", "/headers", "")
 		req.Header.Set("Authorization", "Bearer gust_secret")
@@ -101,6 +101,9 @@ func Run(t *testing.T, start Start) {
 		}
 		if got := string(resp.Body); got != `auth="" test="1"` {
 			t.Errorf("/headers = %q, want the Authorization header hidden and X-Test passed", got)
+		}
+		if v := resp.Header.Get("X-Gust-Error"); v != "" {
+			t.Errorf("the function set Gust's own X-Gust-Error header (%q) and it was passed on", v)
 		}
 	})
 	t.Run("a request cannot smuggle another into the function", func(t *testing.T) {

@@ -141,8 +141,13 @@ func renderHead(req *runtime.Request) []byte {
 		}
 	}
 	b := make([]byte, 0, n)
-	for _, s := range []string{req.Method, runtime.EscapePath(req.Path), req.RawQuery, req.Host, req.RemoteAddr, req.InvocationID} {
-		b = append(append(b, runtime.EscapeControls(s)...), '\n')
+	for i, s := range []string{req.Method, req.Path, req.RawQuery, req.Host, req.RemoteAddr, req.InvocationID} {
+		if i == 1 {
+			s = runtime.EscapePath(s) // which leaves no control byte
+		} else {
+			s = runtime.EscapeControls(s)
+		}
+		b = append(append(b, s...), '\n')
 	}
 	b = append(append(append(b, "Content-Length: "...), strconv.Itoa(len(req.Body))...), '\n')
 	for name, values := range req.Header {

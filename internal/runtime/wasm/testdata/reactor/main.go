@@ -43,6 +43,7 @@ func handle(w http.ResponseWriter, r *http.Request) {
 	case "/env":
 		fmt.Fprintf(w, "GREETING=%s ID=%s", os.Getenv("GREETING"), r.Header.Get("X-Gust-Invocation-Id"))
 	case "/headers":
+		w.Header().Set("X-Gust-Error", "spoofed") // Gust's own: dropped
 		fmt.Fprintf(w, "auth=%q test=%q", r.Header.Get("Authorization"), r.Header.Get("X-Test"))
 	case "/bigheader":
 		w.Header().Set("X-Big", strings.Repeat("a", 7<<20))
