@@ -1,8 +1,10 @@
 package process
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -23,7 +25,7 @@ import (
 // run left is killed; /tmp stays, as the instance's scratch space.
 type stdioInstance struct {
 	sb          *sandbox
-	results     *json.Decoder // the init's Results, on its status pipe
+	results     *bufio.Reader // the init's Results, a JSON line each, on its status pipe
 	stderr      *runtime.StderrLog
 	limits      runtime.Limits
 	contentType string
@@ -36,7 +38,7 @@ func (p *prepared) startStdio(ctx context.Context, cfg runtime.Config) (runtime.
 	if err != nil {
 		return nil, err
 	}
-	return &stdioInstance{sb: sb, results: json.NewDecoder(sb.status), stderr: cfg.Stderr, limits: cfg.Limits, contentType: cfg.Process.ContentType}, nil
+	return &stdioInstance{sb: sb, results: bufio.NewReaderSize(sb.status, maxResultBytes), stderr: cfg.Stderr, limits: cfg.Limits, contentType: cfg.Process.ContentType}, nil
 }
 
 // pipes makes the three pipes of one run: the init gets stdin's read end
@@ -108,7 +110,7 @@ func (s *stdioInstance) Invoke(ctx context.Context, req *runtime.Request, log *s
 			return
 		}
 		var res initproc.Result
-		err := s.results.Decode(&res)
+		err := s.readResult(&res)
 		<-logged
 		done <- output{out: out, err: err, res: res}
 	}()
@@ -124,6 +126,11 @@ func (s *stdioInstance) Invoke(ctx context.Context, req *runtime.Request, log *s
 		return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", s.limits.MaxOutputBytes)
 	}
 	if o.err != nil {
+		if !errors.Is(o.err, io.EOF) {
+			// Not a Result: the init is not to be trusted any more.
+			s.kill()
+			return nil, &runtime.Error{Kind: runtime.Crashed, Message: "the sandbox's init answered what is not a result", Err: o.err}
+		}
 		// The init itself ended: killed by the OOM killer, or by a signal
 		// the program sent it.
 		s.dead = true
@@ -148,6 +155,18 @@ func (s *stdioInstance) Invoke(ctx context.Context, req *runtime.Request, log *s
 		return nil, &runtime.Error{Kind: runtime.BadResponse, Message: err.Error(), Stderr: tail(s.stderr)}
 	}
 	return resp, nil
+}
+
+// maxResultBytes bounds one Result line from the init.
+const maxResultBytes = 4096
+
+// readResult reads the init's next Result: one line, of bounded length.
+func (s *stdioInstance) readResult(res *initproc.Result) error {
+	line, err := s.results.ReadSlice('\n')
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(line, res)
 }
 
 // fail reports a failure to hand a request to the sandbox.

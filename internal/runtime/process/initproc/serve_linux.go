@@ -79,6 +79,9 @@ func serve(cfg Config, dec *json.Decoder, status *os.File) {
 				unix.Close(fd)
 			}
 		}
+		if len(res.Error) > 1024 {
+			res.Error = res.Error[:1024] + "..." // a Result is one short line
+		}
 		if err := enc.Encode(res); err != nil {
 			os.Exit(1)
 		}
