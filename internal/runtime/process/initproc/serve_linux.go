@@ -79,8 +79,8 @@ func serve(cfg Config, dec *json.Decoder, status *os.File) {
 				unix.Close(fd)
 			}
 		}
-		if len(res.Error) > 1024 {
-			res.Error = res.Error[:1024] + "..." // a Result is one short line
+		if len(res.Error) > 512 {
+			res.Error = res.Error[:512] + "..." // a Result fits maxResultBytes, escaped
 		}
 		if err := enc.Encode(res); err != nil {
 			os.Exit(1)
