@@ -12,10 +12,11 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/gust-faas/gust/bench/internal/stats"
 )
 
 func main() {
@@ -104,14 +105,11 @@ func main() {
 	})
 	syncTook := time.Since(syncStart)
 
-	slices.Sort(lat)
 	fmt.Printf("async: %d invocations by %d clients, offered at %s\n", *n, *c, map[bool]string{true: fmt.Sprint(*rate, "/s"), false: "full speed"}[*rate > 0])
-	fmt.Printf("  202 answered: p50 %.2fms  p99 %.2fms  (%.0f accepted/s)\n", ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100]), float64(*n)/accepted.Seconds())
+	fmt.Printf("  202 answered: p50 %s  p99 %s  (%.0f accepted/s)\n", stats.Ms(stats.Percentile(lat, 50)), stats.Ms(stats.Percentile(lat, 99)), float64(*n)/accepted.Seconds())
 	fmt.Printf("  accepted to completed: %.0f invocations/s (%s for all)\n", float64(*n)/completed.Seconds(), completed.Round(time.Millisecond))
 	fmt.Printf("sync, same load: %.0f invocations/s\n", float64(*n)/syncTook.Seconds())
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // run calls do(i) for i in [0, n) on c goroutines and exits on an error.
 func run(n, c int, do func(i int) error) {

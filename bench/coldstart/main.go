@@ -12,9 +12,10 @@ import (
 	"net/http"
 	"os"
 	"regexp"
-	"slices"
 	"strconv"
 	"time"
+
+	"github.com/gust-faas/gust/bench/internal/stats"
 )
 
 func main() {
@@ -73,8 +74,5 @@ func pct(d []time.Duration, p int) string {
 	if len(d) == 0 {
 		return "-"
 	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := min(len(s)-1, (len(s)*p+99)/100-1)
-	return fmt.Sprintf("%.2fms", float64(s[max(i, 0)].Microseconds())/1000)
+	return stats.Ms(stats.Percentile(d, p))
 }

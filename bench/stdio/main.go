@@ -12,9 +12,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/gust-faas/gust/bench/internal/stats"
 )
 
 func main() {
@@ -51,9 +52,9 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	fmt.Printf("stdio, bare fork/exec (%d):  p50 %s  p99 %s\n", len(bare), ms(pct(bare, 50)), ms(pct(bare, 99)))
-	fmt.Printf("stdio, through gust (%d):    p50 %s  p99 %s\n", len(gust), ms(pct(gust, 50)), ms(pct(gust, 99)))
-	fmt.Printf("stdio overhead: p50 +%s, p99 +%s\n", ms(pct(gust, 50)-pct(bare, 50)), ms(pct(gust, 99)-pct(bare, 99)))
+	fmt.Printf("stdio, bare fork/exec (%d):  p50 %s  p99 %s\n", len(bare), stats.Ms(stats.Percentile(bare, 50)), stats.Ms(stats.Percentile(bare, 99)))
+	fmt.Printf("stdio, through gust (%d):    p50 %s  p99 %s\n", len(gust), stats.Ms(stats.Percentile(gust, 50)), stats.Ms(stats.Percentile(gust, 99)))
+	fmt.Printf("stdio overhead: p50 +%s, p99 +%s\n", stats.Ms(stats.Percentile(gust, 50)-stats.Percentile(bare, 50)), stats.Ms(stats.Percentile(gust, 99)-stats.Percentile(bare, 99)))
 }
 
 func measure(n int, once func() error) ([]time.Duration, error) {
@@ -69,14 +70,6 @@ func measure(n int, once func() error) ([]time.Duration, error) {
 	}
 	return lat, nil
 }
-
-func pct(d []time.Duration, p int) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[max(0, min(len(s)-1, (len(s)*p+99)/100-1))]
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "stdio:", err)
