@@ -28,6 +28,7 @@ func (l *limitedMemory) Allocate(capacity, _ uint64) experimental.LinearMemory {
 	reserve := (l.limit + pageRound - 1) / pageRound * pageRound
 	m, err := syscall.Mmap(-1, 0, int(reserve), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON|syscall.MAP_NORESERVE)
 	if err == nil {
+		adviseHugePages(m)
 		l.mapping = m
 		l.buf = m[:0]
 		return l
