@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/gust-faas/gust/internal/pool"
@@ -75,10 +76,11 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 	}
 	rec.State = Running
 	rec.Attempts = append(rec.Attempts, Attempt{Started: s.now().UTC()})
-	s.record(ctx, rec, log)
+	settle := s.recordAfter(ctx, rec, runningAfter, log)
 
 	req := job.Request
 	resp, _, err := s.invoker.Invoke(context.WithoutCancel(ctx), pool.Target{Tenant: job.Tenant, Function: job.Function, Version: v}, &req, log)
+	settle()
 
 	last := &rec.Attempts[len(rec.Attempts)-1]
 	last.Ended = s.now().UTC()
@@ -126,6 +128,23 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 func (s *Service) record(ctx context.Context, rec Record, log *slog.Logger) {
 	if err := s.put(ctx, rec); err != nil {
 		log.Error("could not record the invocation's state", "state", rec.State, "err", err)
+	}
+}
+
+// recordAfter writes rec after delay, unless settle is called first.
+// settle returns once rec is written or will never be, so that the
+// writes that follow it land after it.
+func (s *Service) recordAfter(ctx context.Context, rec Record, delay time.Duration, log *slog.Logger) (settle func()) {
+	rec.Attempts = slices.Clone(rec.Attempts) // the caller goes on with its own
+	written := make(chan struct{})
+	t := time.AfterFunc(delay, func() {
+		defer close(written)
+		s.record(ctx, rec, log)
+	})
+	return func() {
+		if !t.Stop() {
+			<-written
+		}
 	}
 }
 

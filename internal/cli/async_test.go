@@ -75,6 +75,13 @@ func TestAsyncInvocation(t *testing.T) {
 		t.Errorf("gust invocations get printed %q", out)
 	}
 
+	// An invocation that takes a while says so while it runs.
+	slow, _ := n.enqueue(t, "/fn/default/work/slow", "", "")
+	n.record(t, slow, func(r async.Record) bool { return r.State == async.Running && len(r.Attempts) == 1 })
+	if rec := n.record(t, slow, finished); rec.State != async.Succeeded || string(rec.Response.Body) != "slow done" || len(rec.Attempts) != 1 {
+		t.Errorf("slow invocation: %+v, want succeeded after one attempt", rec)
+	}
+
 	// The same Idempotency-Key gives one invocation.
 	first, _ := n.enqueue(t, "/fn/default/work/once", "x", "key-1")
 	second, a2 := n.enqueue(t, "/fn/default/work/once", "x", "key-1")
