@@ -188,23 +188,41 @@ func (s *Service) Enqueue(ctx context.Context, job Job, idempotencyKey string) (
 			return Record{}, false, err
 		}
 	}
-	now := s.now().UTC()
-	job.Queued = now
-	rec = Record{ID: job.ID, Tenant: job.Tenant, Function: job.Function, Version: job.Version, State: Queued, Attempts: []Attempt{}, Created: now, Updated: now}
+	job.Queued = s.now().UTC()
 	data, err := json.Marshal(job)
 	if err != nil {
 		return Record{}, false, err
 	}
-	// The record and the message are written at once; the caller hears
-	// 202 only when both are stored. A worker may get the message and
-	// record its progress first: the queued record is then not written.
-	recorded := make(chan error, 1)
-	go func() { recorded <- s.create(ctx, rec) }()
-	_, perr := s.queue.Publish(ctx, workPrefix+job.Tenant+"."+job.Function, job.ID, nil, data)
-	if err := errors.Join(perr, <-recorded); err != nil {
+	// The message is the only write: until a worker records the
+	// invocation's progress, Get reads its queued state from the queue.
+	if _, err := s.queue.Publish(ctx, workSubject(job.Tenant, job.ID), job.ID, nil, data); err != nil {
 		return Record{}, false, err
 	}
-	return rec, false, nil
+	return queuedRecord(job), false, nil
+}
+
+// workSubject is the subject a tenant's invocation id is queued on: one
+// per invocation, so that Get can find it while it waits.
+func workSubject(tenant, id string) string { return workPrefix + tenant + "." + id }
+
+// validID reports whether id can be an invocation id: 1 to 64 letters,
+// digits, dashes and underscores, which is what store keys and subjects
+// allow.
+func validID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// queuedRecord is the record of an invocation no worker has taken up yet.
+func queuedRecord(job Job) Record {
+	return Record{ID: job.ID, Tenant: job.Tenant, Function: job.Function, Version: job.Version, State: Queued, Attempts: []Attempt{}, Created: job.Queued, Updated: job.Queued}
 }
 
 // ErrNotFound is returned for an unknown or expired invocation.
@@ -212,7 +230,23 @@ var ErrNotFound = errors.New("not found")
 
 // Get returns tenant's invocation id.
 func (s *Service) Get(ctx context.Context, tenant, id string) (Record, error) {
+	// The queue first: a worker records an invocation before it takes the
+	// message off the queue, so one of the two has it.
+	if !registry.ValidName(tenant) || !validID(id) {
+		return Record{}, fmt.Errorf("invocation %q: %w", id, ErrNotFound)
+	}
+	queued, err := s.queue.Pending(ctx, workSubject(tenant, id))
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return Record{}, err
+	}
 	e, err := s.results.Get(ctx, "inv."+id)
+	if errors.Is(err, store.ErrNotFound) && queued != nil {
+		var job Job
+		if err := json.Unmarshal(queued, &job); err != nil {
+			return Record{}, err
+		}
+		return queuedRecord(job), nil
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return Record{}, fmt.Errorf("invocation %q: %w", id, ErrNotFound)
 	}
@@ -227,19 +261,6 @@ func (s *Service) Get(ctx context.Context, tenant, id string) (Record, error) {
 		return Record{}, fmt.Errorf("invocation %q: %w", id, ErrNotFound)
 	}
 	return rec, nil
-}
-
-// create writes rec unless a record of its invocation exists already.
-func (s *Service) create(ctx context.Context, rec Record) error {
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	_, err = s.results.Create(context.WithoutCancel(ctx), "inv."+rec.ID, data)
-	if errors.Is(err, store.ErrConflict) {
-		return nil
-	}
-	return err
 }
 
 func (s *Service) put(ctx context.Context, rec Record) error {

@@ -82,6 +82,22 @@ func TestAsyncInvocation(t *testing.T) {
 		t.Errorf("slow invocation: %+v, want succeeded after one attempt", rec)
 	}
 
+	// With one instance for async work (half of max_instances 2), an
+	// invocation waits its turn, and says queued meanwhile.
+	n.deploySpec(t, "one", reactorPath, `"max_instances":2`)
+	busy, _ := n.enqueue(t, "/fn/default/one/slow", "", "")
+	waiting, _ := n.enqueue(t, "/fn/default/one/slow", "", "")
+	n.record(t, busy, func(r async.Record) bool { return r.State == async.Running })
+	if rec := n.record(t, waiting, func(async.Record) bool { return true }); rec.State != async.Queued || rec.Function != "one" || len(rec.Attempts) != 0 || rec.Created.IsZero() {
+		t.Errorf("waiting invocation: %+v, want queued with no attempt", rec)
+	}
+	n.record(t, waiting, finished)
+	for _, bad := range []string{"a.b", "a*", "x%20y", strings.Repeat("a", 65), "..%2f.."} {
+		if a := n.do(t, "GET", "/v1/invocations/"+bad, "", nil); a.status != 404 {
+			t.Errorf("GET /v1/invocations/%s: %d %s, want 404", bad, a.status, a.body)
+		}
+	}
+
 	// The same Idempotency-Key gives one invocation.
 	first, _ := n.enqueue(t, "/fn/default/work/once", "x", "key-1")
 	second, a2 := n.enqueue(t, "/fn/default/work/once", "x", "key-1")

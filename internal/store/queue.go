@@ -68,6 +68,20 @@ func (q *Queue) Publish(ctx context.Context, subject, id string, header map[stri
 	return ack.Duplicate, nil
 }
 
+// Pending returns the data of the last message on subject (no wildcards)
+// that is still queued, or ErrNotFound once every message on it has been
+// acknowledged.
+func (q *Queue) Pending(ctx context.Context, subject string) ([]byte, error) {
+	m, err := q.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("%s: %w", subject, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: get %s: %w", subject, err)
+	}
+	return m.Data, nil
+}
+
 // Message is one delivery of a queued message.
 type Message struct {
 	Subject string
