@@ -47,4 +47,4 @@ compare "gust SDK hello" "http://$BARE/" "http://$GUST/fn/default/hello"
 
 echo
 "$work/async" -url "http://$GUST" -fn /fn/default/hello -n 5000 -c 32
-"$work/async" -url "http://$GUST" -fn /fn/default/hello -n 10000 -c 64 -rate 5000
+"$work/async" -url "http://$GUST" -fn /fn/default/hello -n 10000 -c 64 -rate 5000 -warmup 5000

@@ -2,7 +2,9 @@
 // Gust answers 202 (p50, p99) while n invocations are queued by c clients,
 // and how many invocations per second go from accepted to completed (from
 // the first 202 to the last record marked succeeded, as the server records
-// it). For comparison it runs the same n invocations synchronously.
+// it). First it queues -warmup invocations the same way and waits for them
+// to finish, so that connections, instances and the store are warm. For
+// comparison it runs the same n invocations synchronously.
 package main
 
 import (
@@ -25,71 +27,85 @@ func main() {
 	n := flag.Int("n", 5000, "invocations")
 	c := flag.Int("c", 32, "concurrent clients")
 	rate := flag.Int("rate", 0, "offered invocations per second (0: as fast as the clients go)")
+	warmup := flag.Int("warmup", 1000, "invocations queued and finished before the measured ones, and not counted")
 	flag.Parse()
 	key := os.Getenv("GUST_KEY")
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *c}}
 
-	ids := make([]string, *n)
-	lat := make([]time.Duration, *n)
-	start := time.Now()
-	run(*n, *c, func(i int) error {
-		if *rate > 0 {
-			// Invocation i is offered at start + i/rate.
-			time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(*rate))))
-		}
-		req, _ := http.NewRequest("POST", *url+*fn, strings.NewReader("async"))
-		req.Header.Set("Prefer", "respond-async")
-		req.Header.Set("Authorization", "Bearer "+key)
-		t0 := time.Now()
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		var acc struct {
-			InvocationID string `json:"invocation_id"`
-		}
-		json.NewDecoder(resp.Body).Decode(&acc)
-		resp.Body.Close()
-		lat[i] = time.Since(t0)
-		if resp.StatusCode != http.StatusAccepted {
-			return fmt.Errorf("enqueue answered %s", resp.Status)
-		}
-		ids[i] = acc.InvocationID
-		return nil
-	})
-	accepted := time.Since(start)
-
-	var last time.Time
-	var mu sync.Mutex
-	run(*n, *c, func(i int) error {
-		for {
-			req, _ := http.NewRequest("GET", *url+"/v1/invocations/"+ids[i], nil)
+	// enqueue queues count invocations, offered at rate, and returns their
+	// ids, how long each 202 took, and when the first was offered.
+	enqueue := func(count int) (ids []string, lat []time.Duration, start time.Time) {
+		ids, lat = make([]string, count), make([]time.Duration, count)
+		start = time.Now()
+		run(count, *c, func(i int) error {
+			if *rate > 0 {
+				// Invocation i is offered at start + i/rate.
+				time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(*rate))))
+			}
+			req, _ := http.NewRequest("POST", *url+*fn, strings.NewReader("async"))
+			req.Header.Set("Prefer", "respond-async")
 			req.Header.Set("Authorization", "Bearer "+key)
+			t0 := time.Now()
 			resp, err := client.Do(req)
 			if err != nil {
 				return err
 			}
-			var rec struct {
-				State   string
-				Updated time.Time
+			var acc struct {
+				InvocationID string `json:"invocation_id"`
 			}
-			json.NewDecoder(resp.Body).Decode(&rec)
+			json.NewDecoder(resp.Body).Decode(&acc)
 			resp.Body.Close()
-			switch rec.State {
-			case "succeeded":
-				mu.Lock()
-				if rec.Updated.After(last) {
-					last = rec.Updated
-				}
-				mu.Unlock()
-				return nil
-			case "dead":
-				return fmt.Errorf("invocation %s failed", ids[i])
+			lat[i] = time.Since(t0)
+			if resp.StatusCode != http.StatusAccepted {
+				return fmt.Errorf("enqueue answered %s", resp.Status)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
-	completed := last.Sub(start)
+			ids[i] = acc.InvocationID
+			return nil
+		})
+		return ids, lat, start
+	}
+	// finished waits until every invocation of ids has succeeded and
+	// returns when the last of them did, as the server recorded it.
+	finished := func(ids []string) time.Time {
+		var last time.Time
+		var mu sync.Mutex
+		run(len(ids), *c, func(i int) error {
+			for {
+				req, _ := http.NewRequest("GET", *url+"/v1/invocations/"+ids[i], nil)
+				req.Header.Set("Authorization", "Bearer "+key)
+				resp, err := client.Do(req)
+				if err != nil {
+					return err
+				}
+				var rec struct {
+					State   string
+					Updated time.Time
+				}
+				json.NewDecoder(resp.Body).Decode(&rec)
+				resp.Body.Close()
+				switch rec.State {
+				case "succeeded":
+					mu.Lock()
+					if rec.Updated.After(last) {
+						last = rec.Updated
+					}
+					mu.Unlock()
+					return nil
+				case "dead":
+					return fmt.Errorf("invocation %s failed", ids[i])
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+		return last
+	}
+	if *warmup > 0 {
+		ids, _, _ := enqueue(*warmup)
+		finished(ids)
+	}
+	ids, lat, start := enqueue(*n)
+	accepted := time.Since(start)
+	completed := finished(ids).Sub(start)
 
 	syncStart := time.Now()
 	run(*n, *c, func(i int) error {
@@ -105,7 +121,7 @@ func main() {
 	})
 	syncTook := time.Since(syncStart)
 
-	fmt.Printf("async: %d invocations by %d clients, offered at %s\n", *n, *c, map[bool]string{true: fmt.Sprint(*rate, "/s"), false: "full speed"}[*rate > 0])
+	fmt.Printf("async: %d invocations by %d clients (after %d to warm up), offered at %s\n", *n, *c, *warmup, map[bool]string{true: fmt.Sprint(*rate, "/s"), false: "full speed"}[*rate > 0])
 	fmt.Printf("  202 answered: p50 %s  p99 %s  (%.0f accepted/s)\n", stats.Ms(stats.Percentile(lat, 50)), stats.Ms(stats.Percentile(lat, 99)), float64(*n)/accepted.Seconds())
 	fmt.Printf("  accepted to completed: %.0f invocations/s (%s for all)\n", float64(*n)/completed.Seconds(), completed.Round(time.Millisecond))
 	fmt.Printf("sync, same load: %.0f invocations/s\n", float64(*n)/syncTook.Seconds())
