@@ -42,6 +42,13 @@ func CheckCallbackURL(raw string) error {
 // callback URL and its function's destination. What fails is logged; the
 // invocation's own state does not change.
 func (s *Service) deliver(job Job, rec Record, spec registry.Spec, log *slog.Logger) {
+	dest := spec.OnSuccess
+	if rec.State != Succeeded {
+		dest = spec.OnFailure
+	}
+	if job.CallbackURL == "" && dest == nil {
+		return
+	}
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return
@@ -52,10 +59,6 @@ func (s *Service) deliver(job Job, rec Record, spec registry.Spec, log *slog.Log
 			defer func() { <-s.callbacks }()
 			s.callback(job.CallbackURL, data, log)
 		}()
-	}
-	dest := spec.OnSuccess
-	if rec.State != Succeeded {
-		dest = spec.OnFailure
 	}
 	switch {
 	case dest == nil:
