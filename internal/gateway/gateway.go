@@ -87,19 +87,33 @@ const (
 	HeaderColdStart    = "X-Gust-Cold-Start"
 )
 
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+// serverTiming is the Server-Timing header of an invocation: the function's
+// own time, and the cold start's if it paid one.
+func serverTiming(took time.Duration, out pool.Outcome) string {
+	appendMs := func(b []byte, d time.Duration) []byte {
+		return strconv.AppendFloat(b, float64(d.Microseconds())/1000, 'f', 3, 64)
+	}
+	b := make([]byte, 0, 40)
+	if out.Cold {
+		b = append(appendMs(append(b, "init;dur="...), out.Init), ", "...)
+	}
+	return string(appendMs(append(b, "fn;dur="...), took-out.Init))
+}
 
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := NewInvocationID()
 	w.Header().Set(HeaderInvocationID, id)
-	log := g.log.With("invocation_id", id)
-	if err := g.serve(w, r, id, log); err != nil {
-		httperror.Write(w, r, log, err)
+	// The invocation's log attributes, gathered as they are learnt: a
+	// logger is made of them once, for the invocation, or for its error.
+	attrs := make([]any, 0, 12)
+	attrs = append(attrs, "invocation_id", id)
+	if err := g.serve(w, r, id, &attrs); err != nil {
+		httperror.Write(w, r, g.log, err, attrs...)
 	}
 }
 
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *slog.Logger) error {
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs *[]any) error {
 	tenantName := r.PathValue("tenant")
 	name, version, alias, err := parseTarget(r.PathValue("function"))
 	if err != nil {
@@ -121,7 +135,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *
 		if err != nil {
 			return httperror.Unauthorized(w)
 		}
-		log = log.With("key_id", p.KeyID)
+		*attrs = append(*attrs, "key_id", p.KeyID)
 		if !p.CanActIn(tenantName, tenant.Invoker) {
 			found = false
 		}
@@ -163,7 +177,8 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *
 		Function:     name,
 		Version:      v.Number,
 	}
-	log = log.With("tenant", tenantName, "function", name, "version", v.Number)
+	*attrs = append(*attrs, "tenant", tenantName, "function", name, "version", v.Number)
+	log := g.log.With(*attrs...)
 	if wantAsync {
 		return g.enqueue(w, r, req, v, log)
 	}
@@ -171,12 +186,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, log *
 	start := time.Now()
 	resp, out, err := g.Invoker.Invoke(r.Context(), pool.Target{Tenant: tenantName, Function: name, Version: v}, req, log)
 	took := time.Since(start)
-	timing := fmt.Sprintf("fn;dur=%.3f", ms(took-out.Init))
 	if out.Cold {
 		w.Header().Set(HeaderColdStart, "1")
-		timing = fmt.Sprintf("init;dur=%.3f, %s", ms(out.Init), timing)
 	}
-	w.Header().Set("Server-Timing", timing)
+	w.Header().Set("Server-Timing", serverTiming(took, out))
 	w.Header().Set(HeaderVersion, strconv.Itoa(v.Number))
 	if err != nil {
 		return invocationError(w, name, v, err)
