@@ -22,6 +22,7 @@ import (
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/runtime"
 	"github.com/gust-faas/gust/internal/store"
+	"github.com/gust-faas/gust/internal/tenant"
 )
 
 // Limits and defaults.
@@ -121,12 +122,21 @@ type Functions interface {
 	Get(tenant, name string) (registry.Function, bool)
 }
 
+// Tenants finds tenants, for their quotas.
+type Tenants interface {
+	Tenant(name string) (tenant.Tenant, bool)
+}
+
 // Deps are what a Service needs. All are required.
 type Deps struct {
 	Store     *store.Store
 	Functions Functions
 	Invoker   Invoker
-	Logger    *slog.Logger
+	// Tenants and Limiter hold running invocations to their tenant's
+	// concurrency and memory quotas, as synchronous requests are.
+	Tenants Tenants
+	Limiter *tenant.Limiter
+	Logger  *slog.Logger
 }
 
 // Service queues, runs and reports asynchronous invocations.
@@ -137,6 +147,8 @@ type Service struct {
 	results   *store.KV
 	functions Functions
 	invoker   Invoker
+	tenants   Tenants
+	limiter   *tenant.Limiter
 	log       *slog.Logger
 	now       func() time.Time
 
@@ -164,7 +176,7 @@ func New(ctx context.Context, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	return &Service{
-		store: deps.Store, queue: q, dead: dead, results: results, functions: deps.Functions, invoker: deps.Invoker,
+		store: deps.Store, queue: q, dead: dead, results: results, functions: deps.Functions, invoker: deps.Invoker, tenants: deps.Tenants, limiter: deps.Limiter,
 		log: deps.Logger, now: time.Now, slots: make(chan struct{}, Workers), callbacks: make(chan struct{}, maxCallbacks), shares: map[string]chan struct{}{},
 	}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/gust-faas/gust/internal/pool"
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/store"
+	"github.com/gust-faas/gust/internal/tenant"
 )
 
 // process runs one delivery of a queued invocation.
@@ -68,6 +69,21 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		return // shutting down: the message will be delivered again
 	}
 	defer func() { <-share }()
+	t, _ := s.tenants.Tenant(job.Tenant)
+	release, err := s.limiter.Hold(job.Tenant, t.Quotas, v.Spec.MemoryMB)
+	if err != nil {
+		// The tenant is at its quota: not the function's fault, and not
+		// an attempt. The message waits its turn in the queue.
+		var qerr *tenant.QuotaError
+		delay := time.Second
+		if errors.As(err, &qerr) {
+			delay = qerr.RetryAfter
+		}
+		log.Debug("async invocation waits for its tenant's quota", "err", err)
+		logQueueError(log, m.Retry(delay))
+		return
+	}
+	defer release()
 
 	if rec.State == Running {
 		// Its worker died mid-invocation; that attempt counts.

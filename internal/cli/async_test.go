@@ -125,6 +125,42 @@ func TestAsyncInvocation(t *testing.T) {
 	}
 }
 
+// TestAsyncHeldToQuotas: queued invocations count towards their tenant's
+// concurrency quota as they run, as synchronous requests do; one that finds
+// the quota taken waits its turn without losing an attempt.
+func TestAsyncHeldToQuotas(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	n.createTenant(t, "tight", `{"max_concurrency":1}`)
+	_, dev := n.createKey(t, "tight", "developer")
+	if a := n.deployAs(t, dev, "slow", ""); a.status != 201 {
+		t.Fatalf("deploy: %d %s", a.status, a.body)
+	}
+	n.key = dev
+	var ids []string
+	for range 3 {
+		id, a := n.enqueue(t, "/fn/tight/slow/slow", "", "")
+		if a.status != 202 {
+			t.Fatalf("enqueue: %d %s", a.status, a.body)
+		}
+		ids = append(ids, id)
+	}
+	var runs []async.Attempt
+	for _, id := range ids {
+		rec := n.record(t, id, finished)
+		if rec.State != async.Succeeded || len(rec.Attempts) != 1 {
+			t.Fatalf("invocation %s: %s after %d attempts, want succeeded after one", id, rec.State, len(rec.Attempts))
+		}
+		runs = append(runs, rec.Attempts[0])
+	}
+	for i, a := range runs {
+		for _, b := range runs[i+1:] {
+			if a.Started.Before(b.Ended) && b.Started.Before(a.Ended) {
+				t.Errorf("attempts %v-%v and %v-%v ran at once under max_concurrency 1", a.Started, a.Ended, b.Started, b.Ended)
+			}
+		}
+	}
+}
+
 func TestAsyncRetriesAndDeadLetters(t *testing.T) {
 	n := startNode(t, t.TempDir())
 	n.deploySpec(t, "fails", reactorPath, `"retries":2,"retry_delay":"100ms"`)

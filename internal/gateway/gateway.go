@@ -149,16 +149,22 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 	if !hasVersion {
 		return httperror.NotFound("function %q has no version %d (latest is %d)", name, version, fn.Latest)
 	}
+	// A queued invocation counts towards the request rate now, and towards
+	// concurrency and memory when a worker runs it.
 	t, _ := g.Tenants.Tenant(tenantName)
-	release, err := g.Limiter.Admit(tenantName, t.Quotas, v.Spec.MemoryMB)
-	if err != nil {
-		return quotaError(w, err)
-	}
-	defer release()
 	wantAsync := preferAsync(r.Header)
 	limit := v.Spec.MaxBodyBytes
 	if wantAsync {
 		limit = min(limit, async.MaxPayloadBytes)
+		if err := g.Limiter.Accept(tenantName, t.Quotas); err != nil {
+			return quotaError(w, err)
+		}
+	} else {
+		release, err := g.Limiter.Admit(tenantName, t.Quotas, v.Spec.MemoryMB)
+		if err != nil {
+			return quotaError(w, err)
+		}
+		defer release()
 	}
 	body, err := readBody(w, r, limit)
 	if err != nil {

@@ -164,7 +164,10 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.syncPool()
 	go s.pool.Run(watchCtx)
-	s.async, err = async.New(ctx, async.Deps{Store: s.store, Functions: s.registry, Invoker: s.pool, Logger: s.log})
+	// One limiter: a tenant's quotas count its synchronous requests and its
+	// queued invocations as they run.
+	limiter := tenant.NewLimiter(nil)
+	s.async, err = async.New(ctx, async.Deps{Store: s.store, Functions: s.registry, Invoker: s.pool, Tenants: s.tenants, Limiter: limiter, Logger: s.log})
 	if err != nil {
 		return err
 	}
@@ -178,7 +181,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	gateway.New(gateway.Deps{
 		Async:     s.async,
 		Functions: s.registry, Invoker: s.pool, Auth: s.tenants, Tenants: s.tenants,
-		Limiter: tenant.NewLimiter(nil), Logger: s.log,
+		Limiter: limiter, Logger: s.log,
 	}).Register(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		httperror.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -42,9 +42,30 @@ func NewLimiter(now func() time.Time) *Limiter {
 	return &Limiter{now: now, usage: map[string]*usage{}}
 }
 
-// Admit admits one invocation of memoryMB for tenant under q, or returns a
-// *QuotaError. The caller must call release when the invocation ends.
+// Admit admits one request of tenant under q, an invocation of memoryMB
+// that runs until release is called, or returns a *QuotaError. The caller
+// must call release when the invocation ends.
 func (l *Limiter) Admit(tenant string, q Quotas, memoryMB int) (release func(), err error) {
+	return l.admit(tenant, q, memoryMB, true, true)
+}
+
+// Hold is Admit for an invocation whose request was admitted before (a
+// queued one, when a worker runs it): it counts towards the concurrency
+// and memory quotas, and not again towards the request rate.
+func (l *Limiter) Hold(tenant string, q Quotas, memoryMB int) (release func(), err error) {
+	return l.admit(tenant, q, memoryMB, true, false)
+}
+
+// Accept admits a request that runs nothing now (one that queues an
+// invocation): it counts towards the request rate only.
+func (l *Limiter) Accept(tenant string, q Quotas) error {
+	_, err := l.admit(tenant, q, 0, false, true)
+	return err
+}
+
+// admit checks and counts the concurrency and memory quotas if hold, the
+// request rate if request.
+func (l *Limiter) admit(tenant string, q Quotas, memoryMB int, hold, request bool) (release func(), err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	u := l.usage[tenant]
@@ -52,13 +73,13 @@ func (l *Limiter) Admit(tenant string, q Quotas, memoryMB int) (release func(), 
 		u = &usage{tokens: float64(burst(q)), last: l.now()}
 		l.usage[tenant] = u
 	}
-	if q.MaxConcurrency > 0 && u.inflight+1 > q.MaxConcurrency {
+	if hold && q.MaxConcurrency > 0 && u.inflight+1 > q.MaxConcurrency {
 		return nil, &QuotaError{Quota: "concurrency", Limit: fmt.Sprintf("%d invocations at once", q.MaxConcurrency), RetryAfter: time.Second}
 	}
-	if q.MaxMemoryMB > 0 && u.memoryMB+memoryMB > q.MaxMemoryMB {
+	if hold && q.MaxMemoryMB > 0 && u.memoryMB+memoryMB > q.MaxMemoryMB {
 		return nil, &QuotaError{Quota: "memory", Limit: fmt.Sprintf("%d MiB of instances at once", q.MaxMemoryMB), RetryAfter: time.Second}
 	}
-	if q.RatePerSecond > 0 {
+	if request && q.RatePerSecond > 0 {
 		now := l.now()
 		u.tokens = math.Min(float64(burst(q)), u.tokens+now.Sub(u.last).Seconds()*q.RatePerSecond)
 		u.last = now
@@ -67,6 +88,9 @@ func (l *Limiter) Admit(tenant string, q Quotas, memoryMB int) (release func(), 
 			return nil, &QuotaError{Quota: "rate", Limit: fmt.Sprintf("%g requests per second, burst %d", q.RatePerSecond, burst(q)), RetryAfter: wait}
 		}
 		u.tokens--
+	}
+	if !hold {
+		return func() {}, nil
 	}
 	u.inflight++
 	u.memoryMB += memoryMB

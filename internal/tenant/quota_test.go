@@ -175,6 +175,37 @@ func TestLimiterTenantsAreSeparate(t *testing.T) {
 	}
 }
 
+// TestLimiterQueuedInvocations: queueing an invocation (Accept) spends the
+// request rate only; running it later (Hold) counts concurrency and memory
+// only.
+func TestLimiterQueuedInvocations(t *testing.T) {
+	l := NewLimiter(newFakeClock().Now)
+	q := Quotas{MaxConcurrency: 1, MaxMemoryMB: 64, RatePerSecond: 1, Burst: 2}
+	release, err := l.Hold("acme", q, 64)
+	if err != nil {
+		t.Fatalf("Hold() = %v, want held", err)
+	}
+	for i := range 2 {
+		if err := l.Accept("acme", q); err != nil {
+			t.Fatalf("Accept() %d while an invocation runs = %v, want accepted: queueing runs nothing", i, err)
+		}
+	}
+	var qerr *QuotaError
+	if err := l.Accept("acme", q); !errors.As(err, &qerr) || qerr.Quota != "rate" {
+		t.Errorf("Accept() past the burst = %v, want the rate quota", err)
+	}
+	if _, err := l.Hold("acme", q, 64); !errors.As(err, &qerr) || qerr.Quota != "concurrency" {
+		t.Errorf("second Hold() = %v, want the concurrency quota", err)
+	}
+	release()
+	// The rate is spent, and Hold does not need it.
+	if release, err := l.Hold("acme", q, 64); err != nil {
+		t.Errorf("Hold() after the release = %v, want held", err)
+	} else {
+		release()
+	}
+}
+
 func TestNewLimiterDefaultsToTheRealClock(t *testing.T) {
 	l := NewLimiter(nil)
 	release, err := l.Admit("acme", Quotas{RatePerSecond: 1}, 0)
