@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -137,6 +138,9 @@ type Deps struct {
 	Tenants Tenants
 	Limiter *tenant.Limiter
 	Logger  *slog.Logger
+	// CallbackAllow are the loopback, private and link-local networks
+	// that callbacks may reach nonetheless. Optional.
+	CallbackAllow []netip.Prefix
 }
 
 // Service queues, runs and reports asynchronous invocations.
@@ -150,7 +154,10 @@ type Service struct {
 	tenants   Tenants
 	limiter   *tenant.Limiter
 	log       *slog.Logger
-	now       func() time.Time
+
+	callbackNet    callbackNet
+	callbackClient *http.Client
+	now            func() time.Time
 
 	slots     chan struct{} // Workers of them
 	callbacks chan struct{} // maxCallbacks of them
@@ -175,7 +182,9 @@ func New(ctx context.Context, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	cbNet := callbackNet{allow: deps.CallbackAllow}
 	return &Service{
+		callbackNet: cbNet, callbackClient: cbNet.client(),
 		store: deps.Store, queue: q, dead: dead, results: results, functions: deps.Functions, invoker: deps.Invoker, tenants: deps.Tenants, limiter: deps.Limiter,
 		log: deps.Logger, now: time.Now, slots: make(chan struct{}, Workers), callbacks: make(chan struct{}, maxCallbacks), shares: map[string]chan struct{}{},
 	}, nil

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/gust-faas/gust/internal/registry"
@@ -29,14 +27,9 @@ const (
 // gust.events.<tenant>.<subject>. A tenant never reaches Gust's own subjects.
 const EventsPrefix = "gust.events."
 
-// CheckCallbackURL reports what is wrong with a callback URL.
-func CheckCallbackURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || len(raw) > 2048 {
-		return fmt.Errorf("X-Callback-Url %q is not an http:// or https:// URL", raw)
-	}
-	return nil
-}
+// CheckCallbackURL reports what is wrong with a callback URL: one that is
+// not http(s), or that names an address callbacks may not reach.
+func (s *Service) CheckCallbackURL(raw string) error { return s.callbackNet.checkURL(raw) }
 
 // deliver sends the record of a finished invocation where it should go: its
 // callback URL and its function's destination. What fails is logged; the
@@ -89,7 +82,7 @@ func (s *Service) deliver(job Job, rec Record, spec registry.Spec, log *slog.Log
 // callback posts data to url, retrying with backoff, and logs if it never
 // gets through.
 func (s *Service) callback(u string, data []byte, log *slog.Logger) {
-	client := &http.Client{Timeout: callbackTimeout}
+	client := s.callbackClient
 	delay := callbackDelay
 	var last string
 	for attempt := 1; attempt <= callbackAttempts; attempt++ {

@@ -1,19 +1,28 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/gust-faas/gust/internal/async"
+	"github.com/gust-faas/gust/internal/server"
 )
 
 func TestAsyncCallbacks(t *testing.T) {
-	n := startNode(t, t.TempDir())
+	n := startNode(t, t.TempDir(), func(c *server.Config) {
+		c.CallbackAllow = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	})
 	n.deploySpec(t, "work", reactorPath, "")
 	var mu sync.Mutex
 	var got []async.Record
@@ -67,6 +76,36 @@ func TestAsyncCallbacks(t *testing.T) {
 	}
 }
 
+// TestAsyncCallbacksStayOutside: by default a callback cannot reach the
+// server's own loopback or private networks, named by address (refused at
+// once) or by a name that resolves there (refused when dialled).
+func TestAsyncCallbacksStayOutside(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	n.deploySpec(t, "work", reactorPath, "")
+	var hits atomic.Int32
+	hook := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
+	defer hook.Close()
+	_, port, _ := net.SplitHostPort(hook.Listener.Addr().String())
+	for _, u := range []string{hook.URL, "http://[::1]:" + port + "/", "http://169.254.169.254/latest/meta-data/", "http://10.1.2.3/", "http://[::ffff:127.0.0.1]:" + port + "/"} {
+		if _, a := n.enqueueWith(t, "/fn/default/work", map[string]string{"X-Callback-Url": u}); a.status != 400 || !strings.Contains(a.body, "may not reach") || !strings.Contains(a.body, "--callback-allow") {
+			t.Errorf("X-Callback-Url %s: %d %s, want 400 saying callbacks may not reach it", u, a.status, a.body)
+		}
+	}
+	id, a := n.enqueueWith(t, "/fn/default/work", map[string]string{"X-Callback-Url": "http://localhost:" + port + "/hook"})
+	if a.status != 202 {
+		t.Fatalf("X-Callback-Url naming localhost: %d %s, want 202 (checked when dialled)", a.status, a.body)
+	}
+	if rec := n.record(t, id, finished); rec.State != async.Succeeded {
+		t.Errorf("invocation: %s, want succeeded whatever its callback does", rec.State)
+	}
+	waitFor(t, func() bool {
+		return strings.Contains(n.logs.String(), "gave up posting the invocation's callback") && strings.Contains(n.logs.String(), "may not reach")
+	})
+	if hits.Load() != 0 {
+		t.Errorf("the loopback hook was posted %d times, want never", hits.Load())
+	}
+}
+
 func (n *node) enqueueWith(t *testing.T, path string, headers map[string]string) (string, answer) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", n.url+path, nil)
@@ -81,7 +120,11 @@ func (n *node) enqueueWith(t *testing.T, path string, headers map[string]string)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	return "", answer{status: resp.StatusCode, body: string(body)}
+	var acc struct {
+		InvocationID string `json:"invocation_id"`
+	}
+	json.Unmarshal(body, &acc)
+	return acc.InvocationID, answer{status: resp.StatusCode, body: string(body)}
 }
 
 func TestAsyncDestinations(t *testing.T) {
@@ -118,5 +161,20 @@ func TestAsyncDestinations(t *testing.T) {
 		if a := n.deployRaw(t, "bad", "{"+bad+"}", helloWasm); a.status != 400 {
 			t.Errorf("destination %s: %d %s, want 400", bad, a.status, a.body)
 		}
+	}
+}
+
+func TestParsePrefixes(t *testing.T) {
+	got, err := parsePrefixes(" 10.0.0.0/8, 127.0.0.1 ,fd00::/8,,192.168.1.7/16")
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("192.168.0.0/16")}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("parsePrefixes = %v, %v; want %v", got, err, want)
+	}
+	if got, err := parsePrefixes(""); err != nil || len(got) != 0 {
+		t.Errorf("parsePrefixes(\"\") = %v, %v; want none", got, err)
+	}
+	var stderr bytes.Buffer
+	if code := Run(context.Background(), []string{"server", "--callback-allow", "10.0.0.0/8,intranet"}, nil, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), `"intranet" is neither a network`) {
+		t.Errorf("gust server --callback-allow intranet: exit %d, %q; want a usage error naming it", code, stderr.String())
 	}
 }

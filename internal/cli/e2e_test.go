@@ -80,15 +80,21 @@ type node struct {
 	key string
 }
 
-func startNode(t *testing.T, dataDir string) *node {
+// startNode starts a server on dataDir; configure, if given, changes its
+// configuration first.
+func startNode(t *testing.T, dataDir string, configure ...func(*server.Config)) *node {
 	t.Helper()
 	logs, announce := &syncBuffer{}, &syncBuffer{}
-	srv, err := server.New(server.Config{
+	cfg := server.Config{
 		DataDir:  dataDir,
 		Addr:     "127.0.0.1:0",
 		Announce: announce,
 		Logger:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	for _, c := range configure {
+		c(&cfg)
+	}
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

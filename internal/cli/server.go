@@ -5,8 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/gust-faas/gust"
@@ -25,8 +27,13 @@ func (e *env) server(ctx context.Context, args []string) error {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "text or json")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long in-flight requests may finish after SIGINT or SIGTERM")
+	callbackAllow := fs.String("callback-allow", "", "loopback, private or link-local networks that callbacks may reach, as CIDRs or addresses separated by commas (default: none)")
 	if _, err := parse(fs, args, 0, "gust server [flags]"); err != nil {
 		return err
+	}
+	allow, err := parsePrefixes(*callbackAllow)
+	if err != nil {
+		return usagef("--callback-allow: %v", err)
 	}
 	log, err := newLogger(e, *logLevel, *logFormat)
 	if err != nil {
@@ -34,7 +41,7 @@ func (e *env) server(ctx context.Context, args []string) error {
 	}
 	srv, err := server.New(server.Config{
 		DataDir: *dataDir, Addr: *addr, NATSListen: *natsListen,
-		MasterKey: e.getenv("GUST_MASTER_KEY"), Announce: e.stderr, Logger: log,
+		MasterKey: e.getenv("GUST_MASTER_KEY"), Announce: e.stderr, Logger: log, CallbackAllow: allow,
 	})
 	if err != nil {
 		return err
@@ -59,6 +66,28 @@ func (e *env) server(ctx context.Context, args []string) error {
 	stopCtx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
 	return srv.Stop(stopCtx)
+}
+
+// parsePrefixes parses networks separated by commas: CIDRs, or addresses
+// standing for themselves alone.
+func parsePrefixes(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(item); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		ip, err := netip.ParseAddr(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither a network (10.0.0.0/8) nor an address", item)
+		}
+		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+	}
+	return out, nil
 }
 
 func newLogger(e *env, level, format string) (*slog.Logger, error) {

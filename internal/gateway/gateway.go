@@ -50,6 +50,8 @@ type Tenants interface {
 // Enqueuer queues asynchronous invocations.
 type Enqueuer interface {
 	Enqueue(ctx context.Context, job async.Job, idempotencyKey string) (async.Record, bool, error)
+	// CheckCallbackURL reports what is wrong with an X-Callback-Url.
+	CheckCallbackURL(raw string) error
 }
 
 // Deps are what a Gateway needs. All are required.
@@ -245,7 +247,7 @@ func (g *Gateway) enqueue(w http.ResponseWriter, r *http.Request, req *runtime.R
 	}
 	callback := r.Header.Get("X-Callback-Url")
 	if callback != "" {
-		if err := async.CheckCallbackURL(callback); err != nil {
+		if err := g.Async.CheckCallbackURL(callback); err != nil {
 			return httperror.BadRequest("%v", err)
 		}
 	}

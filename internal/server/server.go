@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -50,6 +51,9 @@ type Config struct {
 	// (never the log). Nil discards it; it is in DataDir/admin.key as well.
 	Announce io.Writer
 	Logger   *slog.Logger
+	// CallbackAllow are loopback, private or link-local networks that
+	// callbacks (X-Callback-Url) may reach; by default they reach none.
+	CallbackAllow []netip.Prefix
 }
 
 // Files in the data directory.
@@ -167,7 +171,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	// One limiter: a tenant's quotas count its synchronous requests and its
 	// queued invocations as they run.
 	limiter := tenant.NewLimiter(nil)
-	s.async, err = async.New(ctx, async.Deps{Store: s.store, Functions: s.registry, Invoker: s.pool, Tenants: s.tenants, Limiter: limiter, Logger: s.log})
+	s.async, err = async.New(ctx, async.Deps{Store: s.store, Functions: s.registry, Invoker: s.pool, Tenants: s.tenants, Limiter: limiter, Logger: s.log, CallbackAllow: s.cfg.CallbackAllow})
 	if err != nil {
 		return err
 	}
