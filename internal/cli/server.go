@@ -5,6 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	httppprof "net/http/pprof"
 	"net/netip"
 	"os"
 	"runtime/pprof"
@@ -48,6 +51,13 @@ func (e *env) server(ctx context.Context, args []string) error {
 	}
 	if path := e.getenv("GUST_CPUPROFILE"); path != "" {
 		stop, err := startCPUProfile(path)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if addr := e.getenv("GUST_PPROF_ADDR"); addr != "" {
+		stop, err := servePprof(addr, log)
 		if err != nil {
 			return err
 		}
@@ -139,4 +149,22 @@ func startCPUProfile(path string) (stop func(), err error) {
 		pprof.StopCPUProfile()
 		f.Close()
 	}, nil
+}
+
+// servePprof serves net/http/pprof on addr, a listener of its own that the
+// API and functions never share: GUST_PPROF_ADDR=127.0.0.1:6060 gust
+// server, then go tool pprof http://127.0.0.1:6060/debug/pprof/profile.
+func servePprof(addr string, log *slog.Logger) (stop func(), err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("GUST_PPROF_ADDR: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", httppprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	log.Warn("serving pprof: anyone who reaches this address can profile the server", "addr", l.Addr().String())
+	return func() { srv.Close() }, nil
 }
