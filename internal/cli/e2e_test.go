@@ -495,6 +495,41 @@ func TestServerCommandDemo(t *testing.T) {
 	}
 }
 
+// TestServerPprof: GUST_PPROF_ADDR serves pprof there, and only there.
+func TestServerPprof(t *testing.T) {
+	addr, pprofAddr := freeAddr(t), freeAddr(t)
+	t.Setenv("GUST_PPROF_ADDR", pprofAddr)
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- Run(ctx, []string{"server", "--addr", addr, "--data-dir", t.TempDir()}, nil, io.Discard, &logs)
+	}()
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(data)
+	}
+	waitFor(t, func() bool { code, _ := get("http://" + addr + "/readyz"); return code == 200 })
+	if code, body := get("http://" + pprofAddr + "/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Errorf("pprof index: %d %.200q", code, body)
+	}
+	if code, _ := get("http://" + addr + "/debug/pprof/"); code != 404 {
+		t.Errorf("pprof on the API address: %d, want 404", code)
+	}
+	if !strings.Contains(logs.String(), "serving pprof") {
+		t.Errorf("the log does not warn that pprof is served:\n%s", logs.String())
+	}
+	cancel()
+	if code := <-exited; code != 0 {
+		t.Errorf("server exited with %d, want 0\n%s", code, logs.String())
+	}
+}
+
 func TestCLIErrors(t *testing.T) {
 	tests := []struct {
 		args []string
