@@ -6,19 +6,28 @@ field() { awk -v k="$1" '$1 == k { print $2 }'; }
 ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v*=1000 }; printf "%.3f", v }'; }
 
 # compare LABEL BARE_URL GUST_URL: the same wrk load at 32 connections and at
-# 1 on the bare server and on Gust, and Gust's ratios to the bare server.
+# 1 on the bare server and on Gust, in $rounds alternating rounds (default
+# 3: this machine is noisy, and a neighbour's burst lands on one round, not
+# on one side), each round's figures, and the median of Gust's ratios to the
+# bare server.
 compare() {
 	printf "\n%-30s %12s %10s %10s\n" "load" "requests/s" "p50 ms" "p99 ms"
 	for c in 32 1; do
 		run "$3" "$c" >/dev/null  # warm-up: instances and connections
-		b=$(run "$2" "$c")
-		g=$(run "$3" "$c")
-		brps=$(echo "$b" | field Requests/sec:); grps=$(echo "$g" | field Requests/sec:)
-		b50=$(echo "$b" | field 50% | ms); b99=$(echo "$b" | field 99% | ms)
-		g50=$(echo "$g" | field 50% | ms); g99=$(echo "$g" | field 99% | ms)
-		printf "%-30s %12s %10s %10s\n" "bare net/http, c=$c" "$brps" "$b50" "$b99"
-		printf "%-30s %12s %10s %10s\n" "$1, c=$c" "$grps" "$g50" "$g99"
-		awk -v g="$grps" -v b="$brps" -v g50="$g50" -v b50="$b50" -v c="$c" \
-			'BEGIN { printf "ratio at c=%s: throughput %.2fx of bare, p50 %.2fx of bare\n\n", c, g/b, g50/b50 }'
+		ratios=""
+		for _ in $(seq "${rounds:-3}"); do
+			b=$(run "$2" "$c")
+			g=$(run "$3" "$c")
+			brps=$(echo "$b" | field Requests/sec:); grps=$(echo "$g" | field Requests/sec:)
+			b50=$(echo "$b" | field 50% | ms); b99=$(echo "$b" | field 99% | ms)
+			g50=$(echo "$g" | field 50% | ms); g99=$(echo "$g" | field 99% | ms)
+			printf "%-30s %12s %10s %10s\n" "bare net/http, c=$c" "$brps" "$b50" "$b99"
+			printf "%-30s %12s %10s %10s\n" "$1, c=$c" "$grps" "$g50" "$g99"
+			ratios="$ratios$(awk -v g="$grps" -v b="$brps" -v g50="$g50" -v b50="$b50" 'BEGIN { printf "%.3f %.3f", g/b, g50/b50 }')
+"
+		done
+		n=$(echo "$ratios" | grep -c .)
+		median() { echo "$ratios" | grep . | cut -d' ' -f"$1" | sort -n | sed -n "$(( (n + 1) / 2 ))p"; }
+		printf "ratio at c=%s, median of %d rounds: throughput %.2fx of bare, p50 %.2fx of bare\n\n" "$c" "$n" "$(median 1)" "$(median 2)"
 	done
 }

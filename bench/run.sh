@@ -2,9 +2,10 @@
 # Benchmarks Gust against a bare net/http server, on this machine, in one run:
 #   bench/run.sh [seconds per wrk run, default 10]
 # Builds what it needs, starts both servers on loopback, drives them with the
-# same wrk load at 32 connections and at 1, prints requests/s, p50 and p99 of
-# each and Gust's ratio to the baseline, then measures cold starts and warm
-# requests of the SDK hello function. Needs wrk (apt-get install wrk).
+# same wrk load at 32 connections and at 1 in alternating rounds ($rounds,
+# default 3), prints requests/s, p50 and p99 of each and the median of Gust's
+# ratios to the baseline, then measures cold starts and warm requests of the
+# SDK hello function. Needs wrk (apt-get install wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
