@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/gust-faas/gust/internal/store"
 )
@@ -15,6 +17,9 @@ import (
 // SHA-256 of their content, so every node fetches the same bytes.
 type Artifacts struct {
 	objects *store.Objects
+
+	mu     sync.Mutex
+	unused map[string]bool // objects that no version used at the last Sweep
 }
 
 // OpenArtifacts opens (creating it if needed) the artifact store.
@@ -35,12 +40,25 @@ func Digest(artifact []byte) string {
 
 func objectName(digest string) string { return strings.Replace(digest, ":", "-", 1) }
 
-// Put stores artifact under digest unless it is there already, and checks
-// the digest of what was stored.
+// Put stores artifact under digest, and checks the digest of what was
+// stored. One that is there already is not written again, only touched, so
+// that Sweep leaves it for a while: the version about to use it is not
+// recorded yet.
 func (a *Artifacts) Put(ctx context.Context, digest string, artifact []byte) error {
 	if got := Digest(artifact); got != digest {
 		return fmt.Errorf("registry: artifact has digest %s, not %s", got, digest)
 	}
+	name := objectName(digest)
+	err := a.objects.Touch(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return a.objects.Put(ctx, name, artifact)
+	}
+	return err
+}
+
+// ensure stores artifact again if a Sweep deleted it after Put: Deploy
+// calls it once the version that uses it is recorded.
+func (a *Artifacts) ensure(ctx context.Context, digest string, artifact []byte) error {
 	name := objectName(digest)
 	has, err := a.objects.Has(ctx, name)
 	if err != nil || has {
@@ -62,4 +80,42 @@ func (a *Artifacts) Get(ctx context.Context, digest string) ([]byte, error) {
 		return nil, fmt.Errorf("registry: artifact %s read back with digest %s", digest, got)
 	}
 	return data, nil
+}
+
+// Sweep deletes the artifacts that no version uses, and returns their
+// digests. inUse returns the digests of every version; it is called once
+// per sweep and again before each deletion. An artifact goes only when it
+// was unused at the previous Sweep too and nothing put or touched it for
+// grace: a deploy that found its artifact stored and has not recorded its
+// version yet, or a node whose view has not caught up with a deploy on
+// another, keeps it. Any node may sweep; a second delete is harmless.
+func (a *Artifacts) Sweep(ctx context.Context, inUse func() map[string]bool, grace time.Duration, now time.Time) (deleted []string, err error) {
+	objects, err := a.objects.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	used := inUse()
+	unused := map[string]bool{}
+	for _, o := range objects {
+		digest := strings.Replace(o.Name, "-", ":", 1)
+		if used[digest] {
+			continue
+		}
+		if !a.unused[o.Name] || now.Sub(o.Modified) < grace {
+			unused[o.Name] = true
+			continue
+		}
+		if inUse()[digest] {
+			continue // deployed since the sweep began
+		}
+		if err := a.objects.Delete(ctx, o.Name); err != nil {
+			a.unused = unused
+			return deleted, err
+		}
+		deleted = append(deleted, digest)
+	}
+	a.unused = unused
+	return deleted, nil
 }

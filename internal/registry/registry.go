@@ -260,6 +260,11 @@ func (r *Registry) Deploy(ctx context.Context, tenant string, spec Spec, artifac
 				return DeployResult{}, err
 			}
 		}
+		// A sweep that ran between Put and the record may have taken the
+		// artifact; now that a version uses it, no later sweep will.
+		if err := r.artifacts.ensure(ctx, digest, artifact); err != nil {
+			return DeployResult{}, err
+		}
 		r.log.Info("function deployed", "tenant", tenant, "function", spec.Name,
 			"version", res.Version.Number, "digest", digest, "created", res.Created)
 		return res, nil

@@ -495,6 +495,63 @@ func TestArtifacts(t *testing.T) {
 	}
 }
 
+// TestSweepArtifacts: the artifacts of deleted functions are deleted, but
+// only once they were unused at two sweeps and untouched for the grace
+// period; an artifact a deploy touched or uses again stays.
+func TestSweepArtifacts(t *testing.T) {
+	n := startNode(t, openRegistryStore(t, t.TempDir()))
+	ctx := t.Context()
+	deploy(t, n.reg, "default", "keep", "ok-keep")
+	deploy(t, n.reg, "default", "gone", "ok-gone-1")
+	deploy(t, n.reg, "default", "gone", "ok-gone-2")
+	deploy(t, n.reg, "default", "back", "ok-back")
+	for _, name := range []string{"gone", "back"} {
+		if err := n.reg.Delete(ctx, "default", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	digest := func(s string) string { return registry.Digest([]byte(s)) }
+	const grace = time.Second
+	sweep := func(now time.Time) []string {
+		t.Helper()
+		deleted, err := n.artifacts.Sweep(ctx, n.reg.Digests, grace, now)
+		if err != nil {
+			t.Fatalf("Sweep() error = %v", err)
+		}
+		return deleted
+	}
+	if got := sweep(time.Now().Add(time.Hour)); len(got) != 0 {
+		t.Errorf("first Sweep deleted %v, want nothing: unused once is not enough", got)
+	}
+	time.Sleep(grace + 200*time.Millisecond)
+	// "back" is deployed again under another name before the next sweep,
+	// and ok-gone-2 is put again by a deploy that has not recorded its
+	// version yet: both stay.
+	deploy(t, n.reg, "default", "again", "ok-back")
+	if err := n.artifacts.Put(ctx, digest("ok-gone-2"), []byte("ok-gone-2")); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := sweep(time.Now()), []string{digest("ok-gone-1")}; !slices.Equal(got, want) {
+		t.Errorf("second Sweep deleted %v, want %v: unused twice and untouched for the grace period", got, want)
+	}
+	for _, s := range []string{"ok-keep", "ok-back", "ok-gone-2"} {
+		if got, err := n.artifacts.Get(ctx, digest(s)); err != nil || string(got) != s {
+			t.Errorf("Get(%s) after the sweeps = %q, %v; want it kept", s, got, err)
+		}
+	}
+	if _, err := n.artifacts.Get(ctx, digest("ok-gone-1")); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("Get(ok-gone-1) after the sweep: error = %v, want %v", err, registry.ErrNotFound)
+	}
+	if got, want := sweep(time.Now().Add(2*grace)), []string{digest("ok-gone-2")}; !slices.Equal(got, want) {
+		t.Errorf("third Sweep deleted %v, want %v once its grace is over", got, want)
+	}
+	// A swept artifact deployed again is stored again.
+	res := deploy(t, n.reg, "default", "gone", "ok-gone-1")
+	if got, err := n.artifacts.Get(ctx, res.Version.Digest); err != nil || string(got) != "ok-gone-1" {
+		t.Errorf("Get after deploying a swept artifact again = %q, %v", got, err)
+	}
+}
+
 func TestDeployStoresArtifact(t *testing.T) {
 	n := startNode(t, openRegistryStore(t, t.TempDir()))
 	res := deploy(t, n.reg, "default", "hello", "ok-stored")

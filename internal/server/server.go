@@ -168,6 +168,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.syncPool()
 	go s.pool.Run(watchCtx)
+	go s.sweepArtifacts(watchCtx, artifacts)
 	// One limiter: a tenant's quotas count its synchronous requests and its
 	// queued invocations as they run.
 	limiter := tenant.NewLimiter(nil)
@@ -242,6 +243,35 @@ func (s *Server) syncPool() {
 		}
 	}
 	s.pool.Sync(active)
+}
+
+// artifactSweep is how often a node deletes the artifacts that no version
+// uses any more (deleted functions'); one is deleted at the second sweep
+// that finds it unused, and untouched for as long.
+const artifactSweep = 10 * time.Minute
+
+// sweepArtifacts deletes unused artifacts every artifactSweep until ctx is
+// done.
+func (s *Server) sweepArtifacts(ctx context.Context, artifacts *registry.Artifacts) {
+	t := time.NewTicker(artifactSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !s.registry.Ready() {
+			continue
+		}
+		deleted, err := artifacts.Sweep(ctx, s.registry.Digests, artifactSweep, time.Now())
+		if err != nil && ctx.Err() == nil {
+			s.log.Warn("could not delete unused artifacts; the next sweep tries again", "err", err)
+		}
+		for _, d := range deleted {
+			s.log.Info("deleted an artifact no version uses", "digest", d)
+		}
+	}
 }
 
 // Addr returns the address the HTTP server listens on.

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -54,4 +55,46 @@ func (o *Objects) Get(ctx context.Context, name string) ([]byte, error) {
 		return nil, fmt.Errorf("store: get object %s: %w", name, err)
 	}
 	return data, nil
+}
+
+// ObjectInfo names an object and when it was last written or touched.
+type ObjectInfo struct {
+	Name     string
+	Modified time.Time
+}
+
+// List returns the objects in the bucket.
+func (o *Objects) List(ctx context.Context) ([]ObjectInfo, error) {
+	infos, err := o.obs.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: list objects: %w", err)
+	}
+	out := make([]ObjectInfo, 0, len(infos))
+	for _, info := range infos {
+		out = append(out, ObjectInfo{Name: info.Name, Modified: info.ModTime})
+	}
+	return out, nil
+}
+
+// Touch makes the object named name modified now, or returns ErrNotFound.
+func (o *Objects) Touch(ctx context.Context, name string) error {
+	err := o.obs.UpdateMeta(ctx, name, jetstream.ObjectMeta{Name: name})
+	if errors.Is(err, jetstream.ErrUpdateMetaDeleted) || errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("object %s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("store: touch object %s: %w", name, err)
+	}
+	return nil
+}
+
+// Delete removes the object named name; one that is not there is no error.
+func (o *Objects) Delete(ctx context.Context, name string) error {
+	if err := o.obs.Delete(ctx, name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("store: delete object %s: %w", name, err)
+	}
+	return nil
 }
