@@ -195,32 +195,50 @@ func New(ctx context.Context, deps Deps) (*Service, error) {
 // ResultTTL) is not enqueued again: its record is returned, with
 // duplicate set.
 func (s *Service) Enqueue(ctx context.Context, job Job, idempotencyKey string) (rec Record, duplicate bool, err error) {
+	if !registry.ValidName(job.Tenant) || !validID(job.ID) {
+		return Record{}, false, fmt.Errorf("async: cannot queue invocation %q of tenant %q: not a valid id", job.ID, job.Tenant)
+	}
+	forget := func() {}
 	if idempotencyKey != "" {
 		sum := sha256.Sum256([]byte(idempotencyKey))
 		k := "idem." + job.Tenant + "." + job.Function + "." + hex.EncodeToString(sum[:16])
-		if _, err := s.results.Create(ctx, k, []byte(job.ID)); errors.Is(err, store.ErrConflict) {
+		rev, err := s.results.Create(ctx, k, []byte(job.ID))
+		if errors.Is(err, store.ErrConflict) {
 			e, err := s.results.Get(ctx, k)
 			if err != nil {
 				return Record{}, false, err
 			}
 			rec, err := s.Get(ctx, job.Tenant, string(e.Value))
+			if errors.Is(err, ErrNotFound) {
+				// The first request with the key is queueing it right now.
+				return Record{}, true, ErrPending
+			}
 			return rec, true, err
-		} else if err != nil {
+		}
+		if err != nil {
 			return Record{}, false, err
 		}
+		// If the invocation is not queued, the key must not keep naming it.
+		forget = func() { s.results.Delete(context.WithoutCancel(ctx), k, rev) }
 	}
 	job.Queued = s.now().UTC()
 	data, err := json.Marshal(job)
 	if err != nil {
+		forget()
 		return Record{}, false, err
 	}
 	// The message is the only write: until a worker records the
 	// invocation's progress, Get reads its queued state from the queue.
 	if _, err := s.queue.Publish(ctx, workSubject(job.Tenant, job.ID), job.ID, nil, data); err != nil {
+		forget()
 		return Record{}, false, err
 	}
 	return queuedRecord(job), false, nil
 }
+
+// ErrPending is returned for a request whose Idempotency-Key names an
+// invocation that another request is queueing at this moment.
+var ErrPending = errors.New("an invocation with this Idempotency-Key is being queued; retry in a moment")
 
 // workSubject is the subject a tenant's invocation id is queued on: one
 // per invocation, so that Get can find it while it waits.

@@ -17,16 +17,38 @@ import (
 // private, link-local, shared (CGNAT), unspecified or multicast address,
 // but for the networks the operator allows (gust server --callback-allow).
 // The check is made on the address dialled, after DNS and on every
-// redirect, so that a name that resolves to such an address is refused too.
+// redirect, so that a name that resolves to such an address is refused too;
+// callbacks go direct, never through HTTP_PROXY.
 
 // internalNets are the networks callbacks may not reach unless allowed,
 // beyond what netip.Addr's predicates name.
 var internalNets = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),
-	netip.MustParsePrefix("100.64.0.0/10"), // shared address space (RFC 6598)
-	netip.MustParsePrefix("192.0.0.0/24"),  // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"), // benchmarking
-	netip.MustParsePrefix("64:ff9b:1::/48"),
+	netip.MustParsePrefix("100.64.0.0/10"),  // shared address space (RFC 6598)
+	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
+	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
+	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
+	netip.MustParsePrefix("fec0::/10"),      // site-local (deprecated, still routed by some)
+}
+
+// Prefixes of IPv6 addresses that carry an IPv4 address, which is checked
+// as well: NAT64's well-known prefix (the last 32 bits) and 6to4 (bits 16
+// to 47).
+var (
+	nat64  = netip.MustParsePrefix("64:ff9b::/96")
+	sixTo4 = netip.MustParsePrefix("2002::/16")
+)
+
+// embeddedIPv4 returns the IPv4 address inside a NAT64 or 6to4 address.
+func embeddedIPv4(ip netip.Addr) (netip.Addr, bool) {
+	b := ip.As16()
+	switch {
+	case nat64.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case sixTo4.Contains(ip):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
 }
 
 // callbackNet decides which addresses callbacks may reach.
@@ -40,6 +62,11 @@ func (c callbackNet) check(ip netip.Addr) error {
 	for _, p := range c.allow {
 		if p.Contains(ip) {
 			return nil
+		}
+	}
+	if inner, ok := embeddedIPv4(ip); ok {
+		if err := c.check(inner); err != nil {
+			return fmt.Errorf("callback address %s carries %s: %w", ip, inner, err)
 		}
 	}
 	internal := ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
@@ -81,8 +108,10 @@ func (c callbackNet) client() *http.Client {
 			return c.check(ap.Addr())
 		},
 	}
+	// No proxy: the check must see the address the callback reaches, and
+	// a proxy would reach it unchecked.
 	transport := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
+		Proxy:               nil,
 		DialContext:         dialer.DialContext,
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: 4,

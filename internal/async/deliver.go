@@ -65,12 +65,21 @@ func (s *Service) deliver(job Job, rec Record, spec registry.Spec, log *slog.Log
 			log.Warn("the destination function does not exist", "destination", dest.Function)
 			return
 		}
+		// The destination's invocation id is the source's and a letter
+		// for its outcome ("-s", "-d"): readable, and growing along a chain
+		// of destinations, which ends when it no longer fits, as Lambda
+		// stops a recursive loop.
+		id := rec.ID + "-" + string(rec.State)[:1]
+		if !validID(id) {
+			log.Warn("a chain of destinations went too deep; the destination is not queued", "destination", dest.Function, "depth", (len(id)-26)/2)
+			return
+		}
 		_, _, err := s.Enqueue(context.Background(), Job{
-			ID: rec.ID + "-" + string(rec.State), Tenant: rec.Tenant, Function: dest.Function, Version: fn.Latest,
+			ID: id, Tenant: rec.Tenant, Function: dest.Function, Version: fn.Latest,
 			Request: runtime.Request{
 				Method: http.MethodPost, Path: "/", Body: data, Tenant: rec.Tenant, Function: dest.Function,
 				Header:       http.Header{"Content-Type": {"application/json"}, "X-Gust-Source-Invocation": {rec.ID}},
-				InvocationID: rec.ID + "-" + string(rec.State),
+				InvocationID: id,
 			},
 		}, "destination:"+rec.ID+":"+string(rec.State))
 		if err != nil {

@@ -69,17 +69,23 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		return // shutting down: the message will be delivered again
 	}
 	defer func() { <-share }()
-	t, _ := s.tenants.Tenant(job.Tenant)
-	release, err := s.limiter.Hold(job.Tenant, t.Quotas, v.Spec.MemoryMB)
+	q := func() tenant.Quotas { t, _ := s.tenants.Tenant(job.Tenant); return t.Quotas }()
+	if q.MaxMemoryMB > 0 && v.Spec.MemoryMB > q.MaxMemoryMB {
+		s.fail(ctx, m, job, rec, v.Spec, fmt.Sprintf("function %s needs %d MiB, more than its tenant's memory quota of %d MiB", job.Function, v.Spec.MemoryMB, q.MaxMemoryMB), log)
+		return
+	}
+	release, err := s.limiter.Hold(job.Tenant, q, v.Spec.MemoryMB)
 	if err != nil {
 		// The tenant is at its quota: not the function's fault, and not
-		// an attempt. The message waits its turn in the queue.
+		// an attempt. The message waits its turn in the queue, longer
+		// each time it finds the quota taken.
 		var qerr *tenant.QuotaError
 		delay := time.Second
 		if errors.As(err, &qerr) {
 			delay = qerr.RetryAfter
 		}
-		log.Debug("async invocation waits for its tenant's quota", "err", err)
+		delay = min(delay<<min(m.Delivered-1, 4), 10*time.Second)
+		log.Debug("async invocation waits for its tenant's quota", "err", err, "retry_in", delay)
 		logQueueError(log, m.Retry(delay))
 		return
 	}
@@ -92,11 +98,19 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 	}
 	rec.State = Running
 	rec.Attempts = append(rec.Attempts, Attempt{Started: s.now().UTC()})
-	settle := s.recordAfter(ctx, rec, runningAfter, log)
+	settle := func() {}
+	if m.Delivered > 1 {
+		// Delivered again: if what killed the last worker kills this one,
+		// the attempt must be on record, however short.
+		s.record(ctx, rec, log)
+	} else {
+		settle = s.recordAfter(ctx, rec, runningAfter, log)
+	}
 
 	req := job.Request
 	resp, _, err := s.invoker.Invoke(context.WithoutCancel(ctx), pool.Target{Tenant: job.Tenant, Function: job.Function, Version: v}, &req, log)
 	settle()
+	release() // the quota is for running, not for recording and delivering
 
 	last := &rec.Attempts[len(rec.Attempts)-1]
 	last.Ended = s.now().UTC()
@@ -119,7 +133,12 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		last.Status = resp.Status
 		rec.State = Succeeded
 		rec.Response = bounded(resp.Status, resp.Header, resp.Body)
-		s.record(ctx, rec, log)
+		if err := s.record(ctx, rec, log); err != nil {
+			// Acked without its record, the invocation would be lost to
+			// GET: it runs again instead, as after a crash.
+			logQueueError(log, m.Retry(time.Second))
+			return
+		}
 		logQueueError(log, m.Ack())
 		log.Info("async invocation succeeded", "attempts", len(rec.Attempts), "status", resp.Status)
 		s.deliver(job, rec, v.Spec, log)
@@ -133,18 +152,26 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		logQueueError(log, m.Retry(delay))
 		return
 	}
-	s.bury(ctx, m, job, rec, last.Error, log)
+	s.fail(ctx, m, job, rec, v.Spec, last.Error, log)
+}
+
+// fail moves an invocation to the dead-letter stream and delivers its
+// record to the function's on_failure destination.
+func (s *Service) fail(ctx context.Context, m *store.Message, job Job, rec Record, spec registry.Spec, reason string, log *slog.Logger) {
+	s.bury(ctx, m, job, rec, reason, log)
 	if rec, err := s.Get(ctx, job.Tenant, job.ID); err == nil && rec.State == Dead {
-		s.deliver(job, rec, v.Spec, log)
+		s.deliver(job, rec, spec, log)
 	}
 }
 
 // record writes rec, logging a failure: the invocation goes on, and its
 // record catches up at its next write.
-func (s *Service) record(ctx context.Context, rec Record, log *slog.Logger) {
-	if err := s.put(ctx, rec); err != nil {
+func (s *Service) record(ctx context.Context, rec Record, log *slog.Logger) error {
+	err := s.put(ctx, rec)
+	if err != nil {
 		log.Error("could not record the invocation's state", "state", rec.State, "err", err)
 	}
+	return err
 }
 
 // recordAfter writes rec after delay, unless settle is called first.

@@ -135,6 +135,7 @@ func TestAsyncHeldToQuotas(t *testing.T) {
 	if a := n.deployAs(t, dev, "slow", ""); a.status != 201 {
 		t.Fatalf("deploy: %d %s", a.status, a.body)
 	}
+	admin := n.key
 	n.key = dev
 	var ids []string
 	for range 3 {
@@ -158,6 +159,23 @@ func TestAsyncHeldToQuotas(t *testing.T) {
 				t.Errorf("attempts %v-%v and %v-%v ran at once under max_concurrency 1", a.Started, a.Ended, b.Started, b.Ended)
 			}
 		}
+	}
+
+	// A function that can never fit its tenant's memory quota is not
+	// retried for ever: it goes to the dead letters, saying why.
+	n.key = admin
+	n.createTenant(t, "small", `{"max_memory_mb":64}`)
+	_, smallDev := n.createKey(t, "small", "developer")
+	if a := n.deployAs(t, smallDev, "big", `"memory_mb":128`); a.status != 201 {
+		t.Fatalf("deploy: %d %s", a.status, a.body)
+	}
+	n.key = smallDev
+	id, _ := n.enqueue(t, "/fn/small/big/slow", "", "")
+	if rec := n.record(t, id, finished); rec.State != async.Dead || len(rec.Attempts) != 0 {
+		t.Errorf("invocation over the memory quota: %s after %d attempts, want dead after none", rec.State, len(rec.Attempts))
+	}
+	if out := n.mustGust(t, "dlq", "ls", "big"); !strings.Contains(out, "more than its tenant's memory quota") {
+		t.Errorf("dlq ls does not say why:\n%s", out)
 	}
 }
 

@@ -139,7 +139,7 @@ func TestAsyncDestinations(t *testing.T) {
 	defer unsubscribe()
 
 	id, _ := n.enqueue(t, "/fn/default/src/ok", "hello", "")
-	sink := n.record(t, id+"-succeeded", finished)
+	sink := n.record(t, id+"-s", finished)
 	if sink.State != async.Succeeded || !strings.Contains(string(sink.Response.Body), `"state":"succeeded"`) || !strings.Contains(string(sink.Response.Body), id) {
 		t.Errorf("on_success destination ran with %+v, want the source's record as its body", sink)
 	}
@@ -150,6 +150,19 @@ func TestAsyncDestinations(t *testing.T) {
 	json.Unmarshal(data, &rec)
 	if rec.ID != id || rec.State != async.Dead {
 		t.Errorf("on_failure subject got %s, want the dead record of %s", data, id)
+	}
+
+	// A function that is its own destination stops after 19 hops, when
+	// the id would grow past 64 characters.
+	n.deploySpec(t, "loop", reactorPath, `"on_success":{"function":"loop"}`)
+	id, _ = n.enqueue(t, "/fn/default/loop/ok", "", "")
+	waitFor(t, func() bool { return strings.Contains(n.logs.String(), "a chain of destinations went too deep") })
+	last := id + strings.Repeat("-s", 19)
+	if rec := n.record(t, last, finished); rec.State != async.Succeeded {
+		t.Errorf("hop 19 of the loop: %s, want succeeded", rec.State)
+	}
+	if a := n.do(t, "GET", "/v1/invocations/"+last+"-s", "", nil); a.status != 404 {
+		t.Errorf("hop 20 of the loop: %d, want 404 (never queued)", a.status)
 	}
 
 	for _, bad := range []string{

@@ -121,6 +121,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 	if err != nil {
 		return err
 	}
+	*attrs = append(*attrs, "tenant", tenantName, "function", name)
 	fn, found := g.Functions.Lookup(tenantName, name)
 	a, hasAlias := fn.Aliases[alias]
 	if hasAlias {
@@ -185,7 +186,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 		Function:     name,
 		Version:      v.Number,
 	}
-	*attrs = append(*attrs, "tenant", tenantName, "function", name, "version", v.Number)
+	*attrs = append(*attrs, "version", v.Number)
 	log := g.log.With(*attrs...)
 	if wantAsync {
 		return g.enqueue(w, r, req, v, log)
@@ -255,6 +256,10 @@ func (g *Gateway) enqueue(w http.ResponseWriter, r *http.Request, req *runtime.R
 		ID: req.InvocationID, Tenant: req.Tenant, Function: req.Function, Version: v.Number, Request: *req,
 		CallbackURL: callback,
 	}, key)
+	if errors.Is(err, async.ErrPending) {
+		w.Header().Set("Retry-After", "1")
+		return httperror.New(http.StatusConflict, "conflict", "%v", err)
+	}
 	if err != nil {
 		return err
 	}

@@ -17,10 +17,17 @@ import (
 // SHA-256 of their content, so every node fetches the same bytes.
 type Artifacts struct {
 	objects *store.Objects
+	// Grace is how long an artifact that no version uses is kept after it
+	// was last stored (see Sweep); a Put stores an artifact again once it
+	// is half that old.
+	Grace time.Duration
 
 	mu     sync.Mutex
 	unused map[string]bool // objects that no version used at the last Sweep
 }
+
+// DefaultArtifactGrace is Artifacts.Grace unless changed.
+const DefaultArtifactGrace = 10 * time.Minute
 
 // OpenArtifacts opens (creating it if needed) the artifact store.
 func OpenArtifacts(ctx context.Context, s *store.Store) (*Artifacts, error) {
@@ -28,7 +35,7 @@ func OpenArtifacts(ctx context.Context, s *store.Store) (*Artifacts, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Artifacts{objects: obs}, nil
+	return &Artifacts{objects: obs, Grace: DefaultArtifactGrace}, nil
 }
 
 // Digest returns the digest written in version records: "sha256:" and the
@@ -41,30 +48,35 @@ func Digest(artifact []byte) string {
 func objectName(digest string) string { return strings.Replace(digest, ":", "-", 1) }
 
 // Put stores artifact under digest, and checks the digest of what was
-// stored. One that is there already is not written again, only touched, so
-// that Sweep leaves it for a while: the version about to use it is not
-// recorded yet.
+// stored. One stored already is not stored again unless it was stored more
+// than Grace/2 ago: then it is, so that Sweep leaves it for a while, as the
+// version about to use it is not recorded yet. (Storing it again is what
+// makes it new: a metadata-only update could write back an object that a
+// concurrent Sweep deleted.)
 func (a *Artifacts) Put(ctx context.Context, digest string, artifact []byte) error {
 	if got := Digest(artifact); got != digest {
 		return fmt.Errorf("registry: artifact has digest %s, not %s", got, digest)
 	}
 	name := objectName(digest)
-	err := a.objects.Touch(ctx, name)
-	if errors.Is(err, store.ErrNotFound) {
-		return a.objects.Put(ctx, name, artifact)
+	info, err := a.objects.Info(ctx, name)
+	if err == nil && time.Since(info.Modified) < a.Grace/2 {
+		return nil
 	}
-	return err
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return a.objects.Put(ctx, name, artifact)
 }
 
 // ensure stores artifact again if a Sweep deleted it after Put: Deploy
 // calls it once the version that uses it is recorded.
 func (a *Artifacts) ensure(ctx context.Context, digest string, artifact []byte) error {
 	name := objectName(digest)
-	has, err := a.objects.Has(ctx, name)
-	if err != nil || has {
-		return err
+	_, err := a.objects.Info(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return a.objects.Put(ctx, name, artifact)
 	}
-	return a.objects.Put(ctx, name, artifact)
+	return err
 }
 
 // Get returns the artifact with the given digest, checked against it.
@@ -85,11 +97,11 @@ func (a *Artifacts) Get(ctx context.Context, digest string) ([]byte, error) {
 // Sweep deletes the artifacts that no version uses, and returns their
 // digests. inUse returns the digests of every version; it is called once
 // per sweep and again before each deletion. An artifact goes only when it
-// was unused at the previous Sweep too and nothing put or touched it for
-// grace: a deploy that found its artifact stored and has not recorded its
-// version yet, or a node whose view has not caught up with a deploy on
+// was unused at the previous Sweep too and was last stored more than Grace
+// before now: a deploy that found its artifact stored and has not recorded
+// its version yet, or a node whose view has not caught up with a deploy on
 // another, keeps it. Any node may sweep; a second delete is harmless.
-func (a *Artifacts) Sweep(ctx context.Context, inUse func() map[string]bool, grace time.Duration, now time.Time) (deleted []string, err error) {
+func (a *Artifacts) Sweep(ctx context.Context, inUse func() map[string]bool, now time.Time) (deleted []string, err error) {
 	objects, err := a.objects.List(ctx)
 	if err != nil {
 		return nil, err
@@ -103,7 +115,7 @@ func (a *Artifacts) Sweep(ctx context.Context, inUse func() map[string]bool, gra
 		if used[digest] {
 			continue
 		}
-		if !a.unused[o.Name] || now.Sub(o.Modified) < grace {
+		if !a.unused[o.Name] || now.Sub(o.Modified) < a.Grace {
 			unused[o.Name] = true
 			continue
 		}

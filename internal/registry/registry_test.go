@@ -496,8 +496,8 @@ func TestArtifacts(t *testing.T) {
 }
 
 // TestSweepArtifacts: the artifacts of deleted functions are deleted, but
-// only once they were unused at two sweeps and untouched for the grace
-// period; an artifact a deploy touched or uses again stays.
+// only once they were unused at two sweeps and not stored for the grace
+// period; an artifact a deploy stored again or uses again stays.
 func TestSweepArtifacts(t *testing.T) {
 	n := startNode(t, openRegistryStore(t, t.TempDir()))
 	ctx := t.Context()
@@ -512,9 +512,10 @@ func TestSweepArtifacts(t *testing.T) {
 	}
 	digest := func(s string) string { return registry.Digest([]byte(s)) }
 	const grace = time.Second
+	n.artifacts.Grace = grace
 	sweep := func(now time.Time) []string {
 		t.Helper()
-		deleted, err := n.artifacts.Sweep(ctx, n.reg.Digests, grace, now)
+		deleted, err := n.artifacts.Sweep(ctx, n.reg.Digests, now)
 		if err != nil {
 			t.Fatalf("Sweep() error = %v", err)
 		}

@@ -245,15 +245,11 @@ func (s *Server) syncPool() {
 	s.pool.Sync(active)
 }
 
-// artifactSweep is how often a node deletes the artifacts that no version
-// uses any more (deleted functions'); one is deleted at the second sweep
-// that finds it unused, and untouched for as long.
-const artifactSweep = 10 * time.Minute
-
-// sweepArtifacts deletes unused artifacts every artifactSweep until ctx is
-// done.
+// sweepArtifacts deletes the artifacts that no version uses any more
+// (deleted functions') every artifacts.Grace until ctx is done: one goes at
+// the second sweep that finds it unused.
 func (s *Server) sweepArtifacts(ctx context.Context, artifacts *registry.Artifacts) {
-	t := time.NewTicker(artifactSweep)
+	t := time.NewTicker(artifacts.Grace)
 	defer t.Stop()
 	for {
 		select {
@@ -264,7 +260,7 @@ func (s *Server) sweepArtifacts(ctx context.Context, artifacts *registry.Artifac
 		if !s.registry.Ready() {
 			continue
 		}
-		deleted, err := artifacts.Sweep(ctx, s.registry.Digests, artifactSweep, time.Now())
+		deleted, err := artifacts.Sweep(ctx, s.registry.Digests, time.Now())
 		if err != nil && ctx.Err() == nil {
 			s.log.Warn("could not delete unused artifacts; the next sweep tries again", "err", err)
 		}

@@ -32,18 +32,6 @@ func (o *Objects) Put(ctx context.Context, name string, data []byte) error {
 	return nil
 }
 
-// Has reports whether an object named name exists.
-func (o *Objects) Has(ctx context.Context, name string) (bool, error) {
-	_, err := o.obs.GetInfo(ctx, name)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("store: object %s: %w", name, err)
-	}
-	return true, nil
-}
-
 // Get returns the object named name, or ErrNotFound. JetStream verifies its
 // digest while reading.
 func (o *Objects) Get(ctx context.Context, name string) ([]byte, error) {
@@ -79,16 +67,16 @@ func (o *Objects) List(ctx context.Context) ([]ObjectInfo, error) {
 	return out, nil
 }
 
-// Touch makes the object named name modified now, or returns ErrNotFound.
-func (o *Objects) Touch(ctx context.Context, name string) error {
-	err := o.obs.UpdateMeta(ctx, name, jetstream.ObjectMeta{Name: name})
-	if errors.Is(err, jetstream.ErrUpdateMetaDeleted) || errors.Is(err, jetstream.ErrObjectNotFound) {
-		return fmt.Errorf("object %s: %w", name, ErrNotFound)
+// Info returns the object named name, or ErrNotFound.
+func (o *Objects) Info(ctx context.Context, name string) (ObjectInfo, error) {
+	info, err := o.obs.GetInfo(ctx, name)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return ObjectInfo{}, fmt.Errorf("object %s: %w", name, ErrNotFound)
 	}
 	if err != nil {
-		return fmt.Errorf("store: touch object %s: %w", name, err)
+		return ObjectInfo{}, fmt.Errorf("store: object %s: %w", name, err)
 	}
-	return nil
+	return ObjectInfo{Name: info.Name, Modified: info.ModTime}, nil
 }
 
 // Delete removes the object named name; one that is not there is no error.

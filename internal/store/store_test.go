@@ -470,14 +470,18 @@ func TestObjects(t *testing.T) {
 	ctx := t.Context()
 	blob := randomBytes(t, 3<<20)
 
-	if has, err := obs.Has(ctx, "big"); err != nil || has {
-		t.Errorf("Has(big) before Put = %v, %v; want false, nil", has, err)
+	if _, err := obs.Info(ctx, "big"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Info(big) before Put: error = %v, want ErrNotFound", err)
 	}
+	before := time.Now()
 	if err := obs.Put(ctx, "big", blob); err != nil {
 		t.Fatalf("Put(big, 3 MiB) error = %v, want nil", err)
 	}
-	if has, err := obs.Has(ctx, "big"); err != nil || !has {
-		t.Errorf("Has(big) after Put = %v, %v; want true, nil", has, err)
+	if info, err := obs.Info(ctx, "big"); err != nil || info.Name != "big" || info.Modified.Before(before.Add(-time.Second)) {
+		t.Errorf("Info(big) after Put = %+v, %v; want it, modified now", info, err)
+	}
+	if list, err := obs.List(ctx); err != nil || len(list) != 1 || list[0].Name != "big" {
+		t.Errorf("List() = %+v, %v; want big alone", list, err)
 	}
 	got, err := obs.Get(ctx, "big")
 	if err != nil {
@@ -497,6 +501,18 @@ func TestObjects(t *testing.T) {
 	}
 	if got, err := obs.Get(ctx, "big"); err != nil || string(got) != "small" {
 		t.Errorf("Get(big) after replacing = %d bytes, %v; want %q", len(got), err, "small")
+	}
+
+	for i := range 2 { // deleting what is gone is no error
+		if err := obs.Delete(ctx, "big"); err != nil {
+			t.Errorf("Delete(big) #%d error = %v, want nil", i+1, err)
+		}
+	}
+	if _, err := obs.Get(ctx, "big"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get(big) after Delete: error = %v, want %v", err, store.ErrNotFound)
+	}
+	if list, err := obs.List(ctx); err != nil || len(list) != 0 {
+		t.Errorf("List() after Delete = %+v, %v; want nothing", list, err)
 	}
 }
 
