@@ -2,8 +2,10 @@ package wasm
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // yieldBudget is how many loop iterations a guest runs between two calls to
@@ -159,12 +161,32 @@ func mergeData(body []byte) []byte {
 	if r.err != nil || r.i != len(r.b) {
 		return body
 	}
+	// A gap may be filled with zeros only if no segment writes into it: the
+	// linker may list segments out of order, and zeros written over an
+	// earlier segment's bytes would erase them.
+	type span struct{ start, end int64 }
+	spans := make([]span, len(segs))
+	for i, s := range segs {
+		spans[i] = span{s.offset, s.offset + int64(len(s.data))}
+	}
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.start, b.start) })
+	maxEnd := make([]int64, len(spans)) // maxEnd[i]: the furthest end of spans[:i+1]
+	for i, sp := range spans {
+		maxEnd[i] = sp.end
+		if i > 0 {
+			maxEnd[i] = max(maxEnd[i], maxEnd[i-1])
+		}
+	}
+	written := func(lo, hi int64) bool { // does any segment write into [lo, hi)?
+		i, _ := slices.BinarySearchFunc(spans, hi, func(sp span, t int64) int { return cmp.Compare(sp.start, t) })
+		return i > 0 && maxEnd[i-1] > lo // spans[:i] start before hi
+	}
 	var merged []segment
 	for _, s := range segs {
 		if k := len(merged) - 1; k >= 0 {
 			last := &merged[k]
 			end := last.offset + int64(len(last.data))
-			if gap := s.offset - end; gap >= 0 && gap <= maxDataGap {
+			if gap := s.offset - end; gap >= 0 && gap <= maxDataGap && (gap == 0 || !written(end, s.offset)) {
 				last.data = append(append(last.data, make([]byte, gap)...), s.data...)
 				continue
 			}
