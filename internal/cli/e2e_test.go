@@ -296,6 +296,12 @@ func TestBadInput(t *testing.T) {
 		{"missing artifact", func() answer { return n.deployRaw(t, "x", `{}`, nil) }, 400, "bad_request", "artifact"},
 		{"empty artifact", func() answer { return n.deployRaw(t, "x", `{}`, []byte{}) }, 400, "bad_request", "empty"},
 		{"not wasm", func() answer { return n.deployRaw(t, "x", `{}`, []byte("#!/bin/sh\n")) }, 422, "bad_artifact", "not a WebAssembly module"},
+		{"truncated wasm", func() answer { return n.deployRaw(t, "x", `{}`, []byte("\x00asm\x01\x00\x00\x00\x05\x03\x01\x00")) }, 422, "bad_artifact", "invalid WebAssembly module: section memory"},
+		// 15 bytes that state four billion data segments once made the
+		// decoder allocate until the server died.
+		{"wasm stating billions of segments", func() answer {
+			return n.deployRaw(t, "x", `{}`, []byte("\x00asm\x01\x00\x00\x00\x0b\x05\xff\xff\xff\xff\x0f"))
+		}, 422, "bad_artifact", "needs more than 2048 MiB"},
 		{"memory below module minimum", func() answer { return n.deployRaw(t, "x", `{"memory_mb":16}`, append([]byte(nil), helloWasm...)) }, 201, "", ""},
 		{"oversized artifact", func() answer { return n.deployRaw(t, "x", `{}`, hugeArtifact) }, 413, "payload_too_large", "64 MiB"},
 		{"not multipart", func() answer { return n.do(t, "PUT", "/v1/functions/x", "application/json", strings.NewReader(`{}`)) }, 415, "unsupported_media_type", "multipart"},

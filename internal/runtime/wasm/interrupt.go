@@ -140,7 +140,7 @@ func mergeData(body []byte) []byte {
 		data   []byte
 	}
 	r := &reader{b: body}
-	n := r.u32()
+	n := r.count()
 	segs := make([]segment, 0, n)
 	for range n {
 		if r.u32() != 0 || r.byte() != 0x41 { // active, memory 0, i32.const
@@ -218,7 +218,7 @@ const wasiModule = "wasi_snapshot_preview1"
 // the sched_yield import (-1 if there is none).
 func scanImports(body []byte) (globals, yield int, err error) {
 	r := &reader{b: body}
-	n := r.u32()
+	n := r.count()
 	funcs := 0
 	yield = -1
 	for range n {
@@ -250,8 +250,8 @@ func scanImports(body []byte) (globals, yield int, err error) {
 // instrumentCode rewrites the code section's function bodies.
 func instrumentCode(body, check []byte) ([]byte, error) {
 	r := &reader{b: body}
-	n := r.u32()
-	out := leb(n)
+	n := r.count()
+	out := leb(uint32(n))
 	for range n {
 		size := int(r.u32())
 		if r.err != nil || r.i+size > len(r.b) {
@@ -270,7 +270,7 @@ func instrumentCode(body, check []byte) ([]byte, error) {
 
 func instrumentFunction(fn, check []byte) ([]byte, error) {
 	r := &reader{b: fn}
-	for range r.u32() { // local declarations
+	for range r.count() { // local declarations
 		r.u32()
 		r.byte()
 	}
@@ -290,7 +290,7 @@ func instrumentFunction(fn, check []byte) ([]byte, error) {
 		case op == 0x0C || op == 0x0D || op == 0x10 || op == 0x12 || (op >= 0x20 && op <= 0x26) || op == 0xD2:
 			r.u32()
 		case op == 0x0E: // br_table
-			for range r.u32() {
+			for range r.count() {
 				r.u32()
 			}
 			r.u32()
@@ -298,7 +298,7 @@ func instrumentFunction(fn, check []byte) ([]byte, error) {
 			r.u32()
 			r.u32()
 		case op == 0x1C: // select with types
-			for range r.u32() {
+			for range r.count() {
 				r.byte()
 			}
 		case op >= 0x28 && op <= 0x3E: // loads and stores
@@ -346,6 +346,20 @@ func (r *reader) byte() byte {
 	c := r.b[r.i]
 	r.i++
 	return c
+}
+
+// count reads the length of a vector, which cannot be more than the bytes
+// left: every element takes at least one. A forged length would otherwise
+// have the caller loop, or allocate, for billions of elements.
+func (r *reader) count() int {
+	n := r.u32()
+	if r.err == nil && int64(n) > int64(len(r.b)-r.i) {
+		r.err = fmt.Errorf("a vector of %d elements in %d bytes", n, len(r.b)-r.i)
+	}
+	if r.err != nil {
+		return 0
+	}
+	return int(n)
 }
 
 func (r *reader) name() string {

@@ -2,8 +2,17 @@ package wasm
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"math/rand/v2"
+	"strings"
 	"testing"
+
+	"github.com/gust-faas/gust/internal/runtime"
+	"github.com/gust-faas/gust/internal/runtime/wasm/wasmtest"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
 // dataSection encodes active data segments of memory 0, in order.
@@ -73,5 +82,114 @@ func TestMergeDataKeepsMemory(t *testing.T) {
 		if got, want := image(t, mergeData(body), size), image(t, body, size); !bytes.Equal(got, want) {
 			t.Fatalf("merging %d segments changed memory", len(segs))
 		}
+	}
+}
+
+// tinyModule is a module that imports WASI's sched_yield and has one
+// function with a loop, a global and a data section: enough for instrument
+// to rewrite every kind of section it touches.
+func tinyModule() []byte {
+	sec := func(id byte, body []byte) []byte {
+		return append(append([]byte{id}, leb(uint32(len(body)))...), body...)
+	}
+	str := func(s string) []byte { return append(leb(uint32(len(s))), s...) }
+	m := []byte("\x00asm\x01\x00\x00\x00")
+	m = append(m, sec(1, []byte{2, 0x60, 0, 1, 0x7F, 0x60, 0, 0})...) // types: () -> i32, () -> ()
+	imp := append(append([]byte{1}, str(wasiModule)...), str("sched_yield")...)
+	m = append(m, sec(2, append(imp, 0x00, 0))...)                 // import func type 0
+	m = append(m, sec(3, []byte{1, 1})...)                         // one function of type 1
+	m = append(m, sec(5, []byte{1, 0, 1})...)                      // memory 1 page
+	m = append(m, sec(6, []byte{1, 0x7F, 0x01, 0x41, 0, 0x0B})...) // mut i32 global = 0
+	// loop: br_if 0 (i32.eqz (global.get 0))... then end
+	body := []byte{0, 0x03, 0x40, 0x23, 0, 0x45, 0x0D, 0, 0x0B, 0x0B}
+	m = append(m, sec(10, append([]byte{1}, append(leb(uint32(len(body))), body...)...))...)
+	m = append(m, sec(11, dataSection([][2]any{{16, []byte("xy")}, {0, []byte("ab")}, {40, []byte("cd")}}))...)
+	return m
+}
+
+// FuzzInstrument: instrument reads modules that tenants upload, so it must
+// not panic on any input, and what it returns must still be a module that
+// wazero accepts whenever the input was one.
+func FuzzInstrument(f *testing.F) {
+	f.Add(tinyModule())
+	// Vectors whose forged lengths once had instrument loop for seconds,
+	// or allocate for billions of elements.
+	forged := tinyModule()
+	f.Add(append(forged[:len(forged):len(forged)], 0x0B, 0x05, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F))
+	f.Add([]byte("\x00asm\x01\x00\x00\x00\x02\x05\xff\xff\xff\xff\x0f"))
+	f.Add([]byte("\x00asm\x01\x00\x00\x00"))
+	f.Add([]byte("\x00asm\x01\x00\x00\x00\x0b\x07\x01\x00\x41\x80\x80\x04\x0b\x00"))
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, module []byte) {
+		out, err := instrument(module)
+		if err != nil {
+			return
+		}
+		// wazero decodes in this process only what the child process
+		// could decode: a forged count would end the fuzzer.
+		if decodeCheck(ctx, module) != nil {
+			return
+		}
+		orig, err := rt.CompileModule(ctx, module)
+		if err != nil {
+			return
+		}
+		orig.Close(ctx)
+		c, err := rt.CompileModule(ctx, out)
+		if err != nil {
+			t.Fatalf("the module compiles, its instrumented copy does not: %v", err)
+		}
+		c.Close(ctx)
+	})
+}
+
+func TestInstrumentTinyModule(t *testing.T) {
+	out, err := instrument(tinyModule())
+	if err != nil {
+		t.Fatalf("instrument(tiny module) = %v, want it instrumented", err)
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	if _, err := rt.CompileModule(ctx, out); err != nil {
+		t.Errorf("the instrumented tiny module does not compile: %v", err)
+	}
+}
+
+// TestCompileRefusesDecoderBombs: modules of a few bytes that state
+// billions of elements once made wazero's decoder allocate until the Go
+// runtime ended the server. They are refused with a clear error, and this
+// process lives on.
+func TestCompileRefusesDecoderBombs(t *testing.T) {
+	header := "\x00asm\x01\x00\x00\x00"
+	huge := "\xff\xff\xff\xff\x0f"
+	bombs := map[string]string{
+		"data segments":   header + "\x0b\x05" + huge,
+		"imports":         header + "\x02\x05" + huge,
+		"exports":         header + "\x07\x05" + huge,
+		"custom name":     header + "\x00\x06" + huge + "x",
+		"function params": header + "\x01\x07\x01\x60" + huge,
+	}
+	ctx := context.Background()
+	rt, err := New(ctx, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	for name, module := range bombs {
+		_, err := rt.Compile(ctx, []byte(module))
+		var rerr *runtime.Error
+		if !errors.As(err, &rerr) || rerr.Kind != runtime.BadArtifact || !strings.Contains(rerr.Message, "invalid WebAssembly module: ") {
+			t.Errorf("Compile(%s bomb) = %v, want a bad artifact saying why", name, err)
+		}
+	}
+	// A good module still compiles.
+	if _, err := rt.Compile(ctx, wasmtest.MustRead(wasmtest.HelloCGI)); err != nil {
+		t.Errorf("Compile(hello-cgi) = %v", err)
 	}
 }

@@ -42,6 +42,7 @@ type Config struct {
 // context, and is slower.
 type Runtime struct {
 	fast, safe wazero.Runtime
+	decoded    decodedModules
 	wasi       map[string]bool // functions of wasi_snapshot_preview1 that wazero provides
 	host       map[string]bool // functions of the gust host module
 	closeFn    func(context.Context) error
@@ -61,8 +62,9 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		rc = rc.WithCompilationCache(c)
 	}
 	r := &Runtime{
-		fast: wazero.NewRuntimeWithConfig(ctx, rc),
-		safe: wazero.NewRuntimeWithConfig(ctx, rc.WithCloseOnContextDone(true)),
+		fast:    wazero.NewRuntimeWithConfig(ctx, rc),
+		safe:    wazero.NewRuntimeWithConfig(ctx, rc.WithCloseOnContextDone(true)),
+		decoded: decodedModules{dir: cfg.CacheDir},
 	}
 	r.closeFn = func(ctx context.Context) error {
 		err := errors.Join(r.fast.Close(ctx), r.safe.Close(ctx))
@@ -111,6 +113,9 @@ func (m *Module) Kind() Kind { return m.kind }
 func (r *Runtime) Compile(ctx context.Context, artifact []byte) (*Module, error) {
 	if !bytes.HasPrefix(artifact, []byte("\x00asm")) {
 		return nil, runtime.Errorf(runtime.BadArtifact, "artifact is not a WebAssembly module (it does not start with \\0asm)")
+	}
+	if err := r.decoded.check(ctx, artifact); err != nil {
+		return nil, err
 	}
 	engine, code := r.fast, artifact
 	if instrumented, err := instrument(artifact); err == nil {
