@@ -71,18 +71,15 @@ func runDecodeCheck() int {
 // runtime.BadArtifact error; another error says the check could not be
 // made.
 func decodeCheck(ctx context.Context, module []byte) error {
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("wasm: decode check: %w", err)
-	}
 	ctx, cancel := context.WithTimeout(ctx, decodeCheckTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, exe, decodeCheckArg)
+	// The running binary, even if the file was replaced since it started.
+	cmd := exec.CommandContext(ctx, "/proc/self/exe", decodeCheckArg)
 	cmd.Stdin = bytes.NewReader(module)
 	var stderr bytes.Buffer
 	cmd.Stderr = &limitedWriter{w: &stderr, n: 4 << 10}
 	cmd.Env = []string{"GOMAXPROCS=1", "GOTRACEBACK=none"}
-	err = cmd.Run()
+	err := cmd.Run()
 	refused := func(why string) error {
 		if len(why) > 300 {
 			why = why[:300] + "..."
