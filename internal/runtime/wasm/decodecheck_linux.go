@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -20,61 +21,109 @@ import (
 // (of imports, segments, locals, bytes of a name...) before it reads the
 // elements, so a module of fifteen bytes that states four billion data
 // segments makes it allocate hundreds of gigabytes, and the Go runtime ends
-// the whole server ("out of memory" cannot be recovered). Modules come from
-// tenants, so Gust decodes each new one first in a child process (the Gust
-// binary executed again as decodeCheckArg) whose address space is limited:
-// a module that needs more to be decoded is refused, and the server stays
-// up.
+// the whole server ("out of memory" cannot be recovered); its compiler,
+// too, can need gigabytes and minutes for a small module (a br_table of a
+// million targets). Modules come from tenants, so Gust compiles each new
+// one first in a child process (the Gust binary executed again as
+// decodeCheckArg) with the server's own configuration and compilation
+// cache, under a limit of memory and time: a module that needs more is
+// refused, the server stays up, and then loads the child's work from the
+// cache.
 
-// decodeCheckArg is argv[1] of the child process that decodes a module.
+// decodeCheckArg is argv[1] of the child process; argv[2] is "fast" or
+// "safe" (the runtime it compiles for), argv[3] the cache directory or "".
 const decodeCheckArg = "gust-wasm-decode-check"
 
-// decodeCheckMemory bounds the child's address space: a Go runtime and the
-// decoding of the largest artifact (64 MiB) fit in it with room to spare.
-const decodeCheckMemory = 2 << 30
+// The child may use its address space at start plus decodeCheckBase plus
+// decodeCheckPerByte for each byte of the module: wazero's compiler needs
+// about 13 bytes per byte of a module compiled from Go, its interpreter 22.
+const (
+	decodeCheckBase    = 1 << 30
+	decodeCheckPerByte = 24
+)
 
 // decodeCheckTimeout bounds how long the child may take.
 const decodeCheckTimeout = 2 * time.Minute
 
+// decodeCheckSlots bounds the children running at once: each may use
+// gigabytes.
+var decodeCheckSlots = make(chan struct{}, 2)
+
 func init() {
-	if len(os.Args) > 1 && os.Args[1] == decodeCheckArg {
-		os.Exit(runDecodeCheck())
+	if len(os.Args) > 3 && os.Args[1] == decodeCheckArg {
+		os.Exit(runDecodeCheck(os.Args[2], os.Args[3]))
 	}
 }
 
-// runDecodeCheck is the child: it reads a module on stdin, decodes and
-// validates it with wazero's interpreter (the decoder and validator are
-// the compiler's), and exits 0, or 1 with the reason on stderr. An
-// allocation past its address space ends it otherwise.
-func runDecodeCheck() int {
-	limit := &syscall.Rlimit{Cur: decodeCheckMemory, Max: decodeCheckMemory}
-	if err := syscall.Setrlimit(syscall.RLIMIT_AS, limit); err != nil {
-		fmt.Fprintf(os.Stderr, "limit the address space: %v", err)
-		return 3
-	}
+// runDecodeCheck is the child: it reads a module on stdin and compiles it
+// as the server would, and exits 0, or 1 with the reason on stderr. An
+// allocation past its limit ends it otherwise (exit 2).
+func runDecodeCheck(mode, cacheDir string) int {
+	// If memory runs out on the host, this process goes first.
+	os.WriteFile("/proc/self/oom_score_adj", []byte("1000"), 0)
 	module, err := io.ReadAll(os.Stdin)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "read the module: %v", err)
 		return 3
 	}
+	if err := limitAddressSpace(decodeCheckBase + decodeCheckPerByte*uint64(len(module))); err != nil {
+		fmt.Fprintf(os.Stderr, "limit the address space: %v", err)
+		return 3
+	}
 	ctx := context.Background()
-	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter())
-	if _, err := rt.CompileModule(ctx, module); err != nil {
+	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(mode == "safe")
+	if cacheDir != "" {
+		cache, err := wazero.NewCompilationCacheWithDir(cacheDir)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "compilation cache: %v", err)
+			return 3
+		}
+		rc = rc.WithCompilationCache(cache)
+	}
+	if _, err := wazero.NewRuntimeWithConfig(ctx, rc).CompileModule(ctx, module); err != nil {
 		fmt.Fprint(os.Stderr, err)
 		return 1
 	}
 	return 0
 }
 
-// decodeCheck decodes module in a child process. A module that is invalid,
-// or that needs more than decodeCheckMemory to be decoded, is a
+// limitAddressSpace lets this process grow by budget bytes of address
+// space from what it uses now (a Go runtime reserves much before it
+// allocates), never past the hard limit it was given.
+func limitAddressSpace(budget uint64) error {
+	statm, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return err
+	}
+	pages, err := strconv.ParseUint(strings.Fields(string(statm))[0], 10, 64)
+	if err != nil {
+		return err
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_AS, &lim); err != nil {
+		return err
+	}
+	lim.Cur = min(pages*uint64(os.Getpagesize())+budget, lim.Max)
+	return syscall.Setrlimit(syscall.RLIMIT_AS, &lim)
+}
+
+// decodeCheck compiles module for the fast or the safe runtime (safe) in a
+// child process, into cacheDir if not empty. A module that is invalid, or
+// that needs more memory or time than the child has, is a
 // runtime.BadArtifact error; another error says the check could not be
-// made.
-func decodeCheck(ctx context.Context, module []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, decodeCheckTimeout)
+// made. The caller's cancellation does not stop the check, which is
+// bounded by its own timeout.
+func decodeCheck(ctx context.Context, module []byte, safe bool, cacheDir string) error {
+	mode := "fast"
+	if safe {
+		mode = "safe"
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), decodeCheckTimeout)
 	defer cancel()
+	decodeCheckSlots <- struct{}{}
+	defer func() { <-decodeCheckSlots }()
 	// The running binary, even if the file was replaced since it started.
-	cmd := exec.CommandContext(ctx, "/proc/self/exe", decodeCheckArg)
+	cmd := exec.CommandContext(ctx, "/proc/self/exe", decodeCheckArg, mode, cacheDir)
 	cmd.Stdin = bytes.NewReader(module)
 	var stderr bytes.Buffer
 	cmd.Stderr = &limitedWriter{w: &stderr, n: 4 << 10}
@@ -90,15 +139,16 @@ func decodeCheck(ctx context.Context, module []byte) error {
 	switch {
 	case err == nil:
 		return nil
+	case ctx.Err() != nil:
+		return refused(fmt.Sprintf("compiling it takes longer than %s", decodeCheckTimeout))
 	case errors.As(err, &exit) && exit.ExitCode() == 1:
 		return refused(strings.TrimSpace(stderr.String()))
-	case ctx.Err() != nil:
-		return refused(fmt.Sprintf("decoding it took longer than %s", decodeCheckTimeout))
-	case errors.As(err, &exit) && exit.ExitCode() != 3:
-		// A fatal error of the Go runtime (exit 2), most often memory.
-		return refused(fmt.Sprintf("decoding it needs more than %d MiB of memory, or crashed the decoder", decodeCheckMemory>>20))
+	case errors.As(err, &exit) && exit.ExitCode() == 2:
+		// A fatal error of the Go runtime: out of memory, most often.
+		return refused(fmt.Sprintf("compiling it needs more than %d MiB of memory, or crashed the compiler", (decodeCheckBase+decodeCheckPerByte*len(module))>>20))
 	}
-	return fmt.Errorf("wasm: decode check: %v: %s", err, strings.TrimSpace(stderr.String()))
+	// Killed by a signal (the host's OOM killer), or could not start.
+	return fmt.Errorf("wasm: the module could not be checked: %v: %s", err, strings.TrimSpace(stderr.String()))
 }
 
 // limitedWriter keeps the first n bytes written to it.

@@ -6,29 +6,47 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 )
 
 // decodedModules remembers the modules that passed decodeCheck, in memory
 // (for the whole process: a module is its content) and, with a cache
 // directory, on disk, so that each is checked once, not at every compile or
-// restart.
+// restart. The markers on disk are kept per version of the check and of
+// wazero, so that an upgrade checks again.
 type decodedModules struct {
 	dir string // the compilation cache's directory, or ""
 }
 
+// decodeCheckVersion changes when what decodeCheck checks does.
+const decodeCheckVersion = "2"
+
 var (
 	decodedMu   sync.Mutex
 	decodedSeen = map[[32]byte]bool{}
+
+	markerDir = sync.OnceValue(func() string {
+		version := "unknown"
+		if info, ok := debug.ReadBuildInfo(); ok {
+			for _, dep := range info.Deps {
+				if dep.Path == "github.com/tetratelabs/wazero" {
+					version = dep.Version
+				}
+			}
+		}
+		return filepath.Join("decoded", "v"+decodeCheckVersion+"-wazero-"+version)
+	})
 )
 
 func (d *decodedModules) marker(sum [32]byte) string {
-	return filepath.Join(d.dir, "decoded", hex.EncodeToString(sum[:]))
+	return filepath.Join(d.dir, markerDir(), hex.EncodeToString(sum[:]))
 }
 
-// check runs decodeCheck on module unless it passed before.
-func (d *decodedModules) check(ctx context.Context, module []byte) error {
-	sum := sha256.Sum256(module)
+// check runs decodeCheck on code, the module compiled for the fast or the
+// safe runtime from artifact, unless artifact passed before.
+func (d *decodedModules) check(ctx context.Context, artifact, code []byte, safe bool) error {
+	sum := sha256.Sum256(artifact)
 	decodedMu.Lock()
 	seen := decodedSeen[sum]
 	decodedMu.Unlock()
@@ -41,7 +59,7 @@ func (d *decodedModules) check(ctx context.Context, module []byte) error {
 			return nil
 		}
 	}
-	if err := decodeCheck(ctx, module); err != nil {
+	if err := decodeCheck(ctx, code, safe, d.dir); err != nil {
 		return err
 	}
 	d.remember(sum)

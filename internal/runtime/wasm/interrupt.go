@@ -47,9 +47,11 @@ func instrument(module []byte) ([]byte, error) {
 	}
 	importedGlobals, definedGlobals := 0, 0
 	yieldFunc := -1
-	hasGlobalSection := false
+	hasGlobalSection, hasDataCount := false, false
 	for _, s := range sections {
 		switch s.id {
+		case 12:
+			hasDataCount = true // merging segments would break the count it states
 		case 2:
 			n, yield, err := scanImports(s.body)
 			if err != nil {
@@ -95,7 +97,9 @@ func instrument(module []byte) ([]byte, error) {
 			}
 			s.body = body
 		case 11:
-			s.body = mergeData(s.body)
+			if !hasDataCount {
+				s.body = mergeData(s.body)
+			}
 		}
 		if !hasGlobalSection && s.id > 6 && s.id != 12 {
 			// The global section follows the memory section (5) and comes

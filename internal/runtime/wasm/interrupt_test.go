@@ -89,6 +89,12 @@ func TestMergeDataKeepsMemory(t *testing.T) {
 // function with a loop, a global and a data section: enough for instrument
 // to rewrite every kind of section it touches.
 func tinyModule() []byte {
+	return tinyModuleWith(nil, [][2]any{{16, []byte("xy")}, {0, []byte("ab")}, {40, []byte("cd")}})
+}
+
+// tinyModuleWith is tinyModule with the given sections before the code
+// section (the data count goes there) and data segments.
+func tinyModuleWith(beforeCode []byte, data [][2]any) []byte {
 	sec := func(id byte, body []byte) []byte {
 		return append(append([]byte{id}, leb(uint32(len(body)))...), body...)
 	}
@@ -102,8 +108,9 @@ func tinyModule() []byte {
 	m = append(m, sec(6, []byte{1, 0x7F, 0x01, 0x41, 0, 0x0B})...) // mut i32 global = 0
 	// loop: br_if 0 (i32.eqz (global.get 0))... then end
 	body := []byte{0, 0x03, 0x40, 0x23, 0, 0x45, 0x0D, 0, 0x0B, 0x0B}
+	m = append(m, beforeCode...)
 	m = append(m, sec(10, append([]byte{1}, append(leb(uint32(len(body))), body...)...))...)
-	m = append(m, sec(11, dataSection([][2]any{{16, []byte("xy")}, {0, []byte("ab")}, {40, []byte("cd")}}))...)
+	m = append(m, sec(11, dataSection(data))...)
 	return m
 }
 
@@ -132,7 +139,7 @@ func FuzzInstrument(f *testing.F) {
 		}
 		// wazero decodes in this process only what the child process
 		// could decode: a forged count would end the fuzzer.
-		if decodeCheck(ctx, module) != nil {
+		if decodeCheck(ctx, module, true, "") != nil {
 			return
 		}
 		orig, err := rt.CompileModule(ctx, module)
@@ -191,5 +198,25 @@ func TestCompileRefusesDecoderBombs(t *testing.T) {
 	// A good module still compiles.
 	if _, err := rt.Compile(ctx, wasmtest.MustRead(wasmtest.HelloCGI)); err != nil {
 		t.Errorf("Compile(hello-cgi) = %v", err)
+	}
+}
+
+// TestInstrumentKeepsTheDataCount: a module with a data count section
+// (bulk memory, which Rust and LLVM emit) keeps its segments as they are.
+func TestInstrumentKeepsTheDataCount(t *testing.T) {
+	// Three segments close enough to be merged, and their count.
+	out := tinyModuleWith([]byte{12, 1, 3}, [][2]any{{0, []byte("ab")}, {8, []byte("cd")}, {40, []byte("ef")}})
+	instrumented, err := instrument(out)
+	if err != nil {
+		t.Fatalf("instrument = %v", err)
+	}
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	if _, err := rt.CompileModule(ctx, out); err != nil {
+		t.Fatalf("the module with a data count does not compile: %v", err)
+	}
+	if _, err := rt.CompileModule(ctx, instrumented); err != nil {
+		t.Errorf("instrumented, it does not compile: %v", err)
 	}
 }

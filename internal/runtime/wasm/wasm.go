@@ -114,14 +114,16 @@ func (r *Runtime) Compile(ctx context.Context, artifact []byte) (*Module, error)
 	if !bytes.HasPrefix(artifact, []byte("\x00asm")) {
 		return nil, runtime.Errorf(runtime.BadArtifact, "artifact is not a WebAssembly module (it does not start with \\0asm)")
 	}
-	if err := r.decoded.check(ctx, artifact); err != nil {
-		return nil, err
-	}
 	engine, code := r.fast, artifact
 	if instrumented, err := instrument(artifact); err == nil {
 		code = instrumented
 	} else {
 		engine = r.safe
+	}
+	// Compiled first in a child process with limited memory and time, and
+	// into the same compilation cache: then here, from the cache.
+	if err := r.decoded.check(ctx, artifact, code, engine == r.safe); err != nil {
+		return nil, err
 	}
 	compiled, err := engine.CompileModule(ctx, code)
 	if err != nil && engine == r.fast {
