@@ -301,7 +301,7 @@ func TestBadInput(t *testing.T) {
 		// decoder allocate until the server died.
 		{"wasm stating billions of segments", func() answer {
 			return n.deployRaw(t, "x", `{}`, []byte("\x00asm\x01\x00\x00\x00\x0b\x05\xff\xff\xff\xff\x0f"))
-		}, 422, "bad_artifact", "needs more than 2048 MiB"},
+		}, 422, "bad_artifact", "invalid WebAssembly module: compiling it needs more than"},
 		{"memory below module minimum", func() answer { return n.deployRaw(t, "x", `{"memory_mb":16}`, append([]byte(nil), helloWasm...)) }, 201, "", ""},
 		{"oversized artifact", func() answer { return n.deployRaw(t, "x", `{}`, hugeArtifact) }, 413, "payload_too_large", "64 MiB"},
 		{"not multipart", func() answer { return n.do(t, "PUT", "/v1/functions/x", "application/json", strings.NewReader(`{}`)) }, 415, "unsupported_media_type", "multipart"},
