@@ -84,7 +84,7 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		if errors.As(err, &qerr) {
 			delay = qerr.RetryAfter
 		}
-		delay = min(delay<<min(m.Delivered-1, 4), 10*time.Second)
+		delay = min(backoff(delay, int(min(m.Delivered, 5))), 10*time.Second)
 		log.Debug("async invocation waits for its tenant's quota", "err", err, "retry_in", delay)
 		logQueueError(log, m.Retry(delay))
 		return
@@ -135,8 +135,9 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		rec.Response = bounded(resp.Status, resp.Header, resp.Body)
 		if err := s.record(ctx, rec, log); err != nil {
 			// Acked without its record, the invocation would be lost to
-			// GET: it runs again instead, as after a crash.
-			logQueueError(log, m.Retry(time.Second))
+			// GET: it runs again instead, as after a crash, later each
+			// time the store fails.
+			logQueueError(log, m.Retry(min(backoff(time.Second, int(min(m.Delivered, 6))), time.Minute)))
 			return
 		}
 		logQueueError(log, m.Ack())
