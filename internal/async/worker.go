@@ -69,7 +69,8 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		return // shutting down: the message will be delivered again
 	}
 	defer func() { <-share }()
-	q := func() tenant.Quotas { t, _ := s.tenants.Tenant(job.Tenant); return t.Quotas }()
+	t, _ := s.tenants.Tenant(job.Tenant)
+	q := t.Quotas
 	if q.MaxMemoryMB > 0 && v.Spec.MemoryMB > q.MaxMemoryMB {
 		s.fail(ctx, m, job, rec, v.Spec, fmt.Sprintf("function %s needs %d MiB, more than its tenant's memory quota of %d MiB", job.Function, v.Spec.MemoryMB, q.MaxMemoryMB), log)
 		return
