@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+
+	"github.com/gust-faas/gust/internal/runtime"
 )
 
 // decodedModules remembers the modules that passed decodeCheck, in memory
@@ -60,6 +63,14 @@ func (d *decodedModules) check(ctx context.Context, artifact, code []byte, safe 
 		}
 	}
 	if err := decodeCheck(ctx, code, safe, d.dir); err != nil {
+		var rerr *runtime.Error
+		if !safe && errors.As(err, &rerr) && rerr.Kind == runtime.BadArtifact {
+			// Report what is wrong with the module as it was written,
+			// not as instrument rewrote it.
+			if origErr := decodeCheck(ctx, artifact, true, ""); origErr != nil {
+				return origErr
+			}
+		}
 		return err
 	}
 	d.remember(sum)

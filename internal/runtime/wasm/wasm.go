@@ -126,12 +126,6 @@ func (r *Runtime) Compile(ctx context.Context, artifact []byte) (*Module, error)
 		return nil, err
 	}
 	compiled, err := engine.CompileModule(ctx, code)
-	if err != nil && engine == r.fast {
-		// Report errors about the module as it was written.
-		if _, origErr := r.safe.CompileModule(ctx, artifact); origErr != nil {
-			err = origErr
-		}
-	}
 	if err != nil {
 		return nil, &runtime.Error{Kind: runtime.BadArtifact, Message: "invalid WebAssembly module", Err: err}
 	}
