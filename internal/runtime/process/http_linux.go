@@ -293,12 +293,15 @@ func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error)
 		return nil, err
 	}
 	h.lr.N = int64(h.limits.MaxOutputBytes) + cgi.MaxHeaderBytes
+	tooLarge := func() error {
+		return runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", h.limits.MaxOutputBytes)
+	}
 	var resp *http.Response
 	for {
 		var err error
 		if resp, err = http.ReadResponse(h.br, &http.Request{Method: method}); err != nil {
 			if h.lr.N <= 0 {
-				return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", h.limits.MaxOutputBytes)
+				return nil, tooLarge()
 			}
 			return nil, err
 		}
@@ -315,13 +318,13 @@ func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error)
 	resp.Body.Close()
 	if err != nil {
 		if h.lr.N <= 0 {
-			return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", h.limits.MaxOutputBytes)
+			return nil, tooLarge()
 		}
 		return nil, err
 	}
 	if len(body) > h.limits.MaxOutputBytes {
 		h.dropConn()
-		return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", h.limits.MaxOutputBytes)
+		return nil, tooLarge()
 	}
 	if resp.Close || h.br.Buffered() > 0 {
 		h.dropConn() // what it sent beyond its answer must not become the next one's
