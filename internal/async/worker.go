@@ -70,21 +70,20 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 	}
 	defer func() { <-share }()
 	t, _ := s.tenants.Tenant(job.Tenant)
-	q := t.Quotas
-	if q.MaxMemoryMB > 0 && v.Spec.MemoryMB > q.MaxMemoryMB {
-		s.fail(ctx, m, job, rec, v.Spec, fmt.Sprintf("function %s needs %d MiB, more than its tenant's memory quota of %d MiB", job.Function, v.Spec.MemoryMB, q.MaxMemoryMB), log)
-		return
-	}
-	release, err := s.limiter.Hold(job.Tenant, q, v.Spec.MemoryMB)
+	release, err := s.limiter.Hold(job.Tenant, t.Quotas, v.Spec.MemoryMB)
 	if err != nil {
-		// The tenant is at its quota: not the function's fault, and not
-		// an attempt. The message waits its turn in the queue, longer
-		// each time it finds the quota taken.
 		var qerr *tenant.QuotaError
 		delay := time.Second
 		if errors.As(err, &qerr) {
+			if qerr.Never {
+				s.fail(ctx, m, job, rec, v.Spec, qerr.Error(), log)
+				return
+			}
 			delay = qerr.RetryAfter
 		}
+		// The tenant is at its quota: not the function's fault, and not
+		// an attempt. The message waits its turn in the queue, longer
+		// each time it finds the quota taken.
 		delay = min(backoff(delay, int(min(m.Delivered, 5))), 10*time.Second)
 		log.Debug("async invocation waits for its tenant's quota", "err", err, "retry_in", delay)
 		logQueueError(log, m.Retry(delay))

@@ -177,6 +177,9 @@ func TestAsyncHeldToQuotas(t *testing.T) {
 	if out := n.mustGust(t, "dlq", "ls", "big"); !strings.Contains(out, "more than its tenant's memory quota") {
 		t.Errorf("dlq ls does not say why:\n%s", out)
 	}
+	if a := n.do(t, "GET", "/fn/small/big/x", "", nil); a.status != 403 || a.code != "quota_exceeded" || a.header.Get("Retry-After") != "" {
+		t.Errorf("sync invocation over the memory quota: %d %s Retry-After %q, want 403 quota_exceeded without Retry-After", a.status, a.code, a.header.Get("Retry-After"))
+	}
 }
 
 func TestAsyncRetriesAndDeadLetters(t *testing.T) {

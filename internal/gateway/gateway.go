@@ -325,6 +325,9 @@ func quotaError(w http.ResponseWriter, err error) error {
 	if !errors.As(err, &qerr) {
 		return err
 	}
+	if qerr.Never {
+		return httperror.New(http.StatusForbidden, "quota_exceeded", "%v", qerr)
+	}
 	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(qerr.RetryAfter.Seconds())))))
 	return httperror.New(http.StatusTooManyRequests, "quota_exceeded", "%v", qerr)
 }

@@ -13,9 +13,15 @@ type QuotaError struct {
 	Quota      string
 	Limit      string
 	RetryAfter time.Duration
+	// Never is set for an invocation that needs more memory than the whole
+	// quota: waiting will not help.
+	Never bool
 }
 
 func (e *QuotaError) Error() string {
+	if e.Never {
+		return fmt.Sprintf("the function needs more than its tenant's memory quota (%s): waiting will not help", e.Limit)
+	}
 	return fmt.Sprintf("tenant is over its %s quota (%s)", e.Quota, e.Limit)
 }
 
@@ -77,7 +83,7 @@ func (l *Limiter) admit(tenant string, q Quotas, memoryMB int, hold, request boo
 		return nil, &QuotaError{Quota: "concurrency", Limit: fmt.Sprintf("%d invocations at once", q.MaxConcurrency), RetryAfter: time.Second}
 	}
 	if hold && q.MaxMemoryMB > 0 && u.memoryMB+memoryMB > q.MaxMemoryMB {
-		return nil, &QuotaError{Quota: "memory", Limit: fmt.Sprintf("%d MiB of instances at once", q.MaxMemoryMB), RetryAfter: time.Second}
+		return nil, &QuotaError{Quota: "memory", Limit: fmt.Sprintf("%d MiB of instances at once", q.MaxMemoryMB), RetryAfter: time.Second, Never: memoryMB > q.MaxMemoryMB}
 	}
 	if request && q.RatePerSecond > 0 {
 		now := l.now()

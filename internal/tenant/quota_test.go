@@ -206,6 +206,25 @@ func TestLimiterQueuedInvocations(t *testing.T) {
 	}
 }
 
+// TestLimiterNeverFits: an invocation larger than the whole memory quota
+// is told that waiting will not help; one that fits later is not.
+func TestLimiterNeverFits(t *testing.T) {
+	l := NewLimiter(newFakeClock().Now)
+	q := Quotas{MaxMemoryMB: 64}
+	var qerr *QuotaError
+	if _, err := l.Admit("acme", q, 128); !errors.As(err, &qerr) || !qerr.Never || !strings.Contains(err.Error(), "waiting will not help") {
+		t.Errorf("Admit(128 MiB of 64) = %v, want a QuotaError that never fits", err)
+	}
+	release, err := l.Hold("acme", q, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if _, err := l.Hold("acme", q, 32); !errors.As(err, &qerr) || qerr.Never {
+		t.Errorf("Hold(32 MiB) with 64 held = %v, want a QuotaError worth waiting for", err)
+	}
+}
+
 func TestNewLimiterDefaultsToTheRealClock(t *testing.T) {
 	l := NewLimiter(nil)
 	release, err := l.Admit("acme", Quotas{RatePerSecond: 1}, 0)
