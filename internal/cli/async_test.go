@@ -85,9 +85,22 @@ func TestAsyncInvocation(t *testing.T) {
 	// With one instance for async work (half of max_instances 2), an
 	// invocation waits its turn, and says queued meanwhile.
 	n.deploySpec(t, "one", reactorPath, `"max_instances":2`)
-	busy, _ := n.enqueue(t, "/fn/default/one/slow", "", "")
-	waiting, _ := n.enqueue(t, "/fn/default/one/slow", "", "")
-	n.record(t, busy, func(r async.Record) bool { return r.State == async.Running })
+	one, _ := n.enqueue(t, "/fn/default/one/slow", "", "")
+	other, _ := n.enqueue(t, "/fn/default/one/slow", "", "")
+	// Either may take the instance first; the other waits.
+	state := func(id string) async.State {
+		return n.record(t, id, func(async.Record) bool { return true }).State
+	}
+	var waiting string
+	waitFor(t, func() bool {
+		switch {
+		case state(one) == async.Running:
+			waiting = other
+		case state(other) == async.Running:
+			waiting = one
+		}
+		return waiting != ""
+	})
 	if rec := n.record(t, waiting, func(async.Record) bool { return true }); rec.State != async.Queued || rec.Function != "one" || len(rec.Attempts) != 0 || rec.Created.IsZero() {
 		t.Errorf("waiting invocation: %+v, want queued with no attempt", rec)
 	}
