@@ -568,3 +568,76 @@ func listeningSockets(t *testing.T) []string {
 	slices.Sort(out)
 	return out
 }
+
+func TestStreamLast(t *testing.T) {
+	s := openStore(t, store.Config{DataDir: t.TempDir()})
+	ctx := t.Context()
+	st, err := s.Stream(ctx, "log", []string{"log.>"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.Last(ctx, "log.a", 5); err != nil || len(got) != 0 {
+		t.Fatalf("Last of an empty stream = %v, %v; want none", got, err)
+	}
+	// 2000 messages, one in four on log.a: enough that Last searches for
+	// where to start instead of reading them all.
+	var seqOf []uint64 // seqOf[i] is the sequence of message i
+	for i := range 2000 {
+		subject := "log.b"
+		if i%4 == 0 {
+			subject = "log.a"
+		}
+		if err := st.Publish(ctx, subject, []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		seqOf = append(seqOf, uint64(i+1))
+	}
+	// Deleted messages are not counted.
+	if err := st.Delete(ctx, seqOf[1996]); err != nil {
+		t.Fatal(err)
+	}
+	want := func(is ...int) []string {
+		var out []string
+		for _, i := range is {
+			out = append(out, fmt.Sprintf("%d@%d", i, seqOf[i]))
+		}
+		return out
+	}
+	got := func(filter string, n int) []string {
+		t.Helper()
+		msgs, err := st.Last(ctx, filter, n)
+		if err != nil {
+			t.Fatalf("Last(%q, %d) error = %v", filter, n, err)
+		}
+		var out []string
+		for _, m := range msgs {
+			out = append(out, fmt.Sprintf("%s@%d", m.Data, m.Seq))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		filter string
+		n      int
+		want   []string
+	}{
+		{"log.a", 5, want(1976, 1980, 1984, 1988, 1992)},
+		{"log.a", 1, want(1992)},
+		{"log.>", 3, want(1997, 1998, 1999)},
+		{"log.b", 2, want(1998, 1999)},
+		{"log.none", 5, nil},
+		{"log.a", 0, nil},
+	} {
+		if g := got(tc.filter, tc.n); !slices.Equal(g, tc.want) {
+			t.Errorf("Last(%q, %d) = %v, want %v", tc.filter, tc.n, g, tc.want)
+		}
+	}
+	// Asking for more than match returns every match, oldest first.
+	all := got("log.a", 1000)
+	if len(all) != 499 || all[0] != want(0)[0] || all[498] != want(1992)[0] {
+		t.Errorf("Last(log.a, 1000) = %d messages from %v to %v, want 499 from %v to %v", len(all), all[0], all[len(all)-1], want(0), want(1992))
+	}
+	// Between the two ways of reading: n plus a little.
+	if g := got("log.a", 300); len(g) != 300 || g[299] != want(1992)[0] || g[0] != want(796)[0] {
+		t.Errorf("Last(log.a, 300) = %d messages from %v to %v, want 300 from %v", len(g), g[0], g[len(g)-1], want(796))
+	}
+}

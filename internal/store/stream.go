@@ -39,12 +39,29 @@ func (st *Stream) Publish(ctx context.Context, subject string, data []byte) erro
 }
 
 // Last returns the last n messages on subjects matching filter (a NATS
-// subject, wildcards allowed), oldest first.
+// subject, wildcards allowed), oldest first. It reads about n messages
+// however many match: where more match, it first finds the sequence from
+// which only the last n do.
 func (st *Stream) Last(ctx context.Context, filter string, n int) ([]StreamMsg, error) {
 	if n <= 0 {
 		return nil, nil
 	}
-	cons, err := st.js.OrderedConsumer(ctx, st.name, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	s, err := st.js.Stream(ctx, st.name)
+	if err != nil {
+		return nil, fmt.Errorf("store: stream %s: %w", st.name, err)
+	}
+	state := s.CachedInfo().State
+	start := max(state.FirstSeq, 1) // 0 in a stream never written
+	if state.Msgs > uint64(n)+lastSlack {
+		if start, err = st.startOfLast(ctx, s, filter, uint64(n), state.FirstSeq, state.LastSeq); err != nil {
+			return nil, err
+		}
+	}
+	cons, err := st.js.OrderedConsumer(ctx, st.name, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    start,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("store: read %s: %w", st.name, err)
 	}
@@ -80,4 +97,53 @@ func (st *Stream) Last(ctx context.Context, filter string, n int) ([]StreamMsg, 
 		}
 	}
 	return out, nil
+}
+
+// lastSlack is how many messages more than it returns Last may read rather
+// than search further for where to start.
+const lastSlack = 256
+
+// startOfLast returns a sequence in [first, last] from which at least n and
+// at most n+lastSlack messages match filter, or first if fewer match. It
+// bisects the sequences, counting with the server's index: a consumer's
+// pending count, from a consumer made and deleted for each probe.
+func (st *Stream) startOfLast(ctx context.Context, s jetstream.Stream, filter string, n, first, last uint64) (uint64, error) {
+	matching := func(from uint64) (uint64, error) {
+		c, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
+			FilterSubject:     filter,
+			DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:       from,
+			AckPolicy:         jetstream.AckNonePolicy,
+			InactiveThreshold: time.Minute, // if the delete below fails
+		})
+		if err != nil {
+			return 0, fmt.Errorf("store: read %s: %w", st.name, err)
+		}
+		info := c.CachedInfo()
+		if err := s.DeleteConsumer(ctx, info.Name); err != nil {
+			return 0, fmt.Errorf("store: read %s: %w", st.name, err)
+		}
+		return info.NumPending, nil
+	}
+	// From lo, at least n match; from hi, fewer.
+	lo, hi := first, last+1
+	if m, err := matching(lo); err != nil || m <= n+lastSlack {
+		return lo, err
+	}
+	for hi-lo > 1 {
+		mid := lo + (hi-lo)/2
+		m, err := matching(mid)
+		if err != nil {
+			return 0, err
+		}
+		switch {
+		case m < n:
+			hi = mid
+		case m <= n+lastSlack:
+			return mid, nil
+		default:
+			lo = mid
+		}
+	}
+	return lo, nil
 }
