@@ -293,9 +293,11 @@ func parseTarget(s string) (name string, version int, alias string, err error) {
 }
 
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	tooLarge := httperror.New(http.StatusRequestEntityTooLarge, "payload_too_large", "request body is larger than this function's limit of %d bytes", limit)
+	tooLarge := func() error {
+		return httperror.New(http.StatusRequestEntityTooLarge, "payload_too_large", "request body is larger than this function's limit of %d bytes", limit)
+	}
 	if r.ContentLength > limit {
-		return nil, tooLarge
+		return nil, tooLarge()
 	}
 	if r.ContentLength == 0 {
 		return nil, nil
@@ -311,7 +313,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	var maxErr *http.MaxBytesError
 	if errors.As(err, &maxErr) {
-		return nil, tooLarge
+		return nil, tooLarge()
 	}
 	if err != nil {
 		return nil, httperror.BadRequest("reading the request body: %v", err)
