@@ -45,8 +45,8 @@ const (
 // The child may take decodeCheckTime plus decodeCheckTimePerMiB for each
 // MiB of the module: a Go module of 38 MiB compiles in 15 s here, a tenth of
 // what it is allowed.
-const (
-	decodeCheckTime       = 10 * time.Second
+var (
+	decodeCheckTime       = 10 * time.Second // a variable for tests
 	decodeCheckTimePerMiB = 2 * time.Second
 )
 
@@ -116,18 +116,24 @@ func limitAddressSpace(budget uint64) error {
 // child process, into cacheDir if not empty. A module that is invalid, or
 // that needs more memory or time than the child has, is a
 // runtime.BadArtifact error; another error says the check could not be
-// made. The caller's cancellation does not stop the check, which is
-// bounded by its own timeout.
+// made. The caller's cancellation ends its wait for a slot, not a check
+// that has started, which is bounded by its own timeout: its time counts
+// from its start, not from when it was asked for, so that a module
+// checked while others are is not refused for their time.
 func decodeCheck(ctx context.Context, module []byte, safe bool, cacheDir string) error {
 	mode := "fast"
 	if safe {
 		mode = "safe"
 	}
+	select {
+	case decodeCheckSlots <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("wasm: the module could not be checked: waiting for other modules' checks: %w", context.Cause(ctx))
+	}
+	defer func() { <-decodeCheckSlots }()
 	timeout := decodeCheckTime + decodeCheckTimePerMiB*time.Duration(len(module)>>20)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
-	decodeCheckSlots <- struct{}{}
-	defer func() { <-decodeCheckSlots }()
 	// The running binary, even if the file was replaced since it started.
 	cmd := exec.CommandContext(ctx, "/proc/self/exe", decodeCheckArg, mode, cacheDir)
 	cmd.Stdin = bytes.NewReader(module)

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gust-faas/gust/internal/runtime"
 	"github.com/gust-faas/gust/internal/runtime/wasm/wasmtest"
@@ -218,5 +219,48 @@ func TestInstrumentKeepsTheDataCount(t *testing.T) {
 	}
 	if _, err := rt.CompileModule(ctx, instrumented); err != nil {
 		t.Errorf("instrumented, it does not compile: %v", err)
+	}
+}
+
+// TestDecodeCheckWaitsItsTurn: a module checked while both slots are taken
+// waits for one, and its time limit counts from its own start, so it is
+// not refused as too slow to compile for the others' time; a caller that
+// gives up while it waits gets an error that does not blame the module.
+func TestDecodeCheckWaitsItsTurn(t *testing.T) {
+	defer func(d time.Duration) { decodeCheckTime = d }(decodeCheckTime)
+	decodeCheckTime = time.Second
+	hold := func() (release func()) {
+		for range cap(decodeCheckSlots) {
+			decodeCheckSlots <- struct{}{}
+		}
+		return func() {
+			for range cap(decodeCheckSlots) {
+				<-decodeCheckSlots
+			}
+		}
+	}
+	release := hold()
+	done := make(chan error, 1)
+	go func() { done <- decodeCheck(context.Background(), tinyModule(), true, "") }()
+	time.Sleep(2 * decodeCheckTime) // longer than the check may take
+	release()
+	if err := <-done; err != nil {
+		t.Errorf("a valid module checked after waiting for a slot: %v, want nil", err)
+	}
+
+	release = hold()
+	defer release()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	go func() { done <- decodeCheck(ctx, tinyModule(), true, "") }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a check given up while waiting for a slot is still waiting")
+	}
+	var rerr *runtime.Error
+	if err == nil || errors.As(err, &rerr) || !strings.Contains(err.Error(), "waiting for other modules' checks") {
+		t.Errorf("a check given up while waiting: %v, want an error about the wait, not about the module", err)
 	}
 }
