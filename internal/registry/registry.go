@@ -12,6 +12,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/gust-faas/gust/internal/store"
@@ -90,6 +91,11 @@ type Registry struct {
 	now       func() time.Time
 
 	view *store.View[Function]
+
+	// checking holds one slot per tenant (a chan struct{} of capacity 1):
+	// a tenant's artifacts are checked one at a time, so that one tenant's
+	// deploys cannot take every compile of the node.
+	checking sync.Map
 }
 
 // New opens the registry's buckets.
@@ -225,6 +231,19 @@ type DeployResult struct {
 	Created bool
 }
 
+// check checks artifact once the tenant's other checks are done, or fails
+// if ctx ends first.
+func (r *Registry) check(ctx context.Context, tenant string, spec Spec, digest string, artifact []byte) error {
+	slot, _ := r.checking.LoadOrStore(tenant, make(chan struct{}, 1))
+	select {
+	case slot.(chan struct{}) <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("registry: waiting for this tenant's other deploys: %w", context.Cause(ctx))
+	}
+	defer func() { <-slot.(chan struct{}) }()
+	return r.checker.Check(ctx, spec, digest, artifact)
+}
+
 // Deploy records a new version of spec.Name in tenant, running artifact. The
 // artifact is checked (compiled) and stored, its digest verified, before the
 // version record is written; if any step fails, the function is unchanged.
@@ -240,7 +259,7 @@ func (r *Registry) Deploy(ctx context.Context, tenant string, spec Spec, artifac
 		return DeployResult{}, &InvalidError{errors.New("artifact is empty")}
 	}
 	digest := Digest(artifact)
-	if err := r.checker.Check(ctx, spec, digest, artifact); err != nil {
+	if err := r.check(ctx, tenant, spec, digest, artifact); err != nil {
 		return DeployResult{}, err
 	}
 	if err := r.artifacts.Put(ctx, digest, artifact); err != nil {

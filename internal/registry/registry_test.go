@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -76,13 +77,22 @@ func (n *node) removedNames() []string {
 // Its watch stops when the test ends, before the store closes.
 func startNode(t *testing.T, s *store.Store) *node {
 	t.Helper()
+	c := &okChecker{}
+	n := startNodeWith(t, s, c)
+	n.checker = c
+	return n
+}
+
+// startNodeWith is startNode with the given checker.
+func startNodeWith(t *testing.T, s *store.Store, c registry.Checker) *node {
+	t.Helper()
 	ctx := t.Context()
 	arts, err := registry.OpenArtifacts(ctx, s)
 	if err != nil {
 		t.Fatalf("OpenArtifacts() error = %v", err)
 	}
-	n := &node{artifacts: arts, checker: &okChecker{}}
-	n.reg, err = registry.New(ctx, registry.Deps{Store: s, Artifacts: arts, Checker: n.checker})
+	n := &node{artifacts: arts}
+	n.reg, err = registry.New(ctx, registry.Deps{Store: s, Artifacts: arts, Checker: c})
 	if err != nil {
 		t.Fatalf("New() error = %v", err)
 	}
@@ -694,5 +704,54 @@ func TestRestart(t *testing.T) {
 	// The function's numbering carries on.
 	if res := deploy(t, n.reg, tenant, "hello", "ok-3"); res.Version.Number != 3 {
 		t.Errorf("after restart, deploy = version %d, want 3", res.Version.Number)
+	}
+}
+
+// TestDeployChecksOneAtATimePerTenant: while one of a tenant's artifacts is
+// checked (compiled, which may take seconds), the tenant's next deploy
+// waits for it, and gives up with a clear error when its caller does;
+// another tenant's deploy goes ahead.
+func TestDeployChecksOneAtATimePerTenant(t *testing.T) {
+	s := openRegistryStore(t, t.TempDir())
+	entered, gate := make(chan string, 4), make(chan struct{})
+	n := startNodeWith(t, s, checkFunc(func(ctx context.Context, spec registry.Spec, digest string, artifact []byte) error {
+		entered <- string(artifact)
+		if bytes.HasPrefix(artifact, []byte("slow")) {
+			<-gate
+		}
+		return nil
+	}))
+	ctx := t.Context()
+	slow := make(chan error, 1)
+	go func() {
+		_, err := n.reg.Deploy(ctx, "a", registry.Spec{Name: "slow"}, []byte("slow module"))
+		slow <- err
+	}()
+	if got := <-entered; got != "slow module" {
+		t.Fatalf("checked %q first, want the slow module", got)
+	}
+
+	waitCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	_, err := n.reg.Deploy(waitCtx, "a", registry.Spec{Name: "other"}, []byte("quick module"))
+	if err == nil || !strings.Contains(err.Error(), "waiting for this tenant's other deploys") {
+		t.Errorf("tenant a's second deploy while its first is checked = %v, want an error saying it waited", err)
+	}
+	if _, err := n.reg.Deploy(ctx, "b", registry.Spec{Name: "fn"}, []byte("b's module")); err != nil {
+		t.Errorf("tenant b's deploy while tenant a's is checked = %v, want nil", err)
+	}
+	if got := <-entered; got != "b's module" {
+		t.Errorf("checked %q, want only tenant b's module while a's first is checked", got)
+	}
+
+	close(gate)
+	if err := <-slow; err != nil {
+		t.Fatalf("the slow deploy = %v", err)
+	}
+	if _, err := n.reg.Deploy(ctx, "a", registry.Spec{Name: "other"}, []byte("quick module")); err != nil {
+		t.Errorf("tenant a's deploy once its first is done = %v, want nil", err)
+	}
+	if fns := n.reg.List("a"); len(fns) != 2 {
+		t.Errorf("tenant a has %d functions, want 2 (slow and other)", len(fns))
 	}
 }
