@@ -82,13 +82,15 @@ func ParseResponse(out []byte) (*runtime.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp := &runtime.Response{Status: http.StatusOK, Header: http.Header{}, Body: body}
-	statusSet := false
-	lines := strings.Split(head, "\n")
-	if len(lines) > MaxHeaders {
-		return nil, fmt.Errorf("response has %d header lines, at most %d are allowed", len(lines), MaxHeaders)
+	lines := strings.Count(head, "\n") + 1
+	if lines > MaxHeaders {
+		return nil, fmt.Errorf("response has %d header lines, at most %d are allowed", lines, MaxHeaders)
 	}
-	for i, line := range lines {
+	resp := &runtime.Response{Status: http.StatusOK, Header: make(http.Header, lines), Body: body}
+	statusSet := false
+	for i := 0; head != ""; i++ {
+		var line string
+		line, head, _ = strings.Cut(head, "\n")
 		line = strings.TrimSuffix(line, "\r")
 		name, value, ok := strings.Cut(line, ":")
 		if !ok {
@@ -144,10 +146,11 @@ func split(out []byte) (string, []byte, error) {
 		default:
 			continue
 		}
-		if head := strings.TrimSuffix(string(out[:i]), "\r"); len(head) > MaxHeaderBytes {
+		head := string(out[:i])
+		if len(strings.TrimSuffix(head, "\r")) > MaxHeaderBytes {
 			return "", nil, fmt.Errorf("response header section is longer than %d bytes", MaxHeaderBytes)
 		}
-		return string(out[:i]), body, nil
+		return head, body, nil
 	}
 	if len(out) > MaxHeaderBytes {
 		return "", nil, fmt.Errorf("response header section is longer than %d bytes", MaxHeaderBytes)
