@@ -118,7 +118,8 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 	case err != nil:
 		last.Error = err.Error()
 		var busy *pool.BusyError
-		if errors.As(err, &busy) {
+		var preparing *pool.PreparingError
+		if errors.As(err, &busy) || errors.As(err, &preparing) {
 			// Not the function's fault: try again soon, without counting it.
 			rec.Attempts = rec.Attempts[:len(rec.Attempts)-1]
 			rec.State = Queued

@@ -342,6 +342,12 @@ func invocationError(w http.ResponseWriter, name string, v registry.Version, err
 		return &httperror.Error{Status: http.StatusTooManyRequests, Code: "too_many_requests",
 			Message: fmt.Sprintf("function %s is busy: %v", name, busy), Cause: err}
 	}
+	var preparing *pool.PreparingError
+	if errors.As(err, &preparing) {
+		w.Header().Set("Retry-After", "1")
+		return &httperror.Error{Status: http.StatusServiceUnavailable, Code: "not_ready",
+			Message: fmt.Sprintf("function %s did not start within its timeout of %s: %v", name, time.Duration(v.Spec.Timeout), preparing), Cause: err}
+	}
 	var missing *tenant.MissingSecretError
 	if errors.As(err, &missing) {
 		return &httperror.Error{Status: http.StatusInternalServerError, Code: "function_misconfigured",

@@ -22,10 +22,31 @@ func (p *Pool) fetch(digest string) func(context.Context) ([]byte, error) {
 	return func(ctx context.Context) ([]byte, error) { return p.artifacts.Get(ctx, digest) }
 }
 
+// prepareTimeout bounds one preparation of an artifact: fetching it and
+// compiling it (a compile has its own, shorter limits).
+const prepareTimeout = 5 * time.Minute
+
+// PreparingError is a request whose deadline passed while its function's
+// artifact was still being prepared on this node: a cold start whose
+// compile outlasted the function's timeout. The preparation goes on, for
+// the requests that follow.
+type PreparingError struct {
+	Waited time.Duration
+	Err    error // the context's
+}
+
+func (e *PreparingError) Error() string {
+	return fmt.Sprintf("its code was still being compiled on this node after %s (a cold start); a later request finds it ready", e.Waited.Round(time.Millisecond))
+}
+
+func (e *PreparingError) Unwrap() error { return e.Err }
+
 // acquire returns the prepared module for digest, preparing what load
 // returns in the sandbox of kind if no other call has; one preparation runs
-// per digest at a time. The caller must release it.
+// per digest at a time, and goes on if the call that began it gives up
+// (until the pool closes). The caller must release it.
 func (p *Pool) acquire(ctx context.Context, kind, digest string, load func(context.Context) ([]byte, error)) (*module, error) {
+	start := time.Now()
 	p.mu.Lock()
 	m, ok := p.modules[digest]
 	if !ok {
@@ -35,21 +56,26 @@ func (p *Pool) acquire(ctx context.Context, kind, digest string, load func(conte
 	m.inflight++
 	p.mu.Unlock()
 	if !ok {
-		m.prep, m.err = p.prepare(ctx, kind, digest, load)
-		if m.err != nil {
-			p.mu.Lock()
-			if p.modules[digest] == m {
-				delete(p.modules, digest) // let a later call try again
+		go func() {
+			// Not the caller's context: the pool's, which Close ends.
+			pctx, cancel := context.WithTimeout(p.background, prepareTimeout)
+			defer cancel()
+			m.prep, m.err = p.prepare(pctx, kind, digest, load)
+			if m.err != nil {
+				p.mu.Lock()
+				if p.modules[digest] == m {
+					delete(p.modules, digest) // let a later call try again
+				}
+				p.mu.Unlock()
 			}
-			p.mu.Unlock()
-		}
-		close(m.ready)
+			close(m.ready)
+		}()
 	}
 	select {
 	case <-m.ready:
 	case <-ctx.Done():
 		p.release(digest, m)
-		return nil, ctx.Err()
+		return nil, &PreparingError{Waited: time.Since(start), Err: ctx.Err()}
 	}
 	if m.err == nil && m.kind != kind {
 		m.err = runtime.Errorf(runtime.BadArtifact, "this artifact is prepared for runtime %s, not %s", m.kind, kind)
@@ -96,7 +122,12 @@ func (p *Pool) release(digest string, m *module) {
 	last := m.dropped && m.inflight == 0
 	p.mu.Unlock()
 	if last {
-		closeModule(m)
+		select {
+		case <-m.ready:
+			closeModule(m)
+		default:
+			go closeModule(m) // once its preparation, which goes on, ends
+		}
 	}
 }
 

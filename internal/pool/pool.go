@@ -122,7 +122,7 @@ func (e *BusyError) Error() string {
 }
 
 // Invoke runs req on an instance of t under t's timeout and memory limit.
-// Failures are *runtime.Error, *BusyError, or an error fetching,
+// Failures are *runtime.Error, *BusyError, *PreparingError, or an error fetching,
 // compiling or configuring the function.
 func (p *Pool) Invoke(ctx context.Context, t Target, req *runtime.Request, log *slog.Logger) (*runtime.Response, Outcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(t.Version.Spec.Timeout))

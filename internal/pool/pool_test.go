@@ -839,3 +839,38 @@ func TestUnavailableRuntime(t *testing.T) {
 		}
 	}
 }
+
+// TestCompileOutlastingTheTimeout: on a node that has not compiled a
+// function's code, its first request compiles it; when that takes longer
+// than the function's timeout, the request gets a PreparingError (the
+// gateway answers 503 with Retry-After), the compile goes on, and a later
+// request is served.
+func TestCompileOutlastingTheTimeout(t *testing.T) {
+	ctx := context.Background()
+	rt, err := wasm.New(ctx, wasm.Config{}) // no compilation cache: a compile takes a second or more
+	if err != nil {
+		t.Fatalf("wasm.New: %v", err)
+	}
+	p := New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: rt}, Artifacts: artifacts{
+		registry.Digest(reactorWasm): reactorWasm,
+	}})
+	t.Cleanup(func() {
+		settle(t, p)
+		p.Close()
+		rt.Close(ctx)
+	})
+	tg := target("quick", reactorWasm, func(s *registry.Spec) { s.Timeout = registry.Duration(50 * time.Millisecond) })
+	_, _, err = call(ctx, p, tg, "/hello")
+	var perr *PreparingError
+	if !errors.As(err, &perr) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "still being compiled") {
+		t.Fatalf("first request, compile outlasting its 50ms timeout: %v, want a PreparingError", err)
+	}
+	settle(t, p) // the compile went on
+	resp, out, err := call(ctx, p, tg, "/hello")
+	if err != nil || !strings.HasPrefix(string(resp.Body), "GET /hello") {
+		t.Fatalf("request after the compile: %v, %v; want it served", resp, err)
+	}
+	if !out.Cold {
+		t.Errorf("the first served request was not a cold start")
+	}
+}
