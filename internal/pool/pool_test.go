@@ -859,11 +859,12 @@ func TestCompileOutlastingTheTimeout(t *testing.T) {
 		p.Close()
 		rt.Close(ctx)
 	})
-	tg := target("quick", reactorWasm, func(s *registry.Spec) { s.Timeout = registry.Duration(50 * time.Millisecond) })
+	// Compiling the fixture takes a second or more here.
+	tg := target("quick", reactorWasm, func(s *registry.Spec) { s.Timeout = registry.Duration(300 * time.Millisecond) })
 	_, _, err = call(ctx, p, tg, "/hello")
 	var perr *PreparingError
 	if !errors.As(err, &perr) || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "still being compiled") {
-		t.Fatalf("first request, compile outlasting its 50ms timeout: %v, want a PreparingError", err)
+		t.Fatalf("first request, compile outlasting its 300ms timeout: %v, want a PreparingError", err)
 	}
 	settle(t, p) // the compile went on
 	resp, out, err := call(ctx, p, tg, "/hello")

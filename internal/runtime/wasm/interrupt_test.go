@@ -228,7 +228,7 @@ func TestInstrumentKeepsTheDataCount(t *testing.T) {
 // gives up while it waits gets an error that does not blame the module.
 func TestDecodeCheckWaitsItsTurn(t *testing.T) {
 	defer func(d time.Duration) { decodeCheckTime = d }(decodeCheckTime)
-	decodeCheckTime = time.Second
+	decodeCheckTime = 2 * time.Second
 	hold := func() (release func()) {
 		for range cap(decodeCheckSlots) {
 			decodeCheckSlots <- struct{}{}
@@ -242,7 +242,7 @@ func TestDecodeCheckWaitsItsTurn(t *testing.T) {
 	release := hold()
 	done := make(chan error, 1)
 	go func() { done <- decodeCheck(context.Background(), tinyModule(), true, "") }()
-	time.Sleep(2 * decodeCheckTime) // longer than the check may take
+	time.Sleep(decodeCheckTime + time.Second) // longer than the check may take
 	release()
 	if err := <-done; err != nil {
 		t.Errorf("a valid module checked after waiting for a slot: %v, want nil", err)
