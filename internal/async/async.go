@@ -169,7 +169,7 @@ type Service struct {
 // New opens the queue, the dead-letter stream and the results bucket.
 func New(ctx context.Context, deps Deps) (*Service, error) {
 	q, err := deps.Store.Queue(ctx, store.QueueConfig{
-		Name: queueName, Subjects: []string{workPrefix + ">"}, AckWait: ackWait, Dedup: 10 * time.Minute,
+		Name: queueName, Subjects: []string{workPrefix + ">"}, AckWait: ackWait,
 	})
 	if err != nil {
 		return nil, err
@@ -229,7 +229,7 @@ func (s *Service) Enqueue(ctx context.Context, job Job, idempotencyKey string) (
 	}
 	// The message is the only write: until a worker records the
 	// invocation's progress, Get reads its queued state from the queue.
-	if _, err := s.queue.Publish(ctx, workSubject(job.Tenant, job.ID), job.ID, nil, data); err != nil {
+	if err := s.queue.Publish(ctx, workSubject(job.Tenant, job.ID), data); err != nil {
 		forget()
 		return Record{}, false, err
 	}

@@ -306,7 +306,7 @@ func (s *Service) Replay(ctx context.Context, tenant, function, id string) (int,
 			return n, err
 		}
 		data, _ := json.Marshal(job)
-		if _, err := s.queue.Publish(ctx, workSubject(tenant, job.ID), job.ID+"-replay-"+fmt.Sprint(s.now().UnixNano()), nil, data); err != nil {
+		if err := s.queue.Publish(ctx, workSubject(tenant, job.ID), data); err != nil {
 			return n, err
 		}
 		if err := s.dead.Delete(ctx, d.seq); err != nil {

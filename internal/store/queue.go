@@ -27,18 +27,15 @@ type QueueConfig struct {
 	// AckWait is how long a delivered message may go without an ack or an
 	// Extend before it is delivered again.
 	AckWait time.Duration
-	// Dedup is the window in which messages with the same id are stored once.
-	Dedup time.Duration
 }
 
 // Queue opens (creating it if needed) a work queue.
 func (s *Store) Queue(ctx context.Context, cfg QueueConfig) (*Queue, error) {
 	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:       cfg.Name,
-		Subjects:   cfg.Subjects,
-		Retention:  jetstream.WorkQueuePolicy,
-		Storage:    jetstream.FileStorage,
-		Duplicates: cfg.Dedup,
+		Name:      cfg.Name,
+		Subjects:  cfg.Subjects,
+		Retention: jetstream.WorkQueuePolicy,
+		Storage:   jetstream.FileStorage,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: queue %s: %w", cfg.Name, err)
@@ -56,16 +53,15 @@ func (s *Store) Queue(ctx context.Context, cfg QueueConfig) (*Queue, error) {
 	return &Queue{js: s.js, stream: st, consumer: c}, nil
 }
 
-// Publish appends a message with the given id and headers, and returns once
-// it is stored. A message whose id was published within the dedup window is
-// stored once: duplicate says so.
-func (q *Queue) Publish(ctx context.Context, subject, id string, header map[string][]string, data []byte) (duplicate bool, err error) {
-	msg := &nats.Msg{Subject: subject, Header: nats.Header(header), Data: data}
-	ack, err := q.js.PublishMsg(ctx, msg, jetstream.WithMsgID(id))
-	if err != nil {
-		return false, fmt.Errorf("store: publish to %s: %w", subject, err)
+// Publish appends a message and returns once it is stored. Messages carry
+// no id for JetStream's deduplication, whose window would hold an entry for
+// every message (hundreds of megabytes at thousands a second): callers that
+// need a message once make sure of it themselves.
+func (q *Queue) Publish(ctx context.Context, subject string, data []byte) error {
+	if _, err := q.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}); err != nil {
+		return fmt.Errorf("store: publish to %s: %w", subject, err)
 	}
-	return ack.Duplicate, nil
+	return nil
 }
 
 // Pending returns the data of the last message on subject (no wildcards)
