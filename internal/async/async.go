@@ -163,7 +163,7 @@ type Service struct {
 	callbacks chan struct{} // maxCallbacks of them
 	running   sync.WaitGroup
 	mu        sync.Mutex
-	shares    map[string]chan struct{} // per tenant/function: its async share
+	shares    map[string]*share // per tenant/function/version
 }
 
 // New opens the queue, the dead-letter stream and the results bucket.
@@ -186,7 +186,7 @@ func New(ctx context.Context, deps Deps) (*Service, error) {
 	return &Service{
 		callbackNet: cbNet, callbackClient: cbNet.client(),
 		store: deps.Store, queue: q, dead: dead, results: results, functions: deps.Functions, invoker: deps.Invoker, tenants: deps.Tenants, limiter: deps.Limiter,
-		log: deps.Logger, now: time.Now, slots: make(chan struct{}, Workers), callbacks: make(chan struct{}, maxCallbacks), shares: map[string]chan struct{}{},
+		log: deps.Logger, now: time.Now, slots: make(chan struct{}, Workers), callbacks: make(chan struct{}, maxCallbacks), shares: map[string]*share{},
 	}, nil
 }
 

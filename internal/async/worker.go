@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/gust-faas/gust/internal/pool"
@@ -62,13 +63,15 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 	defer close(stop)
 	// Async work gets at most half of a version's instances on this node,
 	// so that it cannot starve synchronous requests.
-	share := s.share(job.Tenant+"/"+job.Function, max(1, v.Spec.MaxInstances/2))
+	shareKey := job.Tenant + "/" + job.Function + "/" + strconv.Itoa(v.Number)
+	share := s.joinShare(shareKey, max(1, v.Spec.MaxInstances/2))
+	defer s.leaveShare(shareKey, share)
 	select {
-	case share <- struct{}{}:
+	case share.slots <- struct{}{}:
 	case <-ctx.Done():
 		return // shutting down: the message will be delivered again
 	}
-	defer func() { <-share }()
+	defer func() { <-share.slots }()
 	t, _ := s.tenants.Tenant(job.Tenant)
 	release, err := s.limiter.Hold(job.Tenant, t.Quotas, v.Spec.MemoryMB)
 	if err != nil {
@@ -242,18 +245,36 @@ func bounded(status int, header http.Header, body []byte) *Response {
 	return r
 }
 
-// share returns the semaphore of a function's async share on this node.
-// A function whose max_instances changes keeps the share it had until the
-// node restarts.
-func (s *Service) share(key string, size int) chan struct{} {
+// share is the async share of one version of a function on this node: a
+// semaphore of size slots, and the workers that hold or wait for one.
+type share struct {
+	slots chan struct{}
+	users int
+}
+
+// joinShare returns the share with key, made with size slots if no worker
+// is in it. Each version has its own (a deploy that changes max_instances
+// makes a new version), and a share is forgotten when its last worker
+// leaves it.
+func (s *Service) joinShare(key string, size int) *share {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, ok := s.shares[key]
-	if !ok {
-		c = make(chan struct{}, size)
-		s.shares[key] = c
+	sh := s.shares[key]
+	if sh == nil {
+		sh = &share{slots: make(chan struct{}, size)}
+		s.shares[key] = sh
 	}
-	return c
+	sh.users++
+	return sh
+}
+
+// leaveShare undoes joinShare.
+func (s *Service) leaveShare(key string, sh *share) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sh.users--; sh.users == 0 {
+		delete(s.shares, key)
+	}
 }
 
 // DeadLetter is an invocation in the dead-letter stream.
