@@ -345,8 +345,12 @@ func invocationError(w http.ResponseWriter, name string, v registry.Version, err
 	var preparing *pool.PreparingError
 	if errors.As(err, &preparing) {
 		w.Header().Set("Retry-After", "1")
-		return &httperror.Error{Status: http.StatusServiceUnavailable, Code: "not_ready",
+		e := &httperror.Error{Status: http.StatusServiceUnavailable, Code: "not_ready",
 			Message: fmt.Sprintf("function %s did not start within its timeout of %s: %v", name, time.Duration(v.Spec.Timeout), preparing), Cause: err}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			e.Message = fmt.Sprintf("invocation of %s was cancelled while its code was compiled", name)
+		}
+		return e
 	}
 	var missing *tenant.MissingSecretError
 	if errors.As(err, &missing) {

@@ -80,9 +80,7 @@ func (q *Queue) Pending(ctx context.Context, subject string) ([]byte, error) {
 
 // Message is one delivery of a queued message.
 type Message struct {
-	Subject string
-	Header  map[string][]string
-	Data    []byte
+	Data []byte
 	// Delivered counts the deliveries of this message, this one included.
 	Delivered uint64
 	m         jetstream.Msg
@@ -102,7 +100,7 @@ func (m *Message) Extend() error { return m.m.InProgress() }
 // delivered again.
 func (q *Queue) Consume(ctx context.Context, batch int, handle func(*Message)) (stop func(), err error) {
 	cc, err := q.consumer.Consume(func(msg jetstream.Msg) {
-		m := &Message{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(), m: msg}
+		m := &Message{Data: msg.Data(), m: msg}
 		if md, err := msg.Metadata(); err == nil {
 			m.Delivered = md.NumDelivered
 		}
