@@ -87,6 +87,8 @@ func ParseResponse(out []byte) (*runtime.Response, error) {
 		return nil, fmt.Errorf("response has %d header lines, at most %d are allowed", lines, MaxHeaders)
 	}
 	resp := &runtime.Response{Status: http.StatusOK, Header: make(http.Header, lines), Body: body}
+	// One array holds every header's values, as net/http's reader does.
+	values := make([]string, 0, lines)
 	statusSet := false
 	for i := 0; head != ""; i++ {
 		var line string
@@ -114,7 +116,12 @@ func ParseResponse(out []byte) (*runtime.Response, error) {
 		case runtime.DroppedResponseHeader(name):
 			continue
 		default:
-			resp.Header.Add(name, value)
+			if vs, ok := resp.Header[name]; ok {
+				resp.Header[name] = append(vs, value) // vs is full: this copies
+				continue
+			}
+			values = append(values, value)
+			resp.Header[name] = values[len(values)-1 : len(values) : len(values)]
 		}
 	}
 	if !statusSet && resp.Header.Get("Location") != "" {

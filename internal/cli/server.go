@@ -10,6 +10,7 @@ import (
 	httppprof "net/http/pprof"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -41,6 +42,9 @@ func (e *env) server(ctx context.Context, args []string) error {
 	log, err := newLogger(e, *logLevel, *logFormat)
 	if err != nil {
 		return err
+	}
+	if e.getenv("GOGC") == "" {
+		debug.SetGCPercent(serverGCPercent)
 	}
 	srv, err := server.New(server.Config{
 		DataDir: *dataDir, Addr: *addr, NATSListen: *natsListen,
@@ -133,6 +137,13 @@ func deployDemo(ctx context.Context, srv *server.Server, log *slog.Logger) error
 	}
 	return nil
 }
+
+// serverGCPercent is the server's GOGC unless the environment sets one. The
+// request path allocates a few kilobytes per request and keeps little, so
+// the default of 100 runs a collection many times a second under load; at
+// 200 the warm path serves some 8% more requests per second on two cores,
+// for a heap that may grow to three times what is live instead of two.
+const serverGCPercent = 200
 
 // startCPUProfile writes a CPU profile of the server to path until stop is
 // called: GUST_CPUPROFILE=cpu.out gust server, for bench/ and pprof.

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gust-faas/gust/internal/deadline"
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/runtime"
 )
@@ -125,8 +126,11 @@ func (e *BusyError) Error() string {
 // Failures are *runtime.Error, *BusyError, *PreparingError, or an error fetching,
 // compiling or configuring the function.
 func (p *Pool) Invoke(ctx context.Context, t Target, req *runtime.Request, log *slog.Logger) (*runtime.Response, Outcome, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(t.Version.Spec.Timeout))
-	defer cancel()
+	// Its timer is made only if something waits for it: a warm wasm
+	// instance checks the clock instead.
+	dl := deadline.New(ctx, time.Duration(t.Version.Spec.Timeout))
+	defer dl.Release()
+	ctx = dl
 	secrets, fp, err := p.resolveSecrets(t)
 	if err != nil {
 		return nil, Outcome{}, err

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/cgi"
 	"net/url"
+	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -57,6 +59,7 @@ func serve(h http.Handler) {
 //go:wasmexport gust_start
 func gustStart() int32 {
 	reactor = true
+	tuneGC()
 	go func() {
 		mainMain()
 		// main returned without calling Serve.
@@ -64,6 +67,22 @@ func gustStart() int32 {
 	}()
 	<-ready
 	return 0
+}
+
+// tuneGC sets the collector for a warm instance, unless the function's
+// environment sets GOGC or GOMEMLIMIT: collect at four times the live heap
+// rather than twice (a request allocates a few kilobytes and keeps little,
+// and collecting is slow in WebAssembly), and harder as the heap nears
+// seven eighths of the function's memory_mb, so that a growing heap is
+// collected before it meets the limit that would kill the instance.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	mb, err := strconv.ParseInt(os.Getenv("GUST_MEMORY_MB"), 10, 64)
+	if os.Getenv("GOMEMLIMIT") == "" && err == nil && mb > 0 {
+		debug.SetMemoryLimit(mb << 20 / 8 * 7)
+	}
 }
 
 // gustHandle serves the host's current request.
@@ -101,7 +120,17 @@ func readRequest() (*http.Request, error) {
 		}
 		fields[i], head = line, rest
 	}
-	header := make(http.Header, strings.Count(head, "\n")+1)
+	// One allocation holds the request, its URL and the values of its
+	// headers, as net/http's own reader shares one array among the values:
+	// allocating is what code compiled to WebAssembly pays most for.
+	r := new(request)
+	lines := strings.Count(head, "\n") + 1
+	header := make(http.Header, lines)
+	values := r.values[:0]
+	if lines > len(r.values) {
+		values = make([]string, 0, lines)
+	}
+	var length int64
 	for head != "" {
 		line, rest, _ := strings.Cut(head, "\n")
 		head = rest
@@ -109,9 +138,18 @@ func readRequest() (*http.Request, error) {
 		if !ok {
 			return nil, errBadHead
 		}
-		header[name] = append(header[name], value)
+		if name == "Content-Length" {
+			length, _ = strconv.ParseInt(value, 10, 64)
+		}
+		if vs, ok := header[name]; ok {
+			header[name] = append(vs, value) // vs is full: this copies
+			continue
+		}
+		values = append(values, value)
+		header[name] = values[len(values)-1 : len(values) : len(values)]
 	}
-	header.Set("X-Gust-Invocation-Id", fields[5])
+	values = append(values, fields[5])
+	header["X-Gust-Invocation-Id"] = values[len(values)-1 : len(values) : len(values)]
 	method, rawPath, query := fields[0], fields[1], fields[2]
 	path, err := url.PathUnescape(rawPath)
 	if err != nil {
@@ -121,20 +159,33 @@ func readRequest() (*http.Request, error) {
 	if query != "" {
 		uri += "?" + query
 	}
-	length, _ := strconv.ParseInt(header.Get("Content-Length"), 10, 64)
-	return &http.Request{
+	var body io.ReadCloser = bodyReader{}
+	if length == 0 {
+		body = http.NoBody
+	}
+	r.url = url.URL{Path: path, RawPath: rawPath, RawQuery: query}
+	r.Request = http.Request{
 		Method:        method,
-		URL:           &url.URL{Path: path, RawPath: rawPath, RawQuery: query},
+		URL:           &r.url,
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        header,
-		Body:          bodyReader{},
+		Body:          body,
 		ContentLength: length,
 		Host:          fields[3],
 		RemoteAddr:    fields[4],
 		RequestURI:    uri,
-	}, nil
+	}
+	return &r.Request, nil
+}
+
+// request is a request, its URL and its header values, allocated
+// together.
+type request struct {
+	http.Request
+	url    url.URL
+	values [8]string
 }
 
 type headError string
@@ -197,19 +248,25 @@ func (w *responseWriter) WriteHeader(status int) {
 		return
 	}
 	w.wroteHeader = true
-	writeBuf.WriteString("Status: ")
-	writeBuf.Write(strconv.AppendInt(w.scratch[:0], int64(status), 10))
-	writeBuf.WriteString("\r\n")
-	if _, ok := w.header["Content-Type"]; !ok {
-		writeBuf.WriteString("Content-Type: text/plain; charset=utf-8\r\n")
+	if status == http.StatusOK {
+		writeBuf.WriteString("Status: 200\r\n")
+	} else {
+		writeBuf.WriteString("Status: ")
+		writeBuf.Write(strconv.AppendInt(w.scratch[:0], int64(status), 10))
+		writeBuf.WriteString("\r\n")
 	}
+	typed := false
 	for name, values := range w.header {
+		typed = typed || name == "Content-Type"
 		for _, v := range values {
 			writeBuf.WriteString(name)
 			writeBuf.WriteString(": ")
 			writeBuf.WriteString(v)
 			writeBuf.WriteString("\r\n")
 		}
+	}
+	if !typed {
+		writeBuf.WriteString("Content-Type: text/plain; charset=utf-8\r\n")
 	}
 	writeBuf.WriteString("\r\n")
 }
@@ -222,6 +279,18 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		w.WriteHeader(http.StatusOK)
 	}
 	return writeBuf.Write(p)
+}
+
+// WriteString is io.StringWriter, so that io.WriteString and fmt.Fprint
+// copy nothing.
+func (w *responseWriter) WriteString(s string) (int, error) {
+	if !w.wroteHeader {
+		if _, ok := w.header["Content-Type"]; !ok {
+			w.header.Set("Content-Type", http.DetectContentType([]byte(s)))
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	return writeBuf.WriteString(s)
 }
 
 // Flush is http.Flusher: what was written so far goes to the host.

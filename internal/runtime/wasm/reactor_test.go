@@ -3,8 +3,10 @@ package wasm
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +81,60 @@ func TestReactorServesWarm(t *testing.T) {
 	}
 	if got := string(resp.Body); got != "GREETING=hi ID=inv-1" {
 		t.Errorf("env = %q, want the spec's env and Gust's invocation id (not the client's)", got)
+	}
+}
+
+// TestReactorRequest: the SDK hands the handler the request as net/http
+// would, repeated headers, many headers, query and empty bodies included.
+func TestReactorRequest(t *testing.T) {
+	_, inst := startReactor(t)
+	header := http.Header{"X-Test": {"a", "b"}}
+	for i := 1; i <= 9; i++ {
+		header.Set(fmt.Sprintf("X-H%d", i), strconv.Itoa(i))
+	}
+	for _, tt := range []struct {
+		body, query, want string
+	}{
+		{"", "", `uri=/request len=0 nobody=true body="" x-test=["a" "b"] many=12 x-h9="9"`},
+		{"hi", "q=1", `uri=/request?q=1 len=2 nobody=false body="hi" x-test=["a" "b"] many=12 x-h9="9"`},
+	} {
+		req := &runtime.Request{Method: "POST", Path: "/request", RawQuery: tt.query, Body: []byte(tt.body), Header: header, InvocationID: "inv"}
+		resp, err := inst.Invoke(context.Background(), req, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 12 names: the ten sent, Content-Length and the invocation id.
+		if got := string(resp.Body); got != tt.want {
+			t.Errorf("body %q query %q: the handler saw\n%s\nwant\n%s", tt.body, tt.query, got, tt.want)
+		}
+	}
+}
+
+// TestReactorTunesGC: a warm SDK instance collects at GOGC=400, with a
+// soft memory limit at 7/8 of its memory_mb, unless its environment says
+// otherwise.
+func TestReactorTunesGC(t *testing.T) {
+	ctx := context.Background()
+	m, _ := startReactor(t)
+	for _, tt := range []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"GUST_MEMORY_MB=64"}, fmt.Sprintf("gogc=400 limit=%d", 56<<20)},
+		{[]string{"GUST_MEMORY_MB=64", "GOGC=50", "GOMEMLIMIT=10MiB"}, fmt.Sprintf("gogc=50 limit=%d", 10<<20)},
+	} {
+		inst, err := m.Start(ctx, InstanceConfig{Env: tt.env, Limits: testLimits, Stderr: runtime.NewStderrLog(slog.New(slog.DiscardHandler), 100)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/gc"}, slog.New(slog.DiscardHandler))
+		inst.Close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(resp.Body); got != tt.want {
+			t.Errorf("env %v: %s, want %s", tt.env, got, tt.want)
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -50,6 +51,16 @@ func handle(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	case "/big":
 		w.Write(make([]byte, 7<<20))
+	case "/request":
+		// What the SDK made of the request.
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "uri=%s len=%d nobody=%t body=%q x-test=%q many=%d x-h9=%q",
+			r.RequestURI, r.ContentLength, r.Body == http.NoBody, body,
+			r.Header.Values("X-Test"), len(r.Header), r.Header.Get("X-H9"))
+	case "/gc":
+		gc := debug.SetGCPercent(-1)
+		debug.SetGCPercent(gc)
+		fmt.Fprintf(w, "gogc=%d limit=%d", gc, debug.SetMemoryLimit(-1))
 	default:
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("X-Reactor", "yes")
