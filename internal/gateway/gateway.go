@@ -102,25 +102,6 @@ func serverTiming(took time.Duration, out pool.Outcome) string {
 	return string(appendMs(append(b, "fn;dur="...), took-out.Init))
 }
 
-// ownHeaders sets Gust's own response headers from one array of values,
-// one allocation for them all where Header.Set makes one each.
-type ownHeaders struct {
-	h      http.Header
-	values [5]string
-	n      int
-}
-
-// set sets key, which must be in canonical form, to value.
-func (o *ownHeaders) set(key, value string) {
-	if o.n == len(o.values) {
-		o.h.Set(key, value)
-		return
-	}
-	o.values[o.n] = value
-	o.h[key] = o.values[o.n : o.n+1 : o.n+1]
-	o.n++
-}
-
 // logger is the gateway's logger with an invocation's attributes. Made
 // from slog.Attrs, it skips the conversion of Logger.With's arguments,
 // which the request path pays for every request, mostly to log nothing.
@@ -131,18 +112,17 @@ func (g *Gateway) logger(attrs []slog.Attr) *slog.Logger {
 // ServeHTTP implements http.Handler.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := NewInvocationID()
-	own := &ownHeaders{h: w.Header()}
-	own.set(HeaderInvocationID, id)
+	w.Header().Set(HeaderInvocationID, id)
 	// The invocation's log attributes, gathered as they are learnt: a
 	// logger is made of them once, for the invocation, or for its error.
 	attrs := make([]slog.Attr, 0, 6)
 	attrs = append(attrs, slog.String("invocation_id", id))
-	if err := g.serve(w, r, id, own, &attrs); err != nil {
+	if err := g.serve(w, r, id, &attrs); err != nil {
 		httperror.Write(w, r, g.logger(attrs), err)
 	}
 }
 
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, own *ownHeaders, attrs *[]slog.Attr) error {
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs *[]slog.Attr) error {
 	tenantName := r.PathValue("tenant")
 	name, version, alias, err := parseTarget(r.PathValue("function"))
 	if err != nil {
@@ -223,10 +203,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, own *
 	resp, out, err := g.Invoker.Invoke(r.Context(), pool.Target{Tenant: tenantName, Function: name, Version: v}, req, log)
 	took := time.Since(start)
 	if out.Cold {
-		own.set(HeaderColdStart, "1")
+		w.Header().Set(HeaderColdStart, "1")
 	}
-	own.set("Server-Timing", serverTiming(took, out))
-	own.set(HeaderVersion, strconv.Itoa(v.Number))
+	w.Header().Set("Server-Timing", serverTiming(took, out))
+	w.Header().Set(HeaderVersion, strconv.Itoa(v.Number))
 	if err != nil {
 		return invocationError(w, name, v, err)
 	}
@@ -235,7 +215,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, own *
 	for k, vs := range resp.Header {
 		h[k] = vs
 	}
-	own.set("Content-Length", strconv.Itoa(len(resp.Body)))
+	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	w.WriteHeader(resp.Status)
 	_, err = w.Write(resp.Body)
 	if err != nil {

@@ -273,25 +273,33 @@ func (w *responseWriter) WriteHeader(status int) {
 
 func (w *responseWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
-		if _, ok := w.header["Content-Type"]; !ok {
-			w.header.Set("Content-Type", http.DetectContentType(p))
-		}
-		w.WriteHeader(http.StatusOK)
+		w.writeHead(p, "")
 	}
 	return writeBuf.Write(p)
 }
 
-// WriteString is io.StringWriter, so that io.WriteString and fmt.Fprint
-// copy nothing.
+// WriteString is io.StringWriter, so that io.WriteString copies nothing.
 func (w *responseWriter) WriteString(s string) (int, error) {
 	if !w.wroteHeader {
-		if _, ok := w.header["Content-Type"]; !ok {
-			w.header.Set("Content-Type", http.DetectContentType([]byte(s)))
-		}
-		w.WriteHeader(http.StatusOK)
+		w.writeHead(nil, s)
 	}
 	return writeBuf.WriteString(s)
 }
+
+// writeHead writes the head before the body's first bytes, p or else s,
+// with a Content-Type sniffed from them if the handler set none.
+func (w *responseWriter) writeHead(p []byte, s string) {
+	if _, ok := w.header["Content-Type"]; !ok {
+		if p == nil {
+			p = []byte(s[:min(len(s), sniffLen)])
+		}
+		w.header.Set("Content-Type", http.DetectContentType(p))
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// sniffLen is how much of a body http.DetectContentType reads.
+const sniffLen = 512
 
 // Flush is http.Flusher: what was written so far goes to the host.
 func (w *responseWriter) Flush() {

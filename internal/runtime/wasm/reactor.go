@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -129,19 +128,19 @@ func responseWrite(ctx context.Context, mod api.Module, stack []uint64) {
 	stack[0] = 0
 }
 
-// appendHead appends req's head to b in the ABI's format (docs/abi.md): lines
+// renderHead renders req's head in the ABI's format (docs/abi.md): lines
 // ending in "\n": the method, the escaped path, the raw query, the host,
 // the remote address, the invocation id, then one "Name: value" line per
 // header value. Header values cannot hold a newline (net/http refuses
 // them); a value that does anyway is left out.
-func appendHead(b []byte, req *runtime.Request) []byte {
+func renderHead(req *runtime.Request) []byte {
 	n := len(req.Method) + len(req.Path) + len(req.RawQuery) + len(req.Host) + len(req.RemoteAddr) + len(req.InvocationID) + 40
 	for name, values := range req.Header {
 		for _, v := range values {
 			n += len(name) + len(v) + 3
 		}
 	}
-	b = slices.Grow(b, n)
+	b := make([]byte, 0, n)
 	for i, s := range []string{req.Method, req.Path, req.RawQuery, req.Host, req.RemoteAddr, req.InvocationID} {
 		if i == 1 {
 			s = runtime.EscapePath(s) // which leaves no control byte
@@ -174,13 +173,7 @@ type Instance struct {
 	stderr  *runtime.StderrLog
 	limits  runtime.Limits
 	yielder *yielder
-	call    callState
-	head    []byte
 }
-
-// outputSizeHint is what a response's buffer starts with: most responses
-// fit, and growing it from bytes.Buffer's 64 bytes reallocates it thrice.
-const outputSizeHint = 1 << 10
 
 // InstanceConfig is what every request of an instance shares.
 type InstanceConfig struct {
@@ -243,15 +236,8 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 func (i *Instance) Invoke(ctx context.Context, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
 	i.stderr.Begin(log)
 	i.yielder.set(ctx)
-	// The state is the instance's, as is the head's buffer: an instance
-	// serves one request at a time. The output is the response's body and
-	// goes with it.
-	st := &i.call
-	i.head = appendHead(i.head[:0], req)
-	*st = callState{head: i.head, body: req.Body, out: cappedBuffer{max: i.limits.MaxOutputBytes + cgi.MaxHeaderBytes}}
-	st.out.Grow(outputSizeHint)
+	st := &callState{head: renderHead(req), body: req.Body, out: cappedBuffer{max: i.limits.MaxOutputBytes + cgi.MaxHeaderBytes}}
 	_, err := i.handle.Call(context.WithValue(ctx, callKey{}, st))
-	st.head, st.body = nil, nil
 	i.stderr.Flush()
 	if err := classify(ctx, err, i.mem, i.stderr); err != nil {
 		return nil, err

@@ -110,6 +110,26 @@ func TestReactorRequest(t *testing.T) {
 	}
 }
 
+// TestReactorContentType: a body written without a Content-Type gets one
+// sniffed from its first bytes, by Write and WriteString alike; one that
+// the handler set is kept.
+func TestReactorContentType(t *testing.T) {
+	_, inst := startReactor(t)
+	for path, want := range map[string]string{
+		"/sniff-string": "text/html; charset=utf-8",
+		"/sniff-bytes":  "text/html; charset=utf-8",
+		"/typed-string": "application/x-custom",
+	} {
+		resp, err := callReactor(t, inst, 5*time.Second, "GET", path, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.Header.Get("Content-Type"); got != want || string(resp.Body) != "<html><body>hi</body></html>" {
+			t.Errorf("%s: Content-Type %q body %q, want %q and the page", path, got, resp.Body, want)
+		}
+	}
+}
+
 // TestReactorTunesGC: a warm SDK instance collects at GOGC=400, with a
 // soft memory limit at 7/8 of its memory_mb, unless its environment says
 // otherwise.

@@ -57,6 +57,13 @@ func handle(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "uri=%s len=%d nobody=%t body=%q x-test=%q many=%d x-h9=%q",
 			r.RequestURI, r.ContentLength, r.Body == http.NoBody, body,
 			r.Header.Values("X-Test"), len(r.Header), r.Header.Get("X-H9"))
+	case "/sniff-string":
+		io.WriteString(w, "<html><body>hi</body></html>")
+	case "/sniff-bytes":
+		w.Write([]byte("<html><body>hi</body></html>"))
+	case "/typed-string":
+		w.Header().Set("Content-Type", "application/x-custom")
+		io.WriteString(w, "<html><body>hi</body></html>")
 	case "/gc":
 		gc := debug.SetGCPercent(-1)
 		debug.SetGCPercent(gc)
