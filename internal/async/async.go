@@ -120,7 +120,10 @@ type Invoker interface {
 
 // Functions finds functions.
 type Functions interface {
-	Get(tenant, name string) (registry.Function, bool)
+	// Lookup returns a function without copying it: every invocation
+	// looks one up, and a function keeps all its versions. The caller
+	// must not modify it.
+	Lookup(tenant, name string) (registry.Function, bool)
 }
 
 // Tenants finds tenants, for their quotas.

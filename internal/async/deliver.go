@@ -60,7 +60,7 @@ func (s *Service) deliver(job Job, rec Record, spec registry.Spec, log *slog.Log
 			log.Warn("could not publish to the destination subject", "subject", dest.Subject, "err", err)
 		}
 	case dest.Function != "":
-		fn, ok := s.functions.Get(rec.Tenant, dest.Function)
+		fn, ok := s.functions.Lookup(rec.Tenant, dest.Function)
 		if !ok {
 			log.Warn("the destination function does not exist", "destination", dest.Function)
 			return

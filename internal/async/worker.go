@@ -39,7 +39,7 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		logQueueError(log, m.Ack()) // a worker finished it and died before its ack
 		return
 	}
-	fn, ok := s.functions.Get(job.Tenant, job.Function)
+	fn, ok := s.functions.Lookup(job.Tenant, job.Function)
 	v, vok := fn.Version(job.Version)
 	if !ok || !vok {
 		s.bury(ctx, m, job, rec, fmt.Sprintf("function %s version %d no longer exists", job.Function, job.Version), log)
