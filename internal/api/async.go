@@ -14,7 +14,7 @@ func (a *API) invocation(w http.ResponseWriter, r *http.Request, c call) error {
 	}
 	rec, err := a.Async.Get(r.Context(), c.tenant, r.PathValue("id"))
 	if errors.Is(err, async.ErrNotFound) {
-		return httperror.NotFound("invocation %q not found (records are kept for %s)", r.PathValue("id"), async.ResultTTL)
+		return httperror.NotFound("invocation %q not found (records are kept for %s, or less on a server that holds more than its bound of records)", r.PathValue("id"), async.ResultTTL)
 	}
 	if err != nil {
 		return err

@@ -144,7 +144,17 @@ type Deps struct {
 	// CallbackAllow are the loopback, private and link-local networks
 	// that callbacks may reach nonetheless. Optional.
 	CallbackAllow []netip.Prefix
+	// MaxRecords bounds how many invocation records and idempotency keys
+	// are kept: past it the oldest go first, before ResultTTL. The store
+	// indexes every key in memory, and at thousands of invocations a
+	// second a day of them would not fit. Zero keeps all for ResultTTL.
+	MaxRecords int64
 }
+
+// DefaultMaxRecords is the bound that gust server sets unless told
+// otherwise: some hundred megabytes of the store's index, and a gigabyte
+// or so of disk.
+const DefaultMaxRecords = 1_000_000
 
 // Service queues, runs and reports asynchronous invocations.
 type Service struct {
@@ -181,7 +191,7 @@ func New(ctx context.Context, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	results, err := deps.Store.KVWithTTL(ctx, resultsBucket, ResultTTL)
+	results, err := deps.Store.KVWithTTL(ctx, resultsBucket, ResultTTL, deps.MaxRecords)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/gust-faas/gust/internal/async"
 	"github.com/gust-faas/gust/internal/runtime/wasm/wasmtest"
+	"github.com/gust-faas/gust/internal/server"
 )
 
 // enqueue sends an asynchronous invocation and returns its id.
@@ -135,6 +137,37 @@ func TestAsyncInvocation(t *testing.T) {
 	}
 	if a := n.do(t, "GET", "/v1/invocations/nope", "", nil); a.status != 404 {
 		t.Errorf("unknown invocation: %d, want 404", a.status)
+	}
+}
+
+// TestAsyncRecordsBounded: a server keeps at most --max-invocation-records
+// records; past it the oldest go first, and GET says why one is gone.
+func TestAsyncRecordsBounded(t *testing.T) {
+	n := startNode(t, t.TempDir(), func(c *server.Config) { c.MaxInvocationRecords = 3 })
+	n.deploySpec(t, "work", reactorPath, "")
+	var ids []string
+	for i := range 5 {
+		id, a := n.enqueue(t, "/fn/default/work/job", fmt.Sprint(i), "")
+		if a.status != 202 {
+			t.Fatalf("async invoke %d: %d %s", i, a.status, a.body)
+		}
+		n.record(t, id, finished) // one at a time: records are written in order
+		ids = append(ids, id)
+	}
+	for i, id := range ids {
+		a := n.do(t, "GET", "/v1/invocations/"+id, "", nil)
+		var rec async.Record
+		json.Unmarshal([]byte(a.body), &rec)
+		switch {
+		case i < 2 && (a.status != 404 || !strings.Contains(a.body, "bound of records")):
+			t.Errorf("invocation %d of 5 with a bound of 3: %d %s, want 404 saying records are bounded", i, a.status, a.body)
+		case i >= 2 && (a.status != 200 || rec.State != async.Succeeded || rec.Response == nil || string(rec.Response.Body) != fmt.Sprintf("POST /job %d", i)):
+			t.Errorf("invocation %d of 5 with a bound of 3: %d %s, want its record", i, a.status, a.body)
+		}
+	}
+	var stderr bytes.Buffer
+	if code := Run(t.Context(), []string{"server", "--max-invocation-records", "-1"}, nil, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "-1 is negative") {
+		t.Errorf("gust server --max-invocation-records -1: exit %d, %q; want a usage error", code, stderr.String())
 	}
 }
 

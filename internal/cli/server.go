@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gust-faas/gust"
+	"github.com/gust-faas/gust/internal/async"
 	"github.com/gust-faas/gust/internal/build"
 	"github.com/gust-faas/gust/internal/server"
 	"github.com/gust-faas/gust/internal/tenant"
@@ -32,8 +33,12 @@ func (e *env) server(ctx context.Context, args []string) error {
 	logFormat := fs.String("log-format", "text", "text or json")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long in-flight requests may finish after SIGINT or SIGTERM")
 	callbackAllow := fs.String("callback-allow", "", "loopback, private or link-local networks that callbacks may reach, as CIDRs or addresses separated by commas (default: none)")
+	maxRecords := fs.Int64("max-invocation-records", async.DefaultMaxRecords, "how many asynchronous invocations' records to keep at most: past it the oldest go first, before their 24 h (0: no bound)")
 	if _, err := parse(fs, args, 0, "gust server [flags]"); err != nil {
 		return err
+	}
+	if *maxRecords < 0 {
+		return usagef("--max-invocation-records: %d is negative; give a number of records, or 0 for no bound", *maxRecords)
 	}
 	allow, err := parsePrefixes(*callbackAllow)
 	if err != nil {
@@ -49,6 +54,7 @@ func (e *env) server(ctx context.Context, args []string) error {
 	srv, err := server.New(server.Config{
 		DataDir: *dataDir, Addr: *addr, NATSListen: *natsListen,
 		MasterKey: e.getenv("GUST_MASTER_KEY"), Announce: e.stderr, Logger: log, CallbackAllow: allow,
+		MaxInvocationRecords: *maxRecords,
 	})
 	if err != nil {
 		return err

@@ -54,6 +54,9 @@ type Config struct {
 	// CallbackAllow are loopback, private or link-local networks that
 	// callbacks (X-Callback-Url) may reach; by default they reach none.
 	CallbackAllow []netip.Prefix
+	// MaxInvocationRecords bounds the asynchronous invocations' records
+	// kept (see async.Deps.MaxRecords); zero keeps every one for a day.
+	MaxInvocationRecords int64
 }
 
 // Files in the data directory.
@@ -172,7 +175,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	// One limiter: a tenant's quotas count its synchronous requests and its
 	// queued invocations as they run.
 	limiter := tenant.NewLimiter(nil)
-	s.async, err = async.New(ctx, async.Deps{Store: s.store, Functions: s.registry, Invoker: s.pool, Tenants: s.tenants, Limiter: limiter, Logger: s.log, CallbackAllow: s.cfg.CallbackAllow})
+	s.async, err = async.New(ctx, async.Deps{Store: s.store, Functions: s.registry, Invoker: s.pool, Tenants: s.tenants, Limiter: limiter, Logger: s.log, CallbackAllow: s.cfg.CallbackAllow, MaxRecords: s.cfg.MaxInvocationRecords})
 	if err != nil {
 		return err
 	}

@@ -148,8 +148,12 @@ func (s *Store) Subscribe(subject string, handle func(data []byte)) (unsubscribe
 }
 
 // KVWithTTL opens (creating it if needed) a key-value bucket whose entries
-// expire ttl after they were last written.
-func (s *Store) KVWithTTL(ctx context.Context, bucket string, ttl time.Duration) (*KV, error) {
+// expire ttl after they were last written. With maxKeys above zero the
+// bucket holds at most that many keys: a write beyond it drops the key
+// written least recently, however young, so that a bucket written
+// thousands of times a second stays within memory (the server indexes
+// every key). Zero keeps every key for ttl.
+func (s *Store) KVWithTTL(ctx context.Context, bucket string, ttl time.Duration, maxKeys int64) (*KV, error) {
 	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:  bucket,
 		History: 1,
@@ -159,8 +163,25 @@ func (s *Store) KVWithTTL(ctx context.Context, bucket string, ttl time.Duration)
 	if err != nil {
 		return nil, fmt.Errorf("store: bucket %s: %w", bucket, err)
 	}
+	if maxKeys > 0 {
+		// A bucket refuses writes at its limits; its stream is told to
+		// drop the oldest instead. With one revision per key, messages
+		// are keys.
+		st, err := s.js.Stream(ctx, kvStreamPrefix+bucket)
+		if err != nil {
+			return nil, fmt.Errorf("store: bucket %s: %w", bucket, err)
+		}
+		cfg := st.CachedInfo().Config
+		cfg.MaxMsgs, cfg.Discard = maxKeys, jetstream.DiscardOld
+		if _, err := s.js.UpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("store: bucket %s: at most %d keys: %w", bucket, maxKeys, err)
+		}
+	}
 	return &KV{kv: kv}, nil
 }
+
+// kvStreamPrefix names the stream that holds a key-value bucket.
+const kvStreamPrefix = "KV_"
 
 // Objects opens (creating it if needed) the object store with the given name.
 func (s *Store) Objects(ctx context.Context, bucket string) (*Objects, error) {

@@ -641,3 +641,66 @@ func TestStreamLast(t *testing.T) {
 		t.Errorf("Last(log.a, 300) = %d messages from %v to %v, want 300 from %v", len(g), g[0], g[len(g)-1], want(796))
 	}
 }
+
+// TestKVWithTTLMaxKeys: a bucket bounded to n keys drops the key written
+// least recently, however young, instead of refusing the write; a reopened
+// bucket takes its new bound, and the data within it survives.
+func TestKVWithTTLMaxKeys(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	open := func(s *store.Store, maxKeys int64) *store.KV {
+		t.Helper()
+		kv, err := s.KVWithTTL(ctx, "bounded", time.Hour, maxKeys)
+		if err != nil {
+			t.Fatalf("KVWithTTL(max %d) error = %v, want nil", maxKeys, err)
+		}
+		return kv
+	}
+	put := func(kv *store.KV, keys ...string) {
+		t.Helper()
+		for _, k := range keys {
+			if _, err := kv.Put(ctx, k, []byte("v-"+k)); err != nil {
+				t.Fatalf("Put(%q) error = %v, want nil (a bounded bucket drops its oldest key)", k, err)
+			}
+		}
+	}
+	want := func(kv *store.KV, present, gone string) {
+		t.Helper()
+		for _, k := range strings.Fields(present) {
+			if e, err := kv.Get(ctx, k); err != nil || string(e.Value) != "v-"+k {
+				t.Errorf("Get(%q) = %q, %v; want %q", k, e.Value, err, "v-"+k)
+			}
+		}
+		for _, k := range strings.Fields(gone) {
+			if e, err := kv.Get(ctx, k); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("Get(%q) = %q, %v; want ErrNotFound: the bound drops it", k, e.Value, err)
+			}
+		}
+	}
+
+	s := openStore(t, store.Config{DataDir: dir})
+	kv := open(s, 3)
+	put(kv, "a", "b", "c", "d", "e")
+	want(kv, "c d e", "a b")
+	put(kv, "c", "f") // c is written again, so d is now the oldest
+	want(kv, "c e f", "a b d")
+	if _, err := kv.Create(ctx, "g", []byte("v-g")); err != nil {
+		t.Fatalf("Create(g) in a full bucket error = %v, want nil", err)
+	}
+	want(kv, "c f g", "e")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openStore(t, store.Config{DataDir: dir})
+	kv = open(s, 2) // a lower bound drops the oldest at once
+	want(kv, "f g", "c")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openStore(t, store.Config{DataDir: dir})
+	kv = open(s, 0) // unbounded again
+	put(kv, "h", "i", "j")
+	want(kv, "f g h i j", "")
+}
