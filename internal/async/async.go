@@ -235,6 +235,9 @@ func (s *Service) Enqueue(ctx context.Context, job Job, idempotencyKey string) (
 		forget = func() { s.results.Delete(context.WithoutCancel(ctx), k, rev) }
 	}
 	job.Queued = s.now().UTC()
+	// The caller's credentials, Gust's own headers and the connection's
+	// stay out of the store: the function would not see them anyway.
+	job.Request.Header = runtime.VisibleHeader(job.Request.Header)
 	data, err := json.Marshal(job)
 	if err != nil {
 		forget()

@@ -229,10 +229,25 @@ func TestAsyncHeldToQuotas(t *testing.T) {
 }
 
 func TestAsyncRetriesAndDeadLetters(t *testing.T) {
-	n := startNode(t, t.TempDir())
+	dir := t.TempDir()
+	n := startNode(t, dir)
 	n.deploySpec(t, "fails", reactorPath, `"retries":2,"retry_delay":"100ms"`)
+	// The caller's API key is for Gust: neither the queue nor the dead
+	// letters keep it.
+	admin := n.key
+	_, caller := n.createKey(t, "default", "developer")
+	n.key = caller
 	id, _ := n.enqueue(t, "/fn/default/fails/panic", "", "")
+	n.key = admin
 	rec := n.record(t, id, finished)
+	var stored []string // files that hold the dead letter
+	waitFor(t, func() bool {
+		stored = filesContaining(t, dir, id+`","tenant`)
+		return len(stored) > 0
+	})
+	if leaked := filesContaining(t, dir, caller); len(leaked) > 0 {
+		t.Errorf("the caller's API key is stored in %v", leaked)
+	}
 	if rec.State != async.Dead || len(rec.Attempts) != 3 {
 		t.Fatalf("always-failing invocation: state %s after %d attempts, want dead after 3 (retries 2 + 1)", rec.State, len(rec.Attempts))
 	}
@@ -393,4 +408,20 @@ func readKey(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(data))
+}
+
+// filesContaining returns the files under dir that contain s.
+func filesContaining(t *testing.T, dir, s string) []string {
+	t.Helper()
+	var found []string
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if data, err := os.ReadFile(path); err == nil && bytes.Contains(data, []byte(s)) {
+			found = append(found, path)
+		}
+		return nil
+	})
+	return found
 }

@@ -54,6 +54,19 @@ func HiddenHeader(name string) bool {
 	return strings.HasPrefix(name, "X-Gust-")
 }
 
+// VisibleHeader returns the headers of h that a function sees: what Gust
+// keeps of a request for later, such as a queued invocation, keeps no
+// credentials meant for Gust. The values are shared with h.
+func VisibleHeader(h http.Header) http.Header {
+	out := make(http.Header, len(h))
+	for k, vs := range h {
+		if !HiddenHeader(k) {
+			out[k] = vs
+		}
+	}
+	return out
+}
+
 // hopByHop headers describe one connection, not a response; Content-Length
 // is Gust's to compute.
 var hopByHop = map[string]bool{
