@@ -172,7 +172,6 @@ type Service struct {
 	callbackClient *http.Client
 	now            func() time.Time
 
-	slots     chan struct{} // Workers of them
 	callbacks chan struct{} // maxCallbacks of them
 	running   sync.WaitGroup
 	mu        sync.Mutex
@@ -199,7 +198,7 @@ func New(ctx context.Context, deps Deps) (*Service, error) {
 	return &Service{
 		callbackNet: cbNet, callbackClient: cbNet.client(),
 		store: deps.Store, queue: q, dead: dead, results: results, functions: deps.Functions, invoker: deps.Invoker, tenants: deps.Tenants, limiter: deps.Limiter,
-		log: deps.Logger, now: time.Now, slots: make(chan struct{}, Workers), callbacks: make(chan struct{}, maxCallbacks), shares: map[string]*share{},
+		log: deps.Logger, now: time.Now, callbacks: make(chan struct{}, maxCallbacks), shares: map[string]*share{},
 	}, nil
 }
 
@@ -328,18 +327,39 @@ func (s *Service) put(ctx context.Context, rec Record) error {
 	return err
 }
 
-// Start runs workers until ctx is done. Stop waits for the invocations they
-// were running.
+// Start runs Workers workers until ctx is done. Wait waits for the
+// invocations they were running.
+//
+// The workers live as long as the service: a goroutine started for each
+// message would grow its stack anew while it decodes the message, a few
+// percent of the CPU at thousands a second.
 func (s *Service) Start(ctx context.Context) error {
+	work := make(chan *store.Message)
 	_, err := s.queue.Consume(ctx, Workers, func(m *store.Message) {
-		s.slots <- struct{}{}
 		s.running.Add(1)
-		go func() {
-			defer func() { <-s.slots; s.running.Done() }()
-			s.process(ctx, m)
-		}()
+		select {
+		case work <- m:
+		case <-ctx.Done():
+			s.running.Done() // not taken: the queue delivers it again
+		}
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	for range Workers {
+		go func() {
+			for {
+				select {
+				case m := <-work:
+					s.process(ctx, m)
+					s.running.Done()
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	return nil
 }
 
 // Wait returns once the invocations being run have finished, or ctx is done.
