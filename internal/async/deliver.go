@@ -78,8 +78,8 @@ func (s *Service) deliver(job Job, rec Record, spec registry.Spec, log *slog.Log
 			ID: id, Tenant: rec.Tenant, Function: dest.Function, Version: fn.Latest,
 			Request: runtime.Request{
 				Method: http.MethodPost, Path: "/", Body: data, Tenant: rec.Tenant, Function: dest.Function,
-				Header:       http.Header{"Content-Type": {"application/json"}, "X-Gust-Source-Invocation": {rec.ID}},
-				InvocationID: id,
+				Header:       http.Header{"Content-Type": {"application/json"}},
+				InvocationID: id, Source: rec.ID,
 			},
 		}, "destination:"+rec.ID+":"+string(rec.State))
 		if err != nil {

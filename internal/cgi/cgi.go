@@ -49,6 +49,10 @@ func Env(req *runtime.Request) []string {
 	if ct := req.Header.Get("Content-Type"); ct != "" {
 		env["CONTENT_TYPE"] = ct
 	}
+	env["GUST_INVOCATION_ID"] = req.InvocationID
+	if req.Source != "" {
+		env["GUST_SOURCE_INVOCATION"] = req.Source
+	}
 	for name, values := range req.Header {
 		if strings.Contains(name, "_") {
 			// X_Forwarded_For would become the same variable as
@@ -57,6 +61,9 @@ func Env(req *runtime.Request) []string {
 			continue
 		}
 		key := "HTTP_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		if strings.HasPrefix(key, "HTTP_X_GUST_") {
+			continue // Gust's own names: what a caller sends under them is not Gust's
+		}
 		switch key {
 		case "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_PROXY", "HTTP_AUTHORIZATION":
 			// CONTENT_* have their own variables; Proxy is httpoxy (CVE-2016-5385);

@@ -450,6 +450,22 @@ func TestEnv(t *testing.T) {
 			absent: []string{"HTTP_PROXY", "HTTP_AUTHORIZATION"},
 		},
 		{
+			name: "Gust's own variables, never the caller's",
+			edit: func(r *runtime.Request) {
+				r.InvocationID, r.Source = "inv-2", "inv-1"
+				r.Header.Set("X-Gust-Source-Invocation", "forged")
+				r.Header["x-gust-invocation-id"] = []string{"forged"}
+			},
+			want:   map[string]string{"GUST_INVOCATION_ID": "inv-2", "GUST_SOURCE_INVOCATION": "inv-1"},
+			absent: []string{"HTTP_X_GUST_SOURCE_INVOCATION", "HTTP_X_GUST_INVOCATION_ID"},
+		},
+		{
+			name:   "no source variable for an invocation nobody's destination",
+			edit:   func(r *runtime.Request) { r.InvocationID = "inv-3" },
+			want:   map[string]string{"GUST_INVOCATION_ID": "inv-3"},
+			absent: []string{"GUST_SOURCE_INVOCATION"},
+		},
+		{
 			name: "non-canonical header keys not passed either",
 			edit: func(r *runtime.Request) {
 				r.Header["proxy"] = []string{"http://evil.example:3128"}

@@ -143,6 +143,22 @@ func TestAsyncDestinations(t *testing.T) {
 	if sink.State != async.Succeeded || !strings.Contains(string(sink.Response.Body), `"state":"succeeded"`) || !strings.Contains(string(sink.Response.Body), id) {
 		t.Errorf("on_success destination ran with %+v, want the source's record as its body", sink)
 	}
+	if body := string(sink.Response.Body); !strings.HasSuffix(body, " source="+id) {
+		t.Errorf("on_success destination answered %q, want it to have seen X-Gust-Source-Invocation: %s", body, id)
+	}
+	// A caller cannot pass for a source invocation.
+	forged, _ := http.NewRequest("POST", n.url+"/fn/default/sink/", strings.NewReader("x"))
+	forged.Header.Set("Authorization", "Bearer "+n.key)
+	forged.Header.Set("X-Gust-Source-Invocation", "forged")
+	resp, err := http.DefaultClient.Do(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 201 || strings.Contains(string(body), "source=") {
+		t.Errorf("a caller's X-Gust-Source-Invocation: %d %q, want 201 without it reaching the function", resp.StatusCode, body)
+	}
 
 	id, _ = n.enqueue(t, "/fn/default/src/panic", "", "")
 	data := <-events

@@ -30,9 +30,14 @@ type Request struct {
 	Host       string
 
 	InvocationID string
-	Tenant       string
-	Function     string
-	Version      int
+	// Source is the invocation whose destination this one is, if any: the
+	// function sees it as X-Gust-Source-Invocation (GUST_SOURCE_INVOCATION
+	// under CGI). Like the invocation id it is Gust's to set, never the
+	// caller's.
+	Source   string
+	Tenant   string
+	Function string
+	Version  int
 }
 
 // Response is what a function answered.

@@ -271,6 +271,10 @@ func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error)
 	bw.WriteString(runtime.EscapeControls(req.Host))
 	bw.WriteString("\r\nX-Gust-Invocation-Id: ")
 	bw.WriteString(runtime.EscapeControls(req.InvocationID))
+	if req.Source != "" {
+		bw.WriteString("\r\nX-Gust-Source-Invocation: ")
+		bw.WriteString(runtime.EscapeControls(req.Source))
+	}
 	for k, vs := range req.Header {
 		if runtime.HiddenHeader(k) || !validToken(k) {
 			continue

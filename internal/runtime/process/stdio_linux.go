@@ -74,8 +74,7 @@ func (s *stdioInstance) Invoke(ctx context.Context, req *runtime.Request, log *s
 	}
 	defer closeAll(mine[:])
 	oomBefore := s.sb.cg.oomKills()
-	env := append(cgi.Env(req), "GUST_INVOCATION_ID="+req.InvocationID)
-	err = json.NewEncoder(s.sb.control).Encode(initproc.Request{Env: env})
+	err = json.NewEncoder(s.sb.control).Encode(initproc.Request{Env: cgi.Env(req)})
 	if err == nil {
 		rights := unix.UnixRights(int(theirs[0].Fd()), int(theirs[1].Fd()), int(theirs[2].Fd()))
 		err = unix.Sendmsg(int(s.sb.pass.Fd()), []byte{0}, rights, nil, 0)

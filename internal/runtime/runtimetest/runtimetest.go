@@ -106,6 +106,20 @@ func Run(t *testing.T, start Start) {
 			t.Errorf("the function set Gust's own X-Gust-Error header (%q) and it was passed on", v)
 		}
 	})
+	t.Run("a destination's source is Gust's to say, not the caller's", func(t *testing.T) {
+		inst := newInstance(t, 128)
+		req := request("POST", "/echo", "x")
+		req.Header.Set("X-Gust-Source-Invocation", "forged")
+		resp, err := invoke(inst, req, 10*time.Second)
+		if err != nil || string(resp.Body) != "POST /echo x" {
+			t.Errorf("a caller's X-Gust-Source-Invocation: %v %q, want it not to reach the function", err, body(resp))
+		}
+		req.Source = "inv-source"
+		resp, err = invoke(inst, req, 10*time.Second)
+		if err != nil || string(resp.Body) != "POST /echo x source=inv-source" {
+			t.Errorf("a destination's invocation: %v %q, want the function to see X-Gust-Source-Invocation: inv-source", err, body(resp))
+		}
+	})
 	t.Run("a request cannot smuggle another into the function", func(t *testing.T) {
 		inst := newInstance(t, 128)
 		evil := request("POST", "/a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\nGET /injected", "evil")
@@ -150,4 +164,12 @@ func Run(t *testing.T, start Start) {
 			}
 		})
 	}
+}
+
+// body is resp's body, or nothing without a response.
+func body(resp *runtime.Response) []byte {
+	if resp == nil {
+		return nil
+	}
+	return resp.Body
 }

@@ -131,10 +131,14 @@ func responseWrite(ctx context.Context, mod api.Module, stack []uint64) {
 // renderHead renders req's head in the ABI's format (docs/abi.md): lines
 // ending in "\n": the method, the escaped path, the raw query, the host,
 // the remote address, the invocation id, then one "Name: value" line per
-// header value. Header values cannot hold a newline (net/http refuses
-// them); a value that does anyway is left out.
+// header value, and X-Gust-Source-Invocation for a destination's
+// invocation. Header values cannot hold a newline (net/http refuses them);
+// a value that does anyway is left out.
 func renderHead(req *runtime.Request) []byte {
 	n := len(req.Method) + len(req.Path) + len(req.RawQuery) + len(req.Host) + len(req.RemoteAddr) + len(req.InvocationID) + 40
+	if req.Source != "" {
+		n += len(sourceHeader) + len(req.Source)
+	}
 	for name, values := range req.Header {
 		for _, v := range values {
 			n += len(name) + len(v) + 3
@@ -161,8 +165,13 @@ func renderHead(req *runtime.Request) []byte {
 			b = append(append(append(append(b, name...), ": "...), v...), '\n')
 		}
 	}
+	if req.Source != "" {
+		b = append(append(append(b, sourceHeader...), runtime.EscapeControls(req.Source)...), '\n')
+	}
 	return b
 }
+
+const sourceHeader = "X-Gust-Source-Invocation: "
 
 // Instance is one warm reactor instance. It serves one request at a time;
 // after a failure it is dead and must be closed.

@@ -3,7 +3,6 @@ package wasm
 import (
 	"context"
 	"log/slog"
-	"slices"
 
 	"github.com/gust-faas/gust/internal/runtime"
 )
@@ -42,8 +41,7 @@ type commandInstance struct {
 }
 
 func (c *commandInstance) Invoke(ctx context.Context, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
-	env := append(slices.Clip(c.cfg.Env), "GUST_INVOCATION_ID="+req.InvocationID)
-	return c.m.Invoke(ctx, req, Invocation{Env: env, Limits: c.cfg.Limits, Stderr: runtime.NewStderrLog(log, runtime.MaxLogLines)})
+	return c.m.Invoke(ctx, req, Invocation{Env: c.cfg.Env, Limits: c.cfg.Limits, Stderr: runtime.NewStderrLog(log, runtime.MaxLogLines)})
 }
 
 func (c *commandInstance) Reusable() bool              { return false }

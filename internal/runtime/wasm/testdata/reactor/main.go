@@ -73,6 +73,9 @@ func handle(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Reactor", "yes")
 		w.WriteHeader(http.StatusCreated)
 		fmt.Fprintf(w, "%s %s %s", r.Method, r.URL.Path, body)
+		if s := r.Header.Get("X-Gust-Source-Invocation"); s != "" {
+			fmt.Fprintf(w, " source=%s", s)
+		}
 	}
 }
 
