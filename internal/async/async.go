@@ -152,8 +152,8 @@ type Deps struct {
 }
 
 // DefaultMaxRecords is the bound that gust server sets unless told
-// otherwise: some hundred megabytes of the store's index, and a gigabyte
-// or so of disk.
+// otherwise: about 130 MB of the store's index in memory (126 bytes a
+// key, measured), and a gigabyte or so of disk.
 const DefaultMaxRecords = 1_000_000
 
 // Service queues, runs and reports asynchronous invocations.
