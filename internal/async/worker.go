@@ -144,7 +144,7 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 			logQueueError(log, m.Retry(min(backoff(time.Second, int(min(m.Delivered, 6))), time.Minute)))
 			return
 		}
-		logQueueError(log, m.Ack())
+		s.ackLater(m, log)
 		log.Info("async invocation succeeded", "attempts", len(rec.Attempts), "status", resp.Status)
 		s.deliver(job, rec, v.Spec, log)
 		return
@@ -194,6 +194,32 @@ func (s *Service) recordAfter(ctx context.Context, rec Record, delay time.Durati
 			<-written
 		}
 	}
+}
+
+// ackDelay is how long the acknowledgement of a succeeded invocation
+// waits.
+//
+// The queue deletes a message when it is acknowledged, and when that
+// empties the stream's last block of messages, the store removes the
+// block's file and creates a new one, under the lock that the next
+// enqueue waits for. A queue that keeps up with its work empties after
+// nearly every message: at 5,000 invocations a second it made and removed
+// some 1,500 files a second, a tenth of the server's CPU. With each
+// acknowledgement a few milliseconds late, the queue holds the last few
+// milliseconds' messages and empties only in a lull.
+//
+// Waiting is safe because an invocation's record is written before its
+// acknowledgement: a message whose acknowledgement a crash lost is
+// delivered again, found succeeded, and acknowledged without running.
+const ackDelay = 5 * time.Millisecond
+
+// ackLater acknowledges m after ackDelay. Wait waits for it.
+func (s *Service) ackLater(m *store.Message, log *slog.Logger) {
+	s.running.Add(1)
+	time.AfterFunc(ackDelay, func() {
+		defer s.running.Done()
+		logQueueError(log, m.Ack())
+	})
 }
 
 // logQueueError logs a failed ack, retry or extend. The queue then delivers
