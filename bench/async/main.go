@@ -1,5 +1,6 @@
 // Command async measures asynchronous invocations of a function: how fast
-// Gust answers 202 (p50, p99) while n invocations are queued by c clients,
+// Gust answers 202 (p50, p99, and of that the durable write as the server
+// times it in Server-Timing) while n invocations are queued by c clients,
 // and how many invocations per second go from accepted to completed (from
 // the first 202 to the last record marked succeeded, as the server records
 // it). First it queues -warmup invocations the same way and waits for them
@@ -14,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -34,8 +36,10 @@ func main() {
 
 	// enqueue queues count invocations, offered at rate, and returns their
 	// ids, how long each 202 took, and when the first was offered.
+	var queued []time.Duration // as the server timed it
 	enqueue := func(count int) (ids []string, lat []time.Duration, start time.Time) {
 		ids, lat = make([]string, count), make([]time.Duration, count)
+		queued = make([]time.Duration, count)
 		start = time.Now()
 		run(count, *c, func(i int) error {
 			if *rate > 0 {
@@ -56,6 +60,7 @@ func main() {
 			json.NewDecoder(resp.Body).Decode(&acc)
 			resp.Body.Close()
 			lat[i] = time.Since(t0)
+			queued[i] = serverTiming(resp.Header.Get("Server-Timing"), "queue")
 			if resp.StatusCode != http.StatusAccepted {
 				return fmt.Errorf("enqueue answered %s", resp.Status)
 			}
@@ -123,6 +128,7 @@ func main() {
 
 	fmt.Printf("async: %d invocations by %d clients (after %d to warm up), offered at %s\n", *n, *c, *warmup, map[bool]string{true: fmt.Sprint(*rate, "/s"), false: "full speed"}[*rate > 0])
 	fmt.Printf("  202 answered: p50 %s  p99 %s  (%.0f accepted/s)\n", stats.Ms(stats.Percentile(lat, 50)), stats.Ms(stats.Percentile(lat, 99)), float64(*n)/accepted.Seconds())
+	fmt.Printf("  of which the durable write, as the server timed it: p50 %s  p99 %s\n", stats.Ms(stats.Percentile(queued, 50)), stats.Ms(stats.Percentile(queued, 99)))
 	fmt.Printf("  accepted to completed: %.0f invocations/s (%s for all)\n", float64(*n)/completed.Seconds(), completed.Round(time.Millisecond))
 	fmt.Printf("sync, same load: %.0f invocations/s\n", float64(*n)/syncTook.Seconds())
 }
@@ -148,4 +154,19 @@ func run(n, c int, do func(i int) error) {
 	}
 	close(next)
 	wg.Wait()
+}
+
+// serverTiming returns the duration of metric in a Server-Timing header
+// ("queue;dur=0.123"), or zero.
+func serverTiming(header, metric string) time.Duration {
+	for _, m := range strings.Split(header, ",") {
+		name, dur, ok := strings.Cut(strings.TrimSpace(m), ";dur=")
+		if ok && name == metric {
+			ms, err := strconv.ParseFloat(dur, 64)
+			if err == nil {
+				return time.Duration(ms * float64(time.Millisecond))
+			}
+		}
+	}
+	return 0
 }

@@ -69,6 +69,9 @@ func TestAsyncInvocation(t *testing.T) {
 	if a.status != 202 || a.header.Get("Location") != "/v1/invocations/"+id || len(id) != 26 {
 		t.Fatalf("async invoke: %d %v %s, want 202 with the id and its Location", a.status, a.header, a.body)
 	}
+	if st := a.header.Get("Server-Timing"); !strings.HasPrefix(st, "queue;dur=") {
+		t.Errorf("202 Server-Timing = %q, want queue;dur=<ms>", st)
+	}
 	rec := n.record(t, id, finished)
 	if rec.State != async.Succeeded || rec.Response == nil || rec.Response.Status != 201 || string(rec.Response.Body) != "POST /job payload" || len(rec.Attempts) != 1 {
 		t.Errorf("record = %+v, want succeeded with the function's answer after one attempt", rec)

@@ -92,14 +92,16 @@ const (
 // serverTiming is the Server-Timing header of an invocation: the function's
 // own time, and the cold start's if it paid one.
 func serverTiming(took time.Duration, out pool.Outcome) string {
-	appendMs := func(b []byte, d time.Duration) []byte {
-		return strconv.AppendFloat(b, float64(d.Microseconds())/1000, 'f', 3, 64)
-	}
 	b := make([]byte, 0, 40)
 	if out.Cold {
 		b = append(appendMs(append(b, "init;dur="...), out.Init), ", "...)
 	}
 	return string(appendMs(append(b, "fn;dur="...), took-out.Init))
+}
+
+// appendMs appends d in milliseconds, to the microsecond.
+func appendMs(b []byte, d time.Duration) []byte {
+	return strconv.AppendFloat(b, float64(d.Microseconds())/1000, 'f', 3, 64)
 }
 
 // logger is the gateway's logger with an invocation's attributes. Made
@@ -259,6 +261,7 @@ func (g *Gateway) enqueue(w http.ResponseWriter, r *http.Request, req *runtime.R
 			return httperror.BadRequest("%v", err)
 		}
 	}
+	start := time.Now()
 	rec, dup, err := g.Async.Enqueue(r.Context(), async.Job{
 		ID: req.InvocationID, Tenant: req.Tenant, Function: req.Function, Version: v.Number, Request: *req,
 		CallbackURL: callback,
@@ -271,6 +274,8 @@ func (g *Gateway) enqueue(w http.ResponseWriter, r *http.Request, req *runtime.R
 		return err
 	}
 	location := "/v1/invocations/" + rec.ID
+	// How long the durable write took: most of a 202's time.
+	w.Header().Set("Server-Timing", string(appendMs([]byte("queue;dur="), time.Since(start))))
 	w.Header().Set("Location", location)
 	w.Header().Set(HeaderInvocationID, rec.ID)
 	log.Info("queued", "duplicate", dup, "request_bytes", len(req.Body))
