@@ -253,10 +253,10 @@ func TestAsyncRetriesAndDeadLetters(t *testing.T) {
 	id, _ := n.enqueue(t, "/fn/default/fails/panic", "", "")
 	n.key = admin
 	rec := n.record(t, id, finished)
-	var stored []string // files that hold the dead letter
+	// Wait for the dead letter to reach the disk: a queued job, with its
+	// request, where a record has none.
 	waitFor(t, func() bool {
-		stored = filesContaining(t, dir, id+`","tenant`)
-		return len(stored) > 0
+		return len(filesContaining(t, dir, id+`","tenant":"default","function":"fails","version":1,"request"`)) > 0
 	})
 	if leaked := filesContaining(t, dir, caller); len(leaked) > 0 {
 		t.Errorf("the caller's API key is stored in %v", leaked)
