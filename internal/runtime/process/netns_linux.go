@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -97,5 +98,5 @@ func socketInNetNS(nsFD int) (int, error) {
 
 // isRefused reports whether err is a refused connection: nothing listens yet.
 func isRefused(err error) bool {
-	return err == syscall.ECONNREFUSED
+	return errors.Is(err, syscall.ECONNREFUSED)
 }

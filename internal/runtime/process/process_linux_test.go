@@ -145,6 +145,31 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
 	}
 }
 
+// TestHTTPHostNetwork starts a program that keeps the host's network and
+// listens only after a while: Gust waits for it on the host's loopback, as
+// it does in a sandbox's own network.
+func TestHTTPHostNetwork(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{"app.py": `
+import http.server, os, time
+time.sleep(0.3)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b = ("port " + os.environ["PORT"]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+`})
+	cfg := testConfig(runtime.ProtocolHTTP, "python3", "app.py")
+	cfg.Process.Network = true
+	resp := runOnce(t, prep, cfg)
+	if got := string(resp.Body); !strings.HasPrefix(got, "port ") || got == "port 8080" {
+		t.Errorf("body = %q; want the host port Gust chose, not the sandbox's 8080", got)
+	}
+}
+
 var (
 	reactorOnce   sync.Once
 	reactorBundle []byte
