@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/textproto"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,6 +47,9 @@ func Env(req *runtime.Request) []string {
 	if host, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
 		env["REMOTE_ADDR"] = host
 	}
+	if req.Host != "" {
+		env["HTTP_HOST"] = req.Host // as every web server sets it
+	}
 	if ct := req.Header.Get("Content-Type"); ct != "" {
 		env["CONTENT_TYPE"] = ct
 	}
@@ -60,17 +64,13 @@ func Env(req *runtime.Request) []string {
 			// and nginx drop such headers too.
 			continue
 		}
-		key := "HTTP_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
-		if strings.HasPrefix(key, "HTTP_X_GUST_") {
-			continue // Gust's own names: what a caller sends under them is not Gust's
-		}
-		switch key {
-		case "HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH", "HTTP_PROXY", "HTTP_AUTHORIZATION":
-			// CONTENT_* have their own variables; Proxy is httpoxy (CVE-2016-5385);
-			// credentials meant for Gust are not the function's.
+		// What a function never sees: credentials meant for Gust, Gust's own
+		// names, the connection's (hop-by-hop) headers; Proxy is httpoxy
+		// (CVE-2016-5385). Content-Type and Host have their variables.
+		if canonical := textproto.CanonicalMIMEHeaderKey(name); runtime.HiddenHeader(canonical) || canonical == "Content-Type" {
 			continue
 		}
-		env[key] = strings.Join(values, ", ")
+		env["HTTP_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))] = strings.Join(values, ", ")
 	}
 	out := make([]string, 0, len(env))
 	for k, v := range env {

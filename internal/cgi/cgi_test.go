@@ -466,6 +466,17 @@ func TestEnv(t *testing.T) {
 			absent: []string{"GUST_SOURCE_INVOCATION"},
 		},
 		{
+			name: "the connection's headers not passed",
+			edit: func(r *runtime.Request) {
+				for _, h := range []string{"Connection", "Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Connection", "Expect", "Content-Length"} {
+					r.Header.Set(h, "x")
+				}
+				r.Header.Set("Host", "forged.example")
+			},
+			want:   map[string]string{"HTTP_HOST": "gust.example:8080"},
+			absent: []string{"HTTP_CONNECTION", "HTTP_KEEP_ALIVE", "HTTP_TE", "HTTP_TRAILER", "HTTP_TRANSFER_ENCODING", "HTTP_UPGRADE", "HTTP_PROXY_CONNECTION", "HTTP_EXPECT", "HTTP_CONTENT_LENGTH"},
+		},
+		{
 			name: "non-canonical header keys not passed either",
 			edit: func(r *runtime.Request) {
 				r.Header["proxy"] = []string{"http://evil.example:3128"}
