@@ -61,8 +61,13 @@ type Target struct {
 	Version  registry.Version
 }
 
+// key names t's pool. A version number alone does not name a version: a
+// function deleted and deployed again, or a tenant deleted and created
+// again, starts over at version 1, with other code and settings, while the
+// old version's pool may still be draining. The digest and the time the
+// version was recorded tell them apart.
 func (t Target) key() string {
-	return t.Tenant + "/" + t.Function + "@" + strconv.Itoa(t.Version.Number)
+	return t.Tenant + "/" + t.Function + "@" + strconv.Itoa(t.Version.Number) + "/" + t.Version.Digest + "/" + strconv.FormatInt(t.Version.Created.UnixNano(), 10)
 }
 
 // Pool holds the instances of every version on this node. It is safe for
@@ -328,8 +333,11 @@ func (p *Pool) Stats(tenant, function string) map[int]Stats {
 	out := map[int]Stats{}
 	for _, vp := range vps {
 		if vp.target.Tenant == tenant && vp.target.Function == function {
+			// A version deleted and recorded again under its number may
+			// have its old pool still draining: both count.
 			_, s := vp.snapshot()
-			out[vp.target.Version.Number] = Stats{Idle: len(s.Idle), Busy: s.Busy, Starting: s.Starting, Queued: s.Waiting}
+			sum := out[vp.target.Version.Number]
+			out[vp.target.Version.Number] = Stats{Idle: sum.Idle + len(s.Idle), Busy: sum.Busy + s.Busy, Starting: sum.Starting + s.Starting, Queued: sum.Queued + s.Waiting}
 		}
 	}
 	return out

@@ -267,6 +267,24 @@ func TestWarmReuse(t *testing.T) {
 	}
 }
 
+// TestRedeployedNumberIsANewPool: a function deleted and deployed again
+// starts over at version 1; its requests must not reach the old version's
+// instances, still warm under the same number.
+func TestRedeployedNumberIsANewPool(t *testing.T) {
+	p := newPool(t)
+	old := target("again", reactorWasm, nil)
+	old.Version.Created = time.Unix(1, 0)
+	activate(t, p, old)
+	mustCall(t, p, old, "/count")
+	mustCall(t, p, old, "/count")
+	again := old
+	again.Version.Created = time.Unix(2, 0)
+	activate(t, p, again)
+	if body, out := mustCall(t, p, again, "/count"); body != "1" || !out.Cold {
+		t.Errorf("first request to the new version 1: /count = %q, cold %v; want 1 from a new instance", body, out.Cold)
+	}
+}
+
 func TestMaxInstancesHammer(t *testing.T) {
 	const (
 		requests = 1000
