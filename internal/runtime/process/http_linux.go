@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gust-faas/gust/internal/cgi"
 	"github.com/gust-faas/gust/internal/runtime"
 )
@@ -46,11 +48,18 @@ type httpInstance struct {
 	s      *httpSandbox
 	limits runtime.Limits
 
-	conn net.Conn         // nil until the first request, and after a failure
-	lr   io.LimitedReader // bounds what one response may send
-	br   *bufio.Reader
-	bw   *bufio.Writer
+	conn     net.Conn         // nil until the first request, and after a failure
+	lastUsed time.Time        // when conn last finished an exchange
+	lr       io.LimitedReader // bounds what one response may send
+	br       *bufio.Reader
+	bw       *bufio.Writer
 }
+
+// idleCheckAfter is how long a kept connection may have been idle before
+// it is checked for a close by the program: servers close idle connections
+// after a few seconds (Node.js after 5, gunicorn after 2), and a request
+// written to such a connection finds only its end.
+const idleCheckAfter = 100 * time.Millisecond
 
 // startHTTP returns a slot of a program that has one free, or starts one.
 func (p *prepared) startHTTP(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
@@ -223,10 +232,32 @@ func (h *httpInstance) Invoke(ctx context.Context, req *runtime.Request, log *sl
 	// With a concurrency above 1, the program's lines go to the latest
 	// invocation's log.
 	h.s.stderr.Begin(log)
+	if h.conn != nil && time.Since(h.lastUsed) > idleCheckAfter && !open(h.conn) {
+		h.dropConn()
+	}
+	reused := h.conn != nil
+	resp, err := h.roundTrip(ctx, req)
+	if err != nil && reused && h.lr.N == h.responseLimit() && closedByPeer(err) && replayable(req) && ctx.Err() == nil {
+		// The program closed the kept connection as the request went out,
+		// and answered none of it: a request that may run twice goes again,
+		// on a new connection, as Go's and browsers' clients do.
+		h.dropConn()
+		resp, err = h.roundTrip(ctx, req)
+	}
+	if err != nil {
+		h.dropConn()
+		return nil, h.failed(ctx, err)
+	}
+	h.lastUsed = time.Now()
+	return resp, nil
+}
+
+// roundTrip sends req on the kept connection, or on a new one, within ctx.
+func (h *httpInstance) roundTrip(ctx context.Context, req *runtime.Request) (*runtime.Response, error) {
 	if h.conn == nil {
 		c, err := h.s.dial(ctx)
 		if err != nil {
-			return nil, h.failed(ctx, err)
+			return nil, err
 		}
 		h.setConn(c)
 	}
@@ -239,12 +270,52 @@ func (h *httpInstance) Invoke(ctx context.Context, req *runtime.Request, log *sl
 	conn := h.conn
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	resp, err := h.exchange(req)
-	if err != nil {
-		h.dropConn()
-		return nil, h.failed(ctx, err)
+	return h.exchange(req)
+}
+
+// open reports whether the program has neither closed c nor sent anything
+// unasked on it, without waiting.
+func open(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
 	}
-	return resp, nil
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var buf [1]byte
+	var perr error
+	if err := rc.Read(func(fd uintptr) bool {
+		_, _, perr = unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return true
+	}); err != nil {
+		return false
+	}
+	return perr == unix.EAGAIN
+}
+
+// closedByPeer reports whether err is the end of a connection the other
+// side closed.
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// replayable reports whether req may be sent twice: its method is safe, or
+// the caller marked it idempotent.
+func replayable(req *runtime.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return req.Header.Get("Idempotency-Key") != "" || req.Header.Get("X-Idempotency-Key") != ""
+}
+
+// responseLimit is how many bytes one response may take from the
+// connection, head and body.
+func (h *httpInstance) responseLimit() int64 {
+	return int64(h.limits.MaxOutputBytes) + cgi.MaxHeaderBytes
 }
 
 // exchange writes req on the connection and reads the response. Nothing
@@ -259,6 +330,7 @@ func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error)
 	if !validToken(method) {
 		return nil, runtime.Errorf(runtime.BadResponse, "the request's method %q cannot be forwarded", method)
 	}
+	h.lr.N = h.responseLimit() // and nothing read yet
 	bw := h.bw
 	bw.WriteString(method)
 	bw.WriteByte(' ')
@@ -296,7 +368,6 @@ func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error)
 	if err := bw.Flush(); err != nil {
 		return nil, err
 	}
-	h.lr.N = int64(h.limits.MaxOutputBytes) + cgi.MaxHeaderBytes
 	tooLarge := func() error {
 		return runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", h.limits.MaxOutputBytes)
 	}

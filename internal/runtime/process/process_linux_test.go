@@ -170,6 +170,94 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
 	}
 }
 
+// TestHTTPProgramClosesIdleConnections: servers close a kept connection
+// after a few idle seconds (Node.js after 5); the next request must reach
+// the same program on a new connection, not fail as a crash.
+func TestHTTPProgramClosesIdleConnections(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{"app.py": `
+import http.server, os
+me = os.urandom(8).hex()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 0.2  # an idle connection is closed after 200 ms
+    def do_GET(self):
+        b = me.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+    do_POST = do_GET
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+`})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	inst, err := prep.Start(ctx, testConfig(runtime.ProtocolHTTP, "python3", "app.py"))
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer inst.Close(ctx)
+	var programs []string
+	for i, method := range []string{"GET", "GET", "POST", "GET"} {
+		if i > 0 {
+			time.Sleep(500 * time.Millisecond) // past the program's idle timeout
+		}
+		resp, err := inst.Invoke(ctx, &runtime.Request{Method: method, Path: "/", Header: http.Header{}, Body: []byte("x")}, slog.Default())
+		if err != nil {
+			t.Fatalf("request %d (%s) after an idle spell: %v", i, method, err)
+		}
+		programs = append(programs, string(resp.Body))
+	}
+	if len(slices.Compact(slices.Clone(programs))) != 1 {
+		t.Errorf("answered by programs %v; want one program throughout", programs)
+	}
+}
+
+// TestHTTPReplaysOnlySafeRequests: a program that closes every connection
+// after its answer, without saying so, makes the next request on it find
+// the end; a GET goes again on a new connection, a POST (which may have
+// run) fails.
+func TestHTTPReplaysOnlySafeRequests(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{"app.py": `
+import os, socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(os.environ["PORT"])))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = c.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    if data:
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    c.close()
+`})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	inst, err := prep.Start(ctx, testConfig(runtime.ProtocolHTTP, "python3", "app.py"))
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer inst.Close(ctx)
+	invoke := func(method string) error {
+		_, err := inst.Invoke(ctx, &runtime.Request{Method: method, Path: "/", Header: http.Header{}}, slog.Default())
+		return err
+	}
+	for i := range 3 {
+		if err := invoke("GET"); err != nil {
+			t.Fatalf("GET %d: %v", i, err)
+		}
+	}
+	if err := invoke("POST"); err == nil {
+		t.Errorf("POST on a connection the program had closed succeeded; want it refused rather than sent twice")
+	}
+}
+
 var (
 	reactorOnce   sync.Once
 	reactorBundle []byte
