@@ -133,3 +133,36 @@ func TestProcessFunctionSurvivesRestart(t *testing.T) {
 		t.Errorf("/v1/info = %s (%v), want the process runtime available", a.body, err)
 	}
 }
+
+// TestProcessCrashSparesTheNextRequest: a request that crashes a program
+// serving two slots must not fail the next request on the other, idle
+// slot, nor one to a program that died idle; each gets a new program.
+func TestProcessCrashSparesTheNextRequest(t *testing.T) {
+	needProcessRuntime(t)
+	n := startNode(t, t.TempDir())
+	sandboxDeploy(t, n, "name: crashy\nruntime: process\ncommand: [python3, app.py]\nconcurrency: 2\nmin_instances: 1\nauth: none\n", map[string]string{"app.py": `
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if body == b"crash":
+            os._exit(3)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+`})
+	if a := sandboxCall(t, n, "crashy", "hello"); a.status != 200 {
+		t.Fatalf("first request: %d %s", a.status, a.body)
+	}
+	if a := sandboxCall(t, n, "crashy", "crash"); a.status != 502 {
+		t.Errorf("the crashing request: %d %s, want 502", a.status, a.body)
+	}
+	for i := range 3 {
+		if a := sandboxCall(t, n, "crashy", "hello"); a.status != 200 || a.body != "ok" {
+			t.Errorf("request %d after the crash: %d %s, want 200 ok from a new program", i, a.status, a.body)
+		}
+	}
+}

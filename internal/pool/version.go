@@ -152,9 +152,15 @@ func (vp *versionPool) acquire(ctx context.Context, secrets map[string]string, f
 			}
 		}()
 	}
-	if n := len(vp.idle); n > 0 {
+	for n := len(vp.idle); n > 0; n = len(vp.idle) {
 		in := vp.idle[n-1]
 		vp.idle = vp.idle[:n-1]
+		if !in.sandbox.Reusable() {
+			// Its program died while it waited: a slot of a program that
+			// another request crashed, or one the kernel killed.
+			go in.close()
+			continue
+		}
 		vp.busy++
 		vp.mu.Unlock()
 		return in, Outcome{}, nil

@@ -36,8 +36,9 @@ type Instance interface {
 	// its log goes to log. Failures are *Error; after one the instance is
 	// dead and must be closed.
 	Invoke(ctx context.Context, req *Request, log *slog.Logger) (*Response, error)
-	// Reusable reports whether the instance may serve another request; an
-	// instance that runs a fresh program per request is not.
+	// Reusable reports whether the instance may serve a request (another
+	// one, once it served): one that runs a fresh program per request is
+	// not once it served, one whose program died is not.
 	Reusable() bool
 	// Close stops the instance and everything it started. Calling it twice
 	// is harmless.

@@ -34,17 +34,20 @@ func (p prepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Instan
 // after request.
 func (i *Instance) Reusable() bool { return true }
 
-// commandInstance runs one fresh instance of a command module per request.
+// commandInstance runs one fresh instance of a command module for its one
+// request.
 type commandInstance struct {
-	m   *Module
-	cfg runtime.Config
+	m    *Module
+	cfg  runtime.Config
+	used bool
 }
 
 func (c *commandInstance) Invoke(ctx context.Context, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
+	c.used = true
 	return c.m.Invoke(ctx, req, Invocation{Env: c.cfg.Env, Limits: c.cfg.Limits, Stderr: runtime.NewStderrLog(log, runtime.MaxLogLines)})
 }
 
-func (c *commandInstance) Reusable() bool              { return false }
+func (c *commandInstance) Reusable() bool              { return !c.used }
 func (c *commandInstance) Close(context.Context) error { return nil }
 
 var _ runtime.Sandbox = (*Runtime)(nil)
