@@ -54,6 +54,11 @@ type Runtime struct {
 	cgroups *cgroups
 	cores   float64
 	seq     atomic.Uint64
+
+	// bundles counts the prepared artifacts using each unpacked folder:
+	// two versions of one bundle share it, and the last to close removes it.
+	bundlesMu sync.Mutex
+	bundles   map[string]int
 }
 
 // New checks that this kernel and this process can make sandboxes, by
@@ -72,7 +77,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	r := &Runtime{dir: cfg.Dir, cgroups: cg, cores: float64(goruntime.NumCPU())}
+	r := &Runtime{dir: cfg.Dir, cgroups: cg, cores: float64(goruntime.NumCPU()), bundles: map[string]int{}}
 	r.sweep()
 	if err := r.probe(ctx); err != nil {
 		return nil, err
@@ -111,36 +116,51 @@ func (r *Runtime) probe(ctx context.Context) error {
 // Prepare unpacks a bundle once per node: a restart finds it unpacked.
 func (r *Runtime) Prepare(ctx context.Context, digest string, artifact []byte) (runtime.Prepared, error) {
 	dir := filepath.Join(r.dir, strings.ReplaceAll(digest, ":", "-"))
+	r.bundlesMu.Lock()
+	r.bundles[dir]++ // before it looks: a Close now leaves the folder alone
+	r.bundlesMu.Unlock()
+	p := &prepared{r: r, dir: dir, shared: map[string][]*httpSandbox{}}
+	if err := r.unpack(dir, artifact); err != nil {
+		p.Close(ctx)
+		return nil, err
+	}
+	return p, nil
+}
+
+// unpack unpacks artifact into dir, unless it is there.
+func (r *Runtime) unpack(dir string, artifact []byte) error {
 	if _, err := os.Stat(dir); err != nil {
 		tmp, err := os.MkdirTemp(r.dir, "unpack-")
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if err := bundle.Unpack(artifact, tmp, bundle.DefaultLimits); err != nil {
 			os.RemoveAll(tmp)
 			var be *bundle.Error
 			if errors.As(err, &be) {
-				return nil, &runtime.Error{Kind: runtime.BadArtifact, Message: be.Error()}
+				return &runtime.Error{Kind: runtime.BadArtifact, Message: be.Error()}
 			}
-			return nil, err
+			return err
 		}
 		if err := os.Chmod(tmp, 0o755); err != nil {
-			return nil, err
+			os.RemoveAll(tmp)
+			return err
 		}
 		if err := os.Rename(tmp, dir); err != nil {
 			os.RemoveAll(tmp)
 			if !errors.Is(err, os.ErrExist) {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return &prepared{r: r, dir: dir, shared: map[string][]*httpSandbox{}}, nil
+	return nil
 }
 
 // prepared is an unpacked bundle.
 type prepared struct {
-	r   *Runtime
-	dir string
+	r      *Runtime
+	dir    string
+	closed sync.Once
 
 	mu     sync.Mutex
 	shared map[string][]*httpSandbox // running http programs, by sandboxKey
@@ -192,9 +212,23 @@ func underSystemDirs(p string) bool {
 	return false
 }
 
-// Close removes the unpacked bundle: the pool closes a prepared artifact
-// when no version needs it any more, or when it stops.
-func (p *prepared) Close(context.Context) error { return os.RemoveAll(p.dir) }
+// Close removes the unpacked bundle unless another prepared artifact uses
+// it: the pool closes a prepared artifact when no version needs it any
+// more, or when it stops.
+func (p *prepared) Close(context.Context) error {
+	var err error
+	p.closed.Do(func() {
+		r := p.r
+		r.bundlesMu.Lock()
+		defer r.bundlesMu.Unlock()
+		if r.bundles[p.dir]--; r.bundles[p.dir] > 0 {
+			return
+		}
+		delete(r.bundles, p.dir)
+		err = os.RemoveAll(p.dir)
+	})
+	return err
+}
 
 // Start starts an instance: for http, a program that listens on $PORT;
 // for stdio, a sandbox built ahead of its request.

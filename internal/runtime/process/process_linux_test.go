@@ -112,6 +112,29 @@ func TestStdioSmoke(t *testing.T) {
 	}
 }
 
+// TestSharedBundle: two versions of one bundle share its unpacked folder;
+// closing one must leave it to the other, and closing both removes it.
+func TestSharedBundle(t *testing.T) {
+	r := newRuntime(t)
+	files := map[string]string{"run.sh*": "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho shared\n"}
+	first, second := prepare(t, r, files), prepare(t, r, files)
+	dir := first.(*prepared).dir
+	if err := first.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(runOnce(t, second, testConfig(runtime.ProtocolStdio, "./run.sh")).Body); got != "shared\n" {
+		t.Errorf("after the other closed, body = %q", got)
+	}
+	first.Close(context.Background()) // twice is harmless, and counts once
+	if _, err := os.Stat(dir); err != nil {
+		t.Errorf("the folder went with the first close, twice: %v", err)
+	}
+	second.Close(context.Background())
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("after both closed, the folder is still there (%v)", err)
+	}
+}
+
 func TestHTTPSmoke(t *testing.T) {
 	r := newRuntime(t)
 	prep := prepare(t, r, map[string]string{"app.py": `
