@@ -144,6 +144,11 @@ func (a *API) keyEndpoint(w http.ResponseWriter, r *http.Request, c call) error 
 	if !c.who.CanActIn(k.Tenant, tenant.Owner) {
 		return httperror.New(http.StatusForbidden, "forbidden", "this key's role (%s) cannot do this; it needs %s", c.who.Role, tenant.Owner)
 	}
+	if !c.who.Role.Allows(k.Role) {
+		// Admin keys live in the default tenant, whose owners must not
+		// revoke the operator's keys.
+		return httperror.New(http.StatusForbidden, "forbidden", "a %s key cannot manage %s keys", c.who.Role, k.Role)
+	}
 	switch r.Method {
 	case http.MethodGet:
 		return httperror.WriteJSON(w, http.StatusOK, k)

@@ -158,6 +158,8 @@ func TestRoles(t *testing.T) {
 	_, owner := n.createKey(t, "team", "owner")
 	_, dev := n.createKey(t, "team", "developer")
 	_, inv := n.createKey(t, "team", "invoker")
+	adminID, admin := n.createKey(t, "default", "admin")
+	_, defaultOwner := n.createKey(t, "default", "owner")
 	if a := n.deployAs(t, inv, "fn", ""); a.status != 403 || a.code != "forbidden" || !strings.Contains(a.msg, "needs developer") {
 		t.Errorf("invoker deploy: %d %s %q, want 403 naming the role needed", a.status, a.code, a.msg)
 	}
@@ -178,6 +180,8 @@ func TestRoles(t *testing.T) {
 		{dev, "developer sets a secret", "PUT", "/v1/secrets/X", `{"value":"v"}`, 403},
 		{inv, "invoker lists functions", "GET", "/v1/functions", "", 403},
 		{owner, "owner creates an admin key", "POST", "/v1/keys", `{"role":"admin"}`, 403},
+		{defaultOwner, "default's owner revokes an admin key", "DELETE", "/v1/keys/" + adminID, "", 403},
+		{defaultOwner, "default's owner reads an admin key", "GET", "/v1/keys/" + adminID, "", 403},
 		{owner, "owner creates a tenant", "POST", "/v1/tenants", `{"name":"x"}`, 403},
 		{owner, "owner reads every audit log", "GET", "/v1/audit?all=true", "", 403},
 		{owner, "owner creates an invoker key", "POST", "/v1/keys", `{"role":"invoker"}`, 201},
@@ -205,6 +209,9 @@ func TestRoles(t *testing.T) {
 		if a.status != tt.status {
 			t.Errorf("%s: %d %s, want %d", tt.name, a.status, a.body, tt.status)
 		}
+	}
+	if a := n.doAs(t, admin, "GET", "/v1/whoami", "", nil); a.status != 200 {
+		t.Errorf("the admin key after default's owner tried to revoke it: %d %s", a.status, a.body)
 	}
 }
 
