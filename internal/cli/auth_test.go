@@ -215,6 +215,29 @@ func TestRoles(t *testing.T) {
 	}
 }
 
+// TestPublicOnlyWhileLatestIsPublic: a function made private by a new
+// version does not stay public through its older versions.
+func TestPublicOnlyWhileLatestIsPublic(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	if a := n.deployAs(t, n.key, "pub", `"auth":"none"`); a.status != 201 {
+		t.Fatalf("deploy public: %d %s", a.status, a.body)
+	}
+	if a := n.doAs(t, "", "POST", "/fn/default/pub@1", "", strings.NewReader("x")); a.status >= 400 {
+		t.Fatalf("public version 1 without a key: %d %s", a.status, a.body)
+	}
+	if a := n.deployAs(t, n.key, "pub", `"auth":"key"`); a.status != 201 {
+		t.Fatalf("deploy private: %d %s", a.status, a.body)
+	}
+	for _, path := range []string{"/fn/default/pub", "/fn/default/pub@1", "/fn/default/pub@2"} {
+		if a := n.doAs(t, "", "POST", path, "", strings.NewReader("x")); a.status != 401 {
+			t.Errorf("%s without a key after the function went private: %d %s, want 401", path, a.status, a.body)
+		}
+	}
+	if a := n.do(t, "POST", "/fn/default/pub@1", "", strings.NewReader("x")); a.status >= 400 {
+		t.Errorf("version 1 with a key: %d %s", a.status, a.body)
+	}
+}
+
 // TestBadKeys: a missing, malformed, forged, revoked or expired key gets 401
 // with the same message, whichever part was wrong.
 func TestBadKeys(t *testing.T) {

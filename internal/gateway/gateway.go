@@ -140,7 +140,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 	if alias != "" && !hasAlias {
 		hasVersion = false
 	}
-	if !(found && hasVersion && v.Spec.Auth == registry.AuthNone) {
+	if !(found && hasVersion && v.Spec.Auth == registry.AuthNone && fn.Public()) {
 		// Authenticate before saying whether anything exists, so that a
 		// caller without a key learns nothing.
 		p, err := g.Auth.Authenticate(tenant.BearerToken(r.Header.Get("Authorization")))

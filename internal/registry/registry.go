@@ -57,6 +57,14 @@ func (f *Function) Version(n int) (Version, bool) {
 	return Version{}, false
 }
 
+// Public reports whether f's latest version is public (auth: none). A
+// function deployed again with auth: key closes its older versions and
+// aliases too: one public only while the latest is.
+func (f *Function) Public() bool {
+	latest, ok := f.Version(0)
+	return ok && latest.Spec.Auth == AuthNone
+}
+
 // Checker makes sure an artifact can run under a spec before its version is
 // recorded: for WebAssembly, it compiles the module.
 type Checker interface {
