@@ -82,7 +82,7 @@ func Unpack(b []byte, dir string, lim Limits) error {
 		return err
 	}
 	defer root.Close()
-	u := &unpacker{root: root, lim: lim, size: int64(len(b)), seen: map[string]bool{}}
+	u := &unpacker{root: root, lim: lim, size: int64(len(b)), seen: map[string]bool{}, real: map[string]bool{}}
 	switch Detect(b) {
 	case TarGz:
 		err = u.tarGz(b)
@@ -108,8 +108,17 @@ type unpacker struct {
 	total int64 // bytes written
 	files int
 	seen  map[string]bool
-	links [][2]string // name, target
+	links [][2]string     // name, target
+	real  map[string]bool // folders known to be real folders, not links
 }
+
+// Bounds of one entry's name: Linux takes paths of 4096 bytes, but a name
+// of a thousand bytes or folders sixty-four deep is no program's layout,
+// and each folder of a path costs a check.
+const (
+	maxNameBytes = 1024
+	maxDepth     = 64
+)
 
 func (u *unpacker) tarGz(b []byte) error {
 	zr, err := gzip.NewReader(bytes.NewReader(b))
@@ -232,7 +241,14 @@ func cleanName(name string) (string, error) {
 	if strings.HasPrefix(name, "/") {
 		return "", errors.New("absolute paths are not allowed")
 	}
-	for _, part := range strings.Split(strings.TrimSuffix(name, "/"), "/") {
+	if len(name) > maxNameBytes {
+		return "", fmt.Errorf("the name is longer than %d bytes", maxNameBytes)
+	}
+	parts := strings.Split(strings.TrimSuffix(name, "/"), "/")
+	if len(parts) > maxDepth {
+		return "", fmt.Errorf("the path is more than %d folders deep", maxDepth)
+	}
+	for _, part := range parts {
 		if part == ".." {
 			return "", errors.New("paths that climb out of the bundle (..) are not allowed")
 		}
@@ -255,8 +271,13 @@ func (u *unpacker) entry(name string, kind entryKind, mode fs.FileMode, target s
 		return entryErr(name, "the entry appears twice")
 	}
 	u.seen[clean] = true
-	if link := u.linkInPath(path.Dir(clean)); link != "" {
+	link, missing := u.checkFolders(path.Dir(clean))
+	if link != "" {
 		return entryErr(name, "its folder %s is a symbolic link: entries must be unpacked in real folders", link)
+	}
+	// The folders an entry's path makes count as entries too.
+	if u.files += missing; u.files > u.lim.MaxFiles {
+		return entryErr(name, "the bundle has more than %d entries, counting the folders their paths make", u.lim.MaxFiles)
 	}
 	if parent := path.Dir(clean); parent != "." {
 		if err := u.root.MkdirAll(parent, 0o755); err != nil {
@@ -299,24 +320,29 @@ func (u *unpacker) entry(name string, kind entryKind, mode fs.FileMode, target s
 	return nil
 }
 
-// linkInPath returns the first folder of dir, a clean relative path, that
-// is a symbolic link on disk, or "".
-func (u *unpacker) linkInPath(dir string) string {
+// checkFolders returns the first folder of dir, a clean relative path,
+// that is a symbolic link on disk, or "", and how many of dir's folders do
+// not exist yet. Each folder is looked at once per bundle.
+func (u *unpacker) checkFolders(dir string) (link string, missing int) {
 	if dir == "." {
-		return ""
+		return "", 0
 	}
 	parts := strings.Split(dir, "/")
 	for i := range parts {
 		p := strings.Join(parts[:i+1], "/")
+		if u.real[p] {
+			continue // once a real folder, always one: a link cannot replace it
+		}
 		fi, err := u.root.Lstat(p)
 		if err != nil {
-			return ""
+			return "", len(parts) - i // this folder and those below it are made
 		}
 		if fi.Mode()&fs.ModeSymlink != 0 {
-			return p
+			return p, 0
 		}
+		u.real[p] = true
 	}
-	return ""
+	return "", 0
 }
 
 // checkLinks makes sure, once every entry is on disk, that each link

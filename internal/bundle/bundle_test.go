@@ -1042,6 +1042,25 @@ func TestUnpackLimits(t *testing.T) {
 			entry: "c/", reason: "more than 2 entries",
 		},
 		{
+			name: "folders a path makes count as entries", lim: Limits{MaxBytes: 1 << 20, MaxFiles: 3, MaxRatio: 200},
+			ents:  []ent{aFile("x/y/z/f", "1")},
+			entry: "x/y/z/f", reason: "more than 3 entries, counting the folders",
+		},
+		{
+			name: "a path 64 folders deep", lim: Limits{MaxBytes: 1 << 20, MaxFiles: 100, MaxRatio: 200},
+			ents: []ent{aFile(strings.Repeat("a/", 63)+"f", "1")},
+		},
+		{
+			name: "a path deeper than 64 folders", lim: Limits{MaxBytes: 1 << 20, MaxFiles: 100, MaxRatio: 200},
+			ents:  []ent{aFile(strings.Repeat("a/", 64)+"f", "1")},
+			entry: strings.Repeat("a/", 64) + "f", reason: "more than 64 folders deep",
+		},
+		{
+			name: "a name longer than 1024 bytes", lim: Limits{MaxBytes: 1 << 20, MaxFiles: 100, MaxRatio: 200},
+			ents:  []ent{aFile(strings.Repeat("n", 1025), "1")},
+			entry: strings.Repeat("n", 1025), reason: "longer than 1024 bytes",
+		},
+		{
 			name: "links count as entries", lim: Limits{MaxBytes: 1 << 20, MaxFiles: 1, MaxRatio: 200},
 			ents:  []ent{aFile("a", "x"), aLink("b", "a")},
 			entry: "b", reason: "more than 1 entries",
