@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -92,11 +93,7 @@ func (e *env) tenantCmd(ctx context.Context, args []string) error {
 			fmt.Fprintln(tw, "NAME\tFUNCTIONS\tMEMORY\tCONCURRENCY\tRATE\tCREATED")
 			for _, t := range out.Tenants {
 				q := t.Quotas
-				rate := limit(int(q.RatePerSecond))
-				if q.RatePerSecond > 0 {
-					rate = fmt.Sprintf("%g/s burst %d", q.RatePerSecond, max(q.Burst, int(q.RatePerSecond+0.999)))
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, limit(q.MaxFunctions), limit(q.MaxMemoryMB), limit(q.MaxConcurrency), rate, t.Created.Local().Format(time.DateOnly))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.Name, limit(q.MaxFunctions), limit(q.MaxMemoryMB), limit(q.MaxConcurrency), rateText(q), t.Created.Local().Format(time.DateOnly))
 			}
 			return tw.Flush()
 		},
@@ -112,6 +109,14 @@ func withUnit(n int, unit string) string {
 		return "unlimited"
 	}
 	return strconv.Itoa(n) + unit
+}
+
+// rateText says a tenant's request rate and burst.
+func rateText(q tenant.Quotas) string {
+	if q.RatePerSecond <= 0 {
+		return "unlimited"
+	}
+	return fmt.Sprintf("%g/s burst %d", q.RatePerSecond, max(q.Burst, int(q.RatePerSecond+0.999)))
 }
 
 func limit(n int) string {
@@ -140,14 +145,36 @@ func (e *env) tenantSet(ctx context.Context, args []string, create bool) error {
 	if create {
 		_, err = c.callJSON(ctx, http.MethodPost, "/v1/tenants", api.NewTenant{Name: pos[0], Quotas: q}, &t)
 	} else {
-		_, err = c.callJSON(ctx, http.MethodPut, "/v1/tenants/"+url.PathEscape(pos[0]), api.TenantUpdate{Quotas: q}, &t)
+		// Set changes the quotas it is given and keeps the others.
+		path := "/v1/tenants/" + url.PathEscape(pos[0])
+		var cur tenant.Tenant
+		if _, err := c.call(ctx, http.MethodGet, path, nil, "", &cur); err != nil {
+			return err
+		}
+		given := q
+		q = cur.Quotas
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "max-functions":
+				q.MaxFunctions = given.MaxFunctions
+			case "max-memory-mb":
+				q.MaxMemoryMB = given.MaxMemoryMB
+			case "max-concurrency":
+				q.MaxConcurrency = given.MaxConcurrency
+			case "rate":
+				q.RatePerSecond = given.RatePerSecond
+			case "burst":
+				q.Burst = given.Burst
+			}
+		})
+		_, err = c.callJSON(ctx, http.MethodPut, path, api.TenantUpdate{Quotas: q}, &t)
 	}
 	if err != nil {
 		return err
 	}
 	q = t.Quotas
 	fmt.Fprintf(e.stdout, "tenant %s: functions %s, memory %s, concurrency %s, rate %s\n", t.Name,
-		limit(q.MaxFunctions), withUnit(q.MaxMemoryMB, " MiB"), limit(q.MaxConcurrency), withUnit(int(q.RatePerSecond), "/s"))
+		limit(q.MaxFunctions), withUnit(q.MaxMemoryMB, " MiB"), limit(q.MaxConcurrency), rateText(q))
 	return nil
 }
 

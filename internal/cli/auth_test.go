@@ -432,6 +432,13 @@ func TestAuditAndCLIAdministration(t *testing.T) {
 	if out := n.mustGust(t, "tenant", "ls"); !strings.Contains(out, "shop") {
 		t.Errorf("tenant ls: %q", out)
 	}
+	// set changes what it is given and keeps the rest.
+	if out := n.mustGust(t, "tenant", "set", "shop", "--rate", "0.5"); !strings.Contains(out, "functions 5,") || !strings.Contains(out, "rate 0.5/s") {
+		t.Errorf("tenant set --rate 0.5 after --max-functions 5: %q, want both", out)
+	}
+	if out := n.mustGust(t, "tenant", "set", "shop", "--rate", "0"); !strings.Contains(out, "functions 5,") || !strings.Contains(out, "rate unlimited") {
+		t.Errorf("tenant set --rate 0: %q", out)
+	}
 	code, token, errOut := n.gust(t, "", "key", "create", "--role", "owner", "--tenant", "shop", "--name", "ci")
 	if code != 0 || !strings.HasPrefix(token, "gust_") {
 		t.Fatalf("key create: %d %q %q", code, token, errOut)
