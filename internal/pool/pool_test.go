@@ -770,6 +770,22 @@ func (s *flakySecrets) Resolve(string, []string) (map[string]string, error) {
 	return map[string]string{"TOKEN": "t0ken"}, nil
 }
 
+// fixedSecrets resolves every secret to the same values.
+type fixedSecrets map[string]string
+
+func (s fixedSecrets) Resolve(string, []string) (map[string]string, error) { return s, nil }
+
+// A function with secrets keeps its warm instance: the first request finds
+// it, and the scaling loop does not start it again and again.
+func TestPrewarmWithSecrets(t *testing.T) {
+	p := newPool(t, fixedSecrets{"TOKEN": "t0ken"})
+	tg := target("secretive", reactorWasm, func(s *registry.Spec) { s.Secrets = []string{"TOKEN"}; s.MinInstances = 1 })
+	activate(t, p, tg)
+	if _, out := mustCall(t, p, tg, "/count"); out.Cold {
+		t.Errorf("the first request was a cold start: the warm instance started at activation was thrown away")
+	}
+}
+
 // A prewarm that fails gives its slot back to a request waiting for one.
 func TestFailedPrewarmWakesWaiter(t *testing.T) {
 	secrets := &flakySecrets{gate: make(chan struct{})}

@@ -105,6 +105,9 @@ func (vp *versionPool) prewarm() {
 		in, err = vp.start(ctx, secrets, fp)
 	}
 	vp.mu.Lock()
+	if err == nil {
+		vp.adoptSecrets(fp) // or put would take it for a stale one
+	}
 	vp.starting--
 	if err == nil {
 		vp.busy++
@@ -117,6 +120,19 @@ func (vp *versionPool) prewarm() {
 		return
 	}
 	vp.put(in, false, false)
+}
+
+// adoptSecrets makes fp, just resolved, the fingerprint of the secrets new
+// instances get; if the secrets changed, the idle instances started with
+// the old values go. The caller holds vp.mu.
+func (vp *versionPool) adoptSecrets(fp string) {
+	if fp == vp.secretsFP {
+		return
+	}
+	for _, in := range vp.idle {
+		go in.close()
+	}
+	vp.idle, vp.secretsFP = nil, fp
 }
 
 // errRetired is returned by acquire on a pool the scaling loop retired.
@@ -142,16 +158,7 @@ func (vp *versionPool) acquire(ctx context.Context, secrets map[string]string, f
 		vp.mu.Unlock()
 		return nil, Outcome{}, errRetired
 	}
-	if fp != vp.secretsFP {
-		// The secrets changed: instances started with the old values go.
-		stale := vp.idle
-		vp.idle, vp.secretsFP = nil, fp
-		defer func() {
-			for _, in := range stale {
-				in.close()
-			}
-		}()
-	}
+	vp.adoptSecrets(fp)
 	for n := len(vp.idle); n > 0; n = len(vp.idle) {
 		in := vp.idle[n-1]
 		vp.idle = vp.idle[:n-1]
