@@ -36,11 +36,15 @@ const (
 	maxResultBody = 256 << 10
 	// Workers is how many invocations one node runs at once.
 	Workers = 32
-	// ackWait is how long a running invocation may go without its worker
-	// checking in before another worker takes it over; workers check in
-	// every extendEvery.
-	ackWait     = 10 * time.Second
-	extendEvery = 3 * time.Second
+	// ackWait is how long a running invocation may go without its node
+	// checking in before another worker takes it over; the queue checks
+	// in for the messages its node holds.
+	ackWait = 10 * time.Second
+	// shareWait is how long a worker waits for a slot of its function's
+	// async share; then the message goes back to the queue for
+	// shareRetryDelay, doubled for each delivery.
+	shareWait       = 100 * time.Millisecond
+	shareRetryDelay = 250 * time.Millisecond
 	// runningAfter is how long an attempt runs before its record says
 	// running: shorter ones go from queued to their outcome with one write
 	// fewer, which at thousands a second is a fifth of the queue's work. A
@@ -334,32 +338,11 @@ func (s *Service) put(ctx context.Context, rec Record) error {
 // message would grow its stack anew while it decodes the message, a few
 // percent of the CPU at thousands a second.
 func (s *Service) Start(ctx context.Context) error {
-	work := make(chan *store.Message)
-	_, err := s.queue.Consume(ctx, Workers, func(m *store.Message) {
+	return s.queue.Consume(ctx, Workers, func(m *store.Message) {
 		s.running.Add(1)
-		select {
-		case work <- m:
-		case <-ctx.Done():
-			s.running.Done() // not taken: the queue delivers it again
-		}
+		defer s.running.Done()
+		s.process(ctx, m)
 	})
-	if err != nil {
-		return err
-	}
-	for range Workers {
-		go func() {
-			for {
-				select {
-				case m := <-work:
-					s.process(ctx, m)
-					s.running.Done()
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
-	}
-	return nil
 }
 
 // Wait returns once the invocations being run have finished, or ctx is done.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gust-faas/gust/internal/registry"
@@ -81,11 +82,19 @@ func (s *Service) deliver(job Job, rec Record, spec registry.Spec, log *slog.Log
 				Header:       http.Header{"Content-Type": {"application/json"}},
 				InvocationID: id, Source: rec.ID,
 			},
-		}, "destination:"+rec.ID+":"+string(rec.State))
+		}, destinationKey(rec))
 		if err != nil {
 			log.Warn("could not queue the destination function", "destination", dest.Function, "err", err)
 		}
 	}
+}
+
+// destinationKey is the idempotency key of the destination invocation of
+// rec's outcome: one per outcome of each run, so that a replay, which runs
+// the invocation again from a new creation time, reaches its destination
+// again too.
+func destinationKey(rec Record) string {
+	return "destination:" + rec.ID + ":" + string(rec.State) + ":" + strconv.FormatInt(rec.Created.UnixNano(), 10)
 }
 
 // callback posts data to url, retrying with backoff, and logs if it never

@@ -45,31 +45,26 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		s.bury(ctx, m, job, rec, fmt.Sprintf("function %s version %d no longer exists", job.Function, job.Version), log)
 		return
 	}
-	// Check in with the queue while this worker waits and runs, so that the
-	// message is not delivered to another worker meanwhile.
-	stop := make(chan struct{})
-	go func() {
-		t := time.NewTicker(extendEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				logQueueError(log, m.Extend())
-			}
-		}
-	}()
-	defer close(stop)
 	// Async work gets at most half of a version's instances on this node,
-	// so that it cannot starve synchronous requests.
+	// so that it cannot starve synchronous requests. When that half stays
+	// busy for shareWait while other messages wait for a worker, the
+	// message goes back to the queue for a while, not counted as an
+	// attempt: a worker that waited longer would wait for one slow
+	// function while other functions' work queued behind it.
 	shareKey := job.Tenant + "/" + job.Function + "/" + strconv.Itoa(v.Number)
 	share := s.joinShare(shareKey, max(1, v.Spec.MaxInstances/2))
 	defer s.leaveShare(shareKey, share)
-	select {
-	case share.slots <- struct{}{}:
-	case <-ctx.Done():
-		return // shutting down: the message will be delivered again
+	for !share.take(ctx, shareWait) {
+		if ctx.Err() != nil {
+			return // shutting down: the message will be delivered again
+		}
+		if s.queue.Waiting() == 0 {
+			continue // nothing else to do meanwhile
+		}
+		delay := min(backoff(shareRetryDelay, int(min(m.Delivered, 6))), 10*time.Second)
+		log.Debug("async invocation waits for a free instance of its function", "retry_in", delay)
+		logQueueError(log, m.Retry(delay))
+		return
 	}
 	defer func() { <-share.slots }()
 	t, _ := s.tenants.Tenant(job.Tenant)
@@ -278,6 +273,25 @@ type share struct {
 	users int
 }
 
+// take takes a slot of sh, waiting up to wait or until ctx is done, and
+// reports whether it did.
+func (sh *share) take(ctx context.Context, wait time.Duration) bool {
+	select {
+	case sh.slots <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case sh.slots <- struct{}{}:
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return false
+}
+
 // joinShare returns the share with key, made with size slots if no worker
 // is in it. Each version has its own (a deploy that changes max_instances
 // makes a new version), and a share is forgotten when its last worker
@@ -347,8 +361,10 @@ func (s *Service) Replay(ctx context.Context, tenant, function, id string) (int,
 		}
 		job := d.job
 		job.Errors = nil
-		// A replay is a new run of the same invocation: it keeps its id.
-		rec := Record{ID: job.ID, Tenant: tenant, Function: function, Version: job.Version, State: Queued, Attempts: []Attempt{}, Created: s.now().UTC()}
+		// A replay is a new run of the same invocation: it keeps its id,
+		// and is queued now.
+		job.Queued = s.now().UTC()
+		rec := queuedRecord(job)
 		if err := s.put(ctx, rec); err != nil {
 			return n, err
 		}

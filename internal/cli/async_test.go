@@ -241,6 +241,41 @@ func TestAsyncHeldToQuotas(t *testing.T) {
 	}
 }
 
+// TestAsyncBusyFunctionDoesNotBlockOthers: a hundred queued invocations of
+// a slow function that has one instance for async work must not hold every
+// worker waiting for it: another function's invocation runs at once.
+func TestAsyncBusyFunctionDoesNotBlockOthers(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	n.deploySpec(t, "narrow", reactorPath, `"max_instances":1`)
+	n.deploySpec(t, "other", reactorPath, "")
+	var slow []string
+	for range 100 {
+		id, a := n.enqueue(t, "/fn/default/narrow/slow", "", "")
+		if a.status != 202 {
+			t.Fatalf("enqueue: %d %s", a.status, a.body)
+		}
+		slow = append(slow, id)
+	}
+	id, _ := n.enqueue(t, "/fn/default/other/count", "", "")
+	quick := n.record(t, id, finished)
+	if quick.State != async.Succeeded {
+		t.Fatalf("the other function's invocation: %s", quick.State)
+	}
+	before := 0
+	for _, id := range slow {
+		var rec async.Record
+		json.Unmarshal([]byte(n.do(t, "GET", "/v1/invocations/"+id, "", nil).body), &rec)
+		if rec.State == async.Succeeded && rec.Attempts[len(rec.Attempts)-1].Ended.Before(quick.Updated) {
+			before++
+		}
+	}
+	// One at a time, 300 ms each: the other function's invocation should
+	// not wait for more than a few of them.
+	if before > 10 {
+		t.Errorf("the other function's invocation finished after %d of the slow function's (of 100): it waited for them", before)
+	}
+}
+
 func TestAsyncRetriesAndDeadLetters(t *testing.T) {
 	dir := t.TempDir()
 	n := startNode(t, dir)

@@ -168,6 +168,19 @@ func TestAsyncDestinations(t *testing.T) {
 		t.Errorf("on_failure subject got %s, want the dead record of %s", data, id)
 	}
 
+	// A replay that fails again reaches its on_failure destination again.
+	n.deploySpec(t, "src2", reactorPath, `"retries":0,"on_failure":{"function":"sink"}`)
+	id, _ = n.enqueue(t, "/fn/default/src2/panic", "", "")
+	first := n.record(t, id+"-d", finished)
+	if first.State != async.Succeeded {
+		t.Fatalf("on_failure destination: %s", first.State)
+	}
+	n.mustGust(t, "dlq", "replay", "src2", id)
+	again := n.record(t, id+"-d", func(r async.Record) bool { return finished(r) && r.Created.After(first.Created) })
+	if again.State != async.Succeeded {
+		t.Errorf("on_failure destination of the replay: %s", again.State)
+	}
+
 	// A function that is its own destination stops after 19 hops, when
 	// the id would grow past 64 characters.
 	n.deploySpec(t, "loop", reactorPath, `"on_success":{"function":"loop"}`)

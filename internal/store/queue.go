@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,7 +19,14 @@ type Queue struct {
 	js       jetstream.JetStream
 	stream   jetstream.Stream
 	consumer jetstream.Consumer
+	ackWait  time.Duration
+	held     held          // the messages this node holds
+	waiting  chan *Message // those of them no worker has taken yet
 }
+
+// Waiting returns how many messages this node holds that no worker has
+// taken yet.
+func (q *Queue) Waiting() int { return len(q.waiting) }
 
 // QueueConfig configures a Queue.
 type QueueConfig struct {
@@ -50,7 +58,7 @@ func (s *Store) Queue(ctx context.Context, cfg QueueConfig) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: queue %s: consumer: %w", cfg.Name, err)
 	}
-	return &Queue{js: s.js, stream: st, consumer: c}, nil
+	return &Queue{js: s.js, stream: st, consumer: c, ackWait: cfg.AckWait}, nil
 }
 
 // Publish appends a message and returns once it is stored. Messages carry
@@ -92,28 +100,143 @@ func (m *Message) Ack() error { return m.m.Ack() }
 // Retry delivers the message again after delay.
 func (m *Message) Retry(delay time.Duration) error { return m.m.NakWithDelay(delay) }
 
-// Extend resets the message's ack wait: its worker is still at it.
-func (m *Message) Extend() error { return m.m.InProgress() }
+// extend resets the message's ack wait: its node still holds it.
+func (m *Message) extend() error { return m.m.InProgress() }
 
-// Consume calls handle with each message, one at a time, until ctx is done
-// or stop is called. handle must Ack, Retry or leave the message to be
-// delivered again.
-func (q *Queue) Consume(ctx context.Context, batch int, handle func(*Message)) (stop func(), err error) {
+// Consume runs workers goroutines that call handle with each message until
+// ctx is done. handle must Ack, Retry or leave the message to be delivered
+// again.
+//
+// The node holds a message from the moment the queue hands it over until
+// handle returns, and checks it in with the queue meanwhile (a third of the
+// ack wait apart), so that no other worker gets it: a message that waited
+// here for a worker past its ack wait was delivered again, and ran twice.
+// Besides those it runs, it holds as many as it has workers. When that many
+// have waited a fifth of the ack wait, the workers are busy with long
+// invocations: the messages the queue hands over then go back to it for
+// busyRetry, one each ack wait / (4 x workers), so that those the client
+// takes ahead of the workers, which are not held, wait less than half the
+// ack wait.
+func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message)) error {
+	waiting := make(chan *Message, workers)
+	q.waiting = waiting
+	holdFull, busyPause := q.ackWait/5, q.ackWait/time.Duration(4*workers)
+	var fullSince time.Time // when waiting was last found full; zero while it has room
 	cc, err := q.consumer.Consume(func(msg jetstream.Msg) {
 		m := &Message{Data: msg.Data(), m: msg}
 		if md, err := msg.Metadata(); err == nil {
 			m.Delivered = md.NumDelivered
 		}
-		handle(m)
-	}, jetstream.PullMaxMessages(batch))
+		q.held.add(m)
+		select {
+		case waiting <- m:
+			fullSince = time.Time{}
+			return
+		default:
+		}
+		if fullSince.IsZero() {
+			fullSince = time.Now()
+		}
+		if wait := time.Until(fullSince.Add(holdFull)); wait > 0 {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case waiting <- m:
+				fullSince = time.Time{}
+				return
+			case <-t.C:
+			case <-ctx.Done():
+				q.held.remove(m) // the queue delivers it again
+				return
+			}
+		}
+		q.held.remove(m)
+		msg.NakWithDelay(busyRetry)
+		select {
+		case <-time.After(busyPause):
+		case <-ctx.Done():
+		}
+	}, jetstream.PullMaxMessages(workers))
 	if err != nil {
-		return nil, fmt.Errorf("store: consume: %w", err)
+		return fmt.Errorf("store: consume: %w", err)
+	}
+	for range workers {
+		go func() {
+			for {
+				select {
+				case m := <-waiting:
+					handle(m)
+					q.held.remove(m)
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
 	}
 	go func() {
 		<-ctx.Done()
 		cc.Stop()
 	}()
-	return cc.Stop, nil
+	go q.held.checkIn(ctx, q.ackWait/3)
+	return nil
+}
+
+// busyRetry is how long a message a busy node gave back waits in the
+// queue.
+const busyRetry = time.Second
+
+// held are the messages a node holds, with when each last checked in.
+type held struct {
+	mu   sync.Mutex
+	last map[*Message]time.Time
+}
+
+func (h *held) add(m *Message) {
+	h.mu.Lock()
+	if h.last == nil {
+		h.last = map[*Message]time.Time{}
+	}
+	h.last[m] = time.Now()
+	h.mu.Unlock()
+}
+
+func (h *held) remove(m *Message) {
+	h.mu.Lock()
+	delete(h.last, m)
+	h.mu.Unlock()
+}
+
+// due returns the messages that last checked in before since, marking
+// them checked in at now.
+func (h *held) due(since, now time.Time) []*Message {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*Message
+	for m, t := range h.last {
+		if t.Before(since) {
+			out = append(out, m)
+			h.last[m] = now
+		}
+	}
+	return out
+}
+
+// checkIn extends the ack wait of each message held for every, until ctx
+// is done. A failed check-in is not retried: the message may then be
+// delivered again, which its handler must expect anyway.
+func (h *held) checkIn(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, m := range h.due(now.Add(-every), now) {
+				m.extend()
+			}
+		}
+	}
 }
 
 // StreamMsg is a message read back from a Stream.
