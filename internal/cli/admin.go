@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gust-faas/gust/internal/api"
 	"github.com/gust-faas/gust/internal/tenant"
@@ -261,10 +263,15 @@ func (e *env) secretCmd(ctx context.Context, args []string) error {
 				value, err = e.readData("@" + *fromFile)
 			} else {
 				value, err = io.ReadAll(io.LimitReader(e.stdin, tenant.MaxSecretBytes+1))
-				value = []byte(strings.TrimSuffix(string(value), "\n"))
 			}
 			if err != nil {
 				return err
+			}
+			// One final newline, as echo and editors write, is not the value's.
+			value = bytes.TrimSuffix(value, []byte("\n"))
+			if !utf8.Valid(value) {
+				// JSON would carry the invalid bytes as U+FFFD: refuse rather than change the value.
+				return fmt.Errorf("secret %s: the value is not UTF-8 text; a secret becomes an environment variable: encode binary values, for example with base64", pos[0])
 			}
 			var info tenant.SecretInfo
 			if _, err := c.callJSON(ctx, http.MethodPut, "/v1/secrets/"+url.PathEscape(pos[0]), api.SecretValue{Value: string(value)}, &info); err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -303,7 +304,13 @@ func TestSecretsNeverLeak(t *testing.T) {
 	var outputs []string
 	record := func(s ...string) { outputs = append(outputs, s...) }
 	for i, v := range values {
+		// From stdin, then from a file, each with the newline echo writes.
 		code, out, errOut := n.gust(t, v+"\n", "secret", "set", "DB_PASSWORD")
+		if i == 1 {
+			file := filepath.Join(t.TempDir(), "value")
+			os.WriteFile(file, []byte(v+"\n"), 0o600)
+			code, out, errOut = n.gust(t, "", "secret", "set", "DB_PASSWORD", "--from-file", file)
+		}
 		record(out, errOut)
 		if code != 0 {
 			t.Fatalf("secret set: %d %s %s", code, out, errOut)
@@ -327,6 +334,13 @@ func TestSecretsNeverLeak(t *testing.T) {
 		for _, path := range []string{"/v1/secrets", "/v1/functions/uses", "/v1/audit"} {
 			record(n.do(t, "GET", path, "", nil).body)
 		}
+	}
+	// A value an environment variable cannot carry is refused, not changed.
+	if code, _, errOut := n.gust(t, "ab\xff\xfecd", "secret", "set", "BIN"); code == 0 || !strings.Contains(errOut, "not UTF-8") {
+		t.Errorf("secret set with bytes that are not UTF-8: %d %q, want an error saying so", code, errOut)
+	}
+	if a := n.do(t, "PUT", "/v1/secrets/NUL", "application/json", strings.NewReader(`{"value":"a\u0000b"}`)); a.status != 400 || !strings.Contains(a.msg, "NUL") {
+		t.Errorf("a secret with a NUL byte: %d %q, want 400 saying why", a.status, a.msg)
 	}
 	code, out, errOut := n.gust(t, "", "secret", "rm", "DB_PASSWORD")
 	record(out, errOut)

@@ -1,6 +1,7 @@
 package tenant
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -14,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // MaxSecretBytes bounds a secret's value.
@@ -126,6 +128,11 @@ func (s *Service) SetSecret(ctx context.Context, tenant, name string, value []by
 	}
 	if len(value) > MaxSecretBytes {
 		return SecretInfo{}, invalidf("a secret's value is at most %d bytes", MaxSecretBytes)
+	}
+	// A function gets it as an environment variable, which cannot hold a
+	// NUL byte, and which programs read as text.
+	if bytes.IndexByte(value, 0) >= 0 || !utf8.Valid(value) {
+		return SecretInfo{}, invalidf("a secret's value must be UTF-8 text without NUL bytes: it becomes an environment variable (encode binary values, for example in base64)")
 	}
 	t, ok := s.tenants.Get(tenant)
 	if !ok {
