@@ -106,6 +106,9 @@ func (r *Registry) Rollback(ctx context.Context, tenant, fn string) (DeployResul
 		v := Version{Number: f.Latest + 1, Digest: prev.Digest, Size: prev.Size, Spec: prev.Spec, Created: r.now().UTC()}
 		f.Versions = append(f.Versions, v)
 		f.Latest, f.Updated = v.Number, v.Created
+		if err := f.trim(); err != nil {
+			return err
+		}
 		res = DeployResult{Function: *f, Version: v, Created: true}
 		return nil
 	})

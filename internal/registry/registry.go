@@ -319,6 +319,9 @@ func (r *Registry) addVersion(ctx context.Context, k, tenant string, spec Spec, 
 	f.Versions = append(f.Versions, v)
 	f.Latest = v.Number
 	f.Updated = now
+	if err := f.trim(); err != nil {
+		return DeployResult{}, 0, err
+	}
 	data, err := json.Marshal(f)
 	if err != nil {
 		return DeployResult{}, 0, err
@@ -333,6 +336,43 @@ func (r *Registry) addVersion(ctx context.Context, k, tenant string, spec Spec, 
 		return DeployResult{}, 0, err
 	}
 	return DeployResult{Function: f, Version: v, Created: true}, rev, nil
+}
+
+// Bounds of a function's record, which holds its versions (the store takes
+// records of at most 8 MiB).
+const (
+	// MaxVersions is how many versions a function keeps.
+	MaxVersions    = 100
+	maxRecordBytes = 4 << 20
+)
+
+// trim drops f's oldest versions, but not the latest nor any an alias
+// routes to, until f keeps MaxVersions and its record takes at most
+// maxRecordBytes, or says why it cannot.
+func (f *Function) trim() error {
+	routed := map[int]bool{f.Latest: true}
+	for _, a := range f.Aliases {
+		for _, r := range a.Routes {
+			routed[r.Version] = true
+		}
+	}
+	for {
+		size := 0
+		if len(f.Versions) <= MaxVersions {
+			data, err := json.Marshal(f)
+			if err != nil {
+				return err
+			}
+			if size = len(data); size <= maxRecordBytes {
+				return nil
+			}
+		}
+		i := slices.IndexFunc(f.Versions, func(v Version) bool { return !routed[v.Number] })
+		if i < 0 {
+			return &InvalidError{fmt.Errorf("%s's record would take %d bytes, more than %d, with only the versions its aliases route to and the latest: point its aliases at fewer versions, or make the spec smaller", f.Name, size, maxRecordBytes)}
+		}
+		f.Versions = slices.Delete(f.Versions, i, i+1)
+	}
 }
 
 func sameSpec(a, b Spec) bool {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -215,6 +216,50 @@ func TestDeployAddsVersions(t *testing.T) {
 		if !digests[registry.Digest([]byte(a))] {
 			t.Errorf("Digests() = %v, want it to hold the digest of %q", digests, a)
 		}
+	}
+}
+
+// TestDeployKeepsRecentVersions: a function keeps its latest MaxVersions
+// versions and those its aliases route to; a spec too large to keep even
+// one more version is refused, and the function is unchanged.
+func TestDeployKeepsRecentVersions(t *testing.T) {
+	n := startNode(t, openRegistryStore(t, t.TempDir()))
+	ctx := t.Context()
+	deploy(t, n.reg, "default", "many", "ok1")
+	if _, err := n.reg.SetAlias(ctx, "default", "many", "pinned", registry.Alias{Routes: []registry.Route{{Version: 1, Weight: 100}}}); err != nil {
+		t.Fatal(err)
+	}
+	total := registry.MaxVersions + 5
+	for i := 2; i <= total; i++ {
+		deploy(t, n.reg, "default", "many", fmt.Sprintf("ok%d", i))
+	}
+	f, _ := n.reg.Get("default", "many")
+	if len(f.Versions) != registry.MaxVersions || f.Latest != total {
+		t.Fatalf("after %d deploys: %d versions, latest %d; want %d, latest %d", total, len(f.Versions), f.Latest, registry.MaxVersions, total)
+	}
+	if _, ok := f.Version(1); !ok {
+		t.Errorf("version 1, which an alias routes to, was dropped")
+	}
+	if _, ok := f.Version(total - registry.MaxVersions + 1); ok {
+		t.Errorf("version %d was kept; want the oldest unrouted versions dropped", total-registry.MaxVersions+1)
+	}
+	if _, ok := f.Version(total - registry.MaxVersions + 2); !ok {
+		t.Errorf("version %d, one of the latest, was dropped", total-registry.MaxVersions+2)
+	}
+
+	// Specs with 60 KiB of environment: some 68 versions fill a record of
+	// 4 MiB; the oldest go first.
+	big := func(i int) registry.Spec {
+		return registry.Spec{Name: "big", Env: map[string]string{"PAD": strings.Repeat(strconv.Itoa(i%10), 60<<10)}}
+	}
+	for i := 1; i <= 80; i++ {
+		if _, err := n.reg.Deploy(ctx, "default", big(i), []byte("ok")); err != nil {
+			t.Fatalf("deploy %d of a large spec: %v", i, err)
+		}
+	}
+	f, _ = n.reg.Get("default", "big")
+	if len(f.Versions) >= 80 || len(f.Versions) < 50 || f.Latest != 80 || f.Versions[len(f.Versions)-1].Number != 80 {
+		t.Errorf("large specs: %d versions, latest %d; want the latest 50 to 79 of 80 kept", len(f.Versions), f.Latest)
 	}
 }
 
