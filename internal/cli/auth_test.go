@@ -5,12 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // createKey creates a key through the API as n's admin and returns its id
@@ -236,6 +238,27 @@ func TestPublicOnlyWhileLatestIsPublic(t *testing.T) {
 	}
 	if a := n.do(t, "POST", "/fn/default/pub@1", "", strings.NewReader("x")); a.status >= 400 {
 		t.Errorf("version 1 with a key: %d %s", a.status, a.body)
+	}
+}
+
+// TestSlowBodyHoldsNoQuota: a request whose body arrives slowly does not
+// take its tenant's concurrency while it waits for it.
+func TestSlowBodyHoldsNoQuota(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	n.createTenant(t, "tight", `{"max_concurrency":1}`)
+	_, dev := n.createKey(t, "tight", "developer")
+	if a := n.deployAs(t, dev, "fn", ""); a.status != 201 {
+		t.Fatalf("deploy: %d %s", a.status, a.body)
+	}
+	c, err := net.Dial("tcp", strings.TrimPrefix(n.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /fn/tight/fn/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 1000\r\n\r\nslow", dev)
+	time.Sleep(200 * time.Millisecond) // the slow request is in, waiting for its body
+	if a := n.doAs(t, dev, "POST", "/fn/tight/fn/x", "", strings.NewReader("x")); a.status >= 400 {
+		t.Errorf("a request beside one whose body is slow: %d %s, want it served", a.status, a.body)
 	}
 }
 

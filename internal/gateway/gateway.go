@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -168,6 +169,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 	limit := v.Spec.MaxBodyBytes
 	if wantAsync {
 		limit = min(limit, async.MaxPayloadBytes)
+	}
+	// The body first: a slow upload must not hold the tenant's quota.
+	body, err := readBody(w, r, limit)
+	if err != nil {
+		return err
+	}
+	if wantAsync {
 		if err := g.Limiter.Accept(tenantName, t.Quotas); err != nil {
 			return quotaError(w, err)
 		}
@@ -177,10 +185,6 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 			return quotaError(w, err)
 		}
 		defer release()
-	}
-	body, err := readBody(w, r, limit)
-	if err != nil {
-		return err
 	}
 	req := &runtime.Request{
 		Method:       r.Method,
@@ -304,6 +308,14 @@ func parseTarget(s string) (name string, version int, alias string, err error) {
 	return name, n, "", nil
 }
 
+// BodyTimeout is how long a request body may take to arrive (a variable
+// for tests).
+var BodyTimeout = 30 * time.Second
+
+// preallocateMax is the largest body whose declared length is allocated
+// before it arrives; a larger one grows as it comes.
+const preallocateMax = 1 << 20
+
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	tooLarge := func() error {
 		return httperror.New(http.StatusRequestEntityTooLarge, "payload_too_large", "request body is larger than this function's limit of %d bytes", limit)
@@ -314,22 +326,33 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	if r.ContentLength == 0 {
 		return nil, nil
 	}
-	if r.ContentLength > 0 {
-		// The length is known: one allocation of the right size.
-		body := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, body); err != nil {
-			return nil, httperror.BadRequest("reading the request body: %v", err)
+	// The deadline stays on a body that failed to arrive: the server would
+	// otherwise wait for the rest of it before answering.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(BodyTimeout))
+	failed := func(err error) error {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return httperror.New(http.StatusRequestTimeout, "request_timeout", "the request body did not arrive within %s", BodyTimeout)
 		}
-		return body, nil
+		return httperror.BadRequest("reading the request body: %v", err)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	var body []byte
+	var err error
+	if r.ContentLength > 0 && r.ContentLength <= preallocateMax {
+		// The length is known: one allocation of the right size.
+		body = make([]byte, r.ContentLength)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	}
 	var maxErr *http.MaxBytesError
-	if errors.As(err, &maxErr) {
+	switch {
+	case errors.As(err, &maxErr):
 		return nil, tooLarge()
+	case err != nil:
+		return nil, failed(err)
 	}
-	if err != nil {
-		return nil, httperror.BadRequest("reading the request body: %v", err)
-	}
+	rc.SetReadDeadline(time.Time{})
 	return body, nil
 }
 
