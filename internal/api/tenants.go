@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -77,6 +78,11 @@ func (a *API) tenantEndpoint(w http.ResponseWriter, r *http.Request, c call) err
 		}
 		if err := a.Tenants.DeleteTenant(r.Context(), name); err != nil {
 			return tenantError(err)
+		}
+		// A tenant created later under this name must not find its
+		// predecessor's queued work, dead letters or idempotency keys.
+		if err := a.Async.ForgetTenant(r.Context(), name); err != nil {
+			return err
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
@@ -231,6 +237,10 @@ func (a *API) auditEndpoint(w http.ResponseWriter, r *http.Request, c call) erro
 	entries, err := a.Audit.Read(r.Context(), scope, limit)
 	if err != nil {
 		return err
+	}
+	if t, ok := a.Tenants.Tenant(scope); ok && scope != "" {
+		// Not the entries of a deleted tenant of the same name.
+		entries = slices.DeleteFunc(entries, func(e audit.Entry) bool { return e.Time.Before(t.Created) })
 	}
 	return httperror.WriteJSON(w, http.StatusOK, AuditList{Entries: append([]audit.Entry{}, entries...)})
 }

@@ -255,6 +255,21 @@ func (s *Service) Enqueue(ctx context.Context, job Job, idempotencyKey string) (
 	return queuedRecord(job), false, nil
 }
 
+// ForgetTenant removes what the async service keeps of a deleted tenant:
+// its queued invocations, dead letters and idempotency keys, which a new
+// tenant of the same name must not inherit. (Records of invocations that
+// finished stay until they expire: Get hides those older than the tenant.)
+func (s *Service) ForgetTenant(ctx context.Context, tenant string) error {
+	if !registry.ValidName(tenant) {
+		return nil
+	}
+	return errors.Join(
+		s.queue.Purge(ctx, workPrefix+tenant+".>"),
+		s.dead.Purge(ctx, deadPrefix+tenant+".>"),
+		s.results.PurgePrefix(ctx, "idem."+tenant+"."),
+	)
+}
+
 // ErrPending is returned for a request whose Idempotency-Key names an
 // invocation that another request is queueing at this moment.
 var ErrPending = errors.New("an invocation with this Idempotency-Key is being queued; retry in a moment")
@@ -315,7 +330,8 @@ func (s *Service) Get(ctx context.Context, tenant, id string) (Record, error) {
 	if err := json.Unmarshal(e.Value, &rec); err != nil {
 		return Record{}, err
 	}
-	if rec.Tenant != tenant {
+	if t, ok := s.tenants.Tenant(tenant); rec.Tenant != tenant || !ok || rec.Created.Before(t.Created) {
+		// Another tenant's, or one of a deleted tenant of this name.
 		return Record{}, fmt.Errorf("invocation %q: %w", id, ErrNotFound)
 	}
 	return rec, nil

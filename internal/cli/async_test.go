@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gust-faas/gust/internal/async"
+	"github.com/gust-faas/gust/internal/audit"
 	"github.com/gust-faas/gust/internal/runtime/wasm/wasmtest"
 	"github.com/gust-faas/gust/internal/server"
 )
@@ -273,6 +274,55 @@ func TestAsyncBusyFunctionDoesNotBlockOthers(t *testing.T) {
 	// not wait for more than a few of them.
 	if before > 10 {
 		t.Errorf("the other function's invocation finished after %d of the slow function's (of 100): it waited for them", before)
+	}
+}
+
+// TestTenantNameReused: a tenant deleted and created again under its name
+// starts empty: no dead letters, invocation records, idempotency keys or
+// audit entries of its predecessor.
+func TestTenantNameReused(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	admin := n.key
+	n.createTenant(t, "reborn", "")
+	_, owner := n.createKey(t, "reborn", "owner")
+	n.key = owner
+	n.deploySpec(t, "f", reactorPath, `"retries":0`)
+	dead, _ := n.enqueue(t, "/fn/reborn/f/panic", "customer card 4111", "")
+	n.record(t, dead, finished)
+	keyed, _ := n.enqueue(t, "/fn/reborn/f/ok", "", "same-key")
+	n.record(t, keyed, finished)
+	if a := n.do(t, "DELETE", "/v1/functions/f", "", nil); a.status >= 300 {
+		t.Fatalf("delete function: %d %s", a.status, a.body)
+	}
+	n.key = admin
+	if a := n.do(t, "DELETE", "/v1/tenants/reborn", "", nil); a.status != 204 {
+		t.Fatalf("delete tenant: %d %s", a.status, a.body)
+	}
+	recreated := time.Now()
+	n.createTenant(t, "reborn", "")
+	_, owner = n.createKey(t, "reborn", "owner")
+	n.key = owner
+	n.deploySpec(t, "f", reactorPath, `"retries":0`)
+	if out := n.mustGust(t, "dlq", "ls", "f"); strings.Contains(out, dead) {
+		t.Errorf("the new tenant's dlq ls shows its predecessor's dead letter:\n%s", out)
+	}
+	for _, id := range []string{dead, keyed} {
+		if a := n.do(t, "GET", "/v1/invocations/"+id, "", nil); a.status != 404 {
+			t.Errorf("the predecessor's invocation %s: %d %s, want 404", id, a.status, a.body)
+		}
+	}
+	if again, a := n.enqueue(t, "/fn/reborn/f/ok", "", "same-key"); a.status != 202 || again == keyed {
+		t.Errorf("the predecessor's Idempotency-Key: %d, invocation %s (the old one %s), want a new invocation", a.status, again, keyed)
+	}
+	var log struct{ Entries []audit.Entry }
+	json.Unmarshal([]byte(n.do(t, "GET", "/v1/audit", "", nil).body), &log)
+	for _, e := range log.Entries {
+		if e.Time.Before(recreated) {
+			t.Errorf("the new tenant's audit log shows its predecessor's entry %+v", e)
+		}
+	}
+	if len(log.Entries) == 0 {
+		t.Errorf("the new tenant's audit log is empty; want its own deploy at least")
 	}
 }
 

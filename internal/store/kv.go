@@ -12,6 +12,14 @@ import (
 // from another node use Create or Update with the revision they read.
 type KV struct {
 	kv jetstream.KeyValue
+	js jetstream.JetStream
+}
+
+// PurgePrefix removes every key that starts with prefix, which ends in a
+// dot ("idem.acme." removes idem.acme.x and idem.acme.x.y).
+func (k *KV) PurgePrefix(ctx context.Context, prefix string) error {
+	bucket := k.kv.Bucket()
+	return purge(ctx, k.js, kvStreamPrefix+bucket, "$KV."+bucket+"."+prefix+">")
 }
 
 // Entry is a key's value at a revision.

@@ -72,6 +72,14 @@ func (q *Queue) Publish(ctx context.Context, subject string, data []byte) error 
 	return nil
 }
 
+// Purge removes the queued messages on subjects matching filter.
+func (q *Queue) Purge(ctx context.Context, filter string) error {
+	if err := q.stream.Purge(ctx, jetstream.WithPurgeSubject(filter)); err != nil {
+		return fmt.Errorf("store: purge %s: %w", filter, err)
+	}
+	return nil
+}
+
 // Pending returns the data of the last message on subject (no wildcards)
 // that is still queued, or ErrNotFound once every message on it has been
 // acknowledged.

@@ -127,7 +127,7 @@ func (s *Store) KV(ctx context.Context, bucket string) (*KV, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: bucket %s: %w", bucket, err)
 	}
-	return &KV{kv: kv}, nil
+	return &KV{kv: kv, js: s.js}, nil
 }
 
 // Publish sends data on subject, to whoever listens (core NATS: not kept).
@@ -177,7 +177,7 @@ func (s *Store) KVWithTTL(ctx context.Context, bucket string, ttl time.Duration,
 			return nil, fmt.Errorf("store: bucket %s: at most %d keys: %w", bucket, maxKeys, err)
 		}
 	}
-	return &KV{kv: kv}, nil
+	return &KV{kv: kv, js: s.js}, nil
 }
 
 // kvStreamPrefix names the stream that holds a key-value bucket.

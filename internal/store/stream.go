@@ -38,6 +38,23 @@ func (st *Stream) Publish(ctx context.Context, subject string, data []byte) erro
 	return nil
 }
 
+// Purge removes the messages on subjects matching filter (a NATS subject,
+// wildcards allowed).
+func (st *Stream) Purge(ctx context.Context, filter string) error {
+	return purge(ctx, st.js, st.name, filter)
+}
+
+func purge(ctx context.Context, js jetstream.JetStream, stream, filter string) error {
+	s, err := js.Stream(ctx, stream)
+	if err == nil {
+		err = s.Purge(ctx, jetstream.WithPurgeSubject(filter))
+	}
+	if err != nil {
+		return fmt.Errorf("store: purge %s from %s: %w", filter, stream, err)
+	}
+	return nil
+}
+
 // Last returns the last n messages on subjects matching filter (a NATS
 // subject, wildcards allowed), oldest first. It reads about n messages
 // however many match: where more match, it first finds the sequence from
