@@ -210,16 +210,45 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("line %d: durations are strings such as \"30s\"", n.Line)
 	}
-	return d.parse(n.Value)
+	if err := d.parse(n.Value); err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	return nil
 }
 
 func (d *Duration) parse(s string) error {
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("timeout %q is not a duration such as \"30s\"", s)
+		return &durationError{s}
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// durationError is a value that is not a duration; the decoders name its
+// field, which the value's own decoder does not know.
+type durationError struct{ value string }
+
+func (e *durationError) Error() string {
+	return fmt.Sprintf("%q is not a duration such as \"30s\"", e.value)
+}
+
+// durationFields are the spec's durations.
+var durationFields = []string{"timeout", "init_timeout", "idle_ttl", "retry_delay"}
+
+// nameDuration puts the name of the field that holds the bad value on a
+// durationError.
+func nameDuration(err error, value func(field string) (string, bool)) error {
+	var de *durationError
+	if !errors.As(err, &de) {
+		return err
+	}
+	for _, f := range durationFields {
+		if v, ok := value(f); ok && v == de.value {
+			return fmt.Errorf("%s %w", f, de)
+		}
+	}
+	return err
 }
 
 // ValidName reports whether s may name a function or a tenant:
@@ -277,6 +306,10 @@ func DecodeSpecJSON(data []byte) (Spec, error) {
 	dec.DisallowUnknownFields()
 	var s Spec
 	if err := dec.Decode(&s); err != nil {
+		err = nameDuration(err, func(f string) (string, bool) {
+			var v string
+			return v, json.Unmarshal(fields[f], &v) == nil
+		})
 		return Spec{}, fmt.Errorf("spec is not valid JSON: %s", jsonError(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -299,6 +332,12 @@ func DecodeSpecYAML(data []byte) (Spec, error) {
 		if err == io.EOF {
 			return Spec{}, errors.New("spec is empty")
 		}
+		var raw map[string]any
+		yaml.Unmarshal(data, &raw)
+		err = nameDuration(err, func(f string) (string, bool) {
+			v, ok := raw[f]
+			return fmt.Sprint(v), ok
+		})
 		return Spec{}, fmt.Errorf("spec is not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	var extra any
@@ -308,7 +347,7 @@ func DecodeSpecYAML(data []byte) (Spec, error) {
 	// yaml.v3 truncates 128.7 into an int field; refuse it as JSON does.
 	var raw map[string]any
 	if yaml.Unmarshal(data, &raw) == nil {
-		for _, name := range []string{"memory_mb", "max_body_bytes", "max_instances", "min_instances", "max_queue", "max_requests"} {
+		for _, name := range []string{"memory_mb", "max_body_bytes", "concurrency", "max_instances", "min_instances", "max_queue", "max_requests", "retries"} {
 			if f, ok := raw[name].(float64); ok {
 				return Spec{}, fmt.Errorf("spec is not valid YAML: %s must be a whole number, not %v", name, f)
 			}

@@ -164,6 +164,7 @@ var specJSONTests = []specParseTest{
 	// Timeout.
 	{name: "timeout a number", in: `{"name":"a","timeout":30}`, wantErr: []string{"durations are strings"}},
 	{name: "timeout not a duration", in: `{"name":"a","timeout":"soon"}`, wantErr: []string{`timeout "soon" is not a duration`}},
+	{name: "idle_ttl not a duration", in: `{"name":"a","idle_ttl":"5"}`, wantErr: []string{`idle_ttl "5" is not a duration`}},
 	{name: "timeout without unit", in: `{"name":"a","timeout":"30"}`, wantErr: []string{`timeout "30" is not a duration`}},
 	{name: "timeout above 15m", in: `{"name":"a","timeout":"15m0.001s"}`, wantErr: []string{"timeout 15m0.001s is out of range 1ms to 15m0s"}},
 	{name: "timeout an hour", in: `{"name":"a","timeout":"1h"}`, wantErr: []string{"timeout 1h0m0s is out of range"}},
@@ -279,6 +280,8 @@ var specYAMLTests = []specParseTest{
 	// Timeout.
 	{name: "timeout without unit", in: "name: a\ntimeout: 30\n", wantErr: []string{`timeout "30" is not a duration`}},
 	{name: "timeout not a duration", in: "name: a\ntimeout: soon\n", wantErr: []string{`timeout "soon" is not a duration`}},
+	{name: "retry_delay not a duration", in: "name: a\nretry_delay: 5\n", wantErr: []string{`retry_delay "5" is not a duration`}},
+	{name: "retries not whole", in: "name: a\nretries: 2.9\n", wantErr: []string{"retries must be a whole number"}},
 	{name: "timeout above 15m", in: "name: a\ntimeout: 16m\n", wantErr: []string{"timeout 16m0s is out of range 1ms to 15m0s"}},
 	{name: "timeout negative", in: "name: a\ntimeout: -5s\n", wantErr: []string{"timeout -5s is out of range"}},
 
