@@ -49,17 +49,24 @@ func (s *Store) Queue(ctx context.Context, cfg QueueConfig) (*Queue, error) {
 		return nil, fmt.Errorf("store: queue %s: %w", cfg.Name, err)
 	}
 	c, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       "workers",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: 10000,
+		Durable:    "workers",
+		AckPolicy:  jetstream.AckExplicitPolicy,
+		AckWait:    cfg.AckWait,
+		MaxDeliver: -1,
+		// Messages waiting to be retried count as pending: at the limit the
+		// consumer hands out nothing new, for every tenant. The server
+		// keeps some 50 bytes per pending message.
+		MaxAckPending: maxAckPending,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: queue %s: consumer: %w", cfg.Name, err)
 	}
 	return &Queue{js: s.js, stream: st, consumer: c, ackWait: cfg.AckWait}, nil
 }
+
+// maxAckPending bounds the messages delivered and not yet acknowledged,
+// those waiting for a retry included.
+const maxAckPending = 200_000
 
 // Publish appends a message and returns once it is stored. Messages carry
 // no id for JetStream's deduplication, whose window would hold an entry for
