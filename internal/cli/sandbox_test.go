@@ -288,7 +288,12 @@ print(" ".join(name for _, name in socket.if_nameindex()))
 // address, and it cannot resolve names.
 func TestSandboxNetwork(t *testing.T) {
 	needProcessRuntime(t)
-	n := startNode(t, t.TempDir())
+	// By default, a tenant cannot ask for the host's network.
+	strict := startNode(t, t.TempDir())
+	if a := strict.deployRaw(t, "hostnet", `{"runtime":"process","command":["./handler.sh"],"protocol":"stdio","network":"host"}`, sandboxTarGz(t, &tar.Header{Name: "handler.sh", Mode: 0o755, Size: 3, Typeflag: tar.TypeReg})); a.status != 422 || !strings.Contains(a.msg, "--allow-host-network") {
+		t.Errorf("network: host on a server that does not allow it: %d %q, want 422 naming the flag", a.status, a.msg)
+	}
+	n := startNode(t, t.TempDir(), func(c *server.Config) { c.AllowHostNetwork = true })
 	sandboxDeploy(t, n, stdioSpec("net", ""), map[string]string{"handler.sh": sandboxNetProbe})
 	sandboxDeploy(t, n, stdioSpec("hostnet", "network: host\n"), map[string]string{"handler.sh": sandboxNetProbe})
 

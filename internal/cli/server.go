@@ -33,6 +33,7 @@ func (e *env) server(ctx context.Context, args []string) error {
 	logFormat := fs.String("log-format", "text", "text or json")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long in-flight requests may finish after SIGINT or SIGTERM")
 	callbackAllow := fs.String("callback-allow", "", "loopback, private or link-local networks that callbacks may reach, as CIDRs or addresses separated by commas (default: none)")
+	hostNetwork := fs.Bool("allow-host-network", false, "let process functions run with network: host, on the host's network (Gust and the host's services included); by default a deploy that asks for it is refused")
 	maxRecords := fs.Int64("max-invocation-records", async.DefaultMaxRecords, "how many asynchronous invocations' records to keep at most: past it the oldest go first, before their 24 h (0: no bound)")
 	if _, err := parse(fs, args, 0, "gust server [flags]"); err != nil {
 		return err
@@ -54,7 +55,7 @@ func (e *env) server(ctx context.Context, args []string) error {
 	srv, err := server.New(server.Config{
 		DataDir: *dataDir, Addr: *addr, NATSListen: *natsListen,
 		MasterKey: e.getenv("GUST_MASTER_KEY"), Announce: e.stderr, Logger: log, CallbackAllow: allow,
-		MaxInvocationRecords: *maxRecords,
+		MaxInvocationRecords: *maxRecords, AllowHostNetwork: *hostNetwork,
 	})
 	if err != nil {
 		return err

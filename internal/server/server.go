@@ -57,6 +57,8 @@ type Config struct {
 	// MaxInvocationRecords bounds the asynchronous invocations' records
 	// kept (see async.Deps.MaxRecords); zero keeps every one for a day.
 	MaxInvocationRecords int64
+	// AllowHostNetwork lets process functions run with network: host.
+	AllowHostNetwork bool
 }
 
 // Files in the data directory.
@@ -145,7 +147,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	sandboxes := map[string]runtime.Sandbox{registry.RuntimeWasm: s.rt}
 	unavailable := map[string]string{}
-	if proc, err := process.New(ctx, process.Config{Dir: filepath.Join(s.cfg.DataDir, "bundles")}); err != nil {
+	if proc, err := process.New(ctx, process.Config{Dir: filepath.Join(s.cfg.DataDir, "bundles"), AllowHostNetwork: s.cfg.AllowHostNetwork}); err != nil {
 		unavailable[registry.RuntimeProcess] = err.Error()
 		s.log.Warn("the process runtime is not available; wasm functions work", "why", err)
 	} else {

@@ -46,14 +46,19 @@ const (
 type Config struct {
 	// Dir holds the unpacked bundles; the runtime owns it.
 	Dir string
+	// AllowHostNetwork lets functions run with network: host, which gives
+	// them the host's network: Gust itself, the host's services, and other
+	// functions with it. It is the operator's to allow, not a tenant's.
+	AllowHostNetwork bool
 }
 
 // Runtime is the process sandbox. It implements runtime.Sandbox.
 type Runtime struct {
-	dir     string
-	cgroups *cgroups
-	cores   float64
-	seq     atomic.Uint64
+	dir       string
+	hostNetOK bool
+	cgroups   *cgroups
+	cores     float64
+	seq       atomic.Uint64
 
 	// bundles counts the prepared artifacts using each unpacked folder:
 	// two versions of one bundle share it, and the last to close removes it.
@@ -77,7 +82,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	r := &Runtime{dir: cfg.Dir, cgroups: cg, cores: float64(goruntime.NumCPU()), bundles: map[string]int{}}
+	r := &Runtime{dir: cfg.Dir, hostNetOK: cfg.AllowHostNetwork, cgroups: cg, cores: float64(goruntime.NumCPU()), bundles: map[string]int{}}
 	r.sweep()
 	if err := r.probe(ctx); err != nil {
 		return nil, err
@@ -173,6 +178,9 @@ func (p *prepared) Check(cfg runtime.Config) error {
 	if len(cmd) == 0 {
 		return runtime.Errorf(runtime.BadArtifact, "a process function needs a command")
 	}
+	if err := p.r.checkNetwork(cfg); err != nil {
+		return err
+	}
 	name := cmd[0]
 	if strings.Contains(name, "/") {
 		if strings.HasPrefix(name, "/") {
@@ -201,6 +209,15 @@ func (p *prepared) Check(cfg runtime.Config) error {
 		}
 	}
 	return runtime.Errorf(runtime.BadArtifact, "command %s is not installed on this node (the sandbox's PATH is /usr/local/bin:/usr/bin:/bin); ship it in the bundle and name it ./%s", name, name)
+}
+
+// checkNetwork refuses network: host unless the operator allowed it; a
+// function deployed while it was allowed does not start once it is not.
+func (r *Runtime) checkNetwork(cfg runtime.Config) error {
+	if cfg.Process.Network && !r.hostNetOK {
+		return runtime.Errorf(runtime.BadArtifact, "network: host is not allowed on this server: it gives a function the host's network, Gust and the host's services included; its operator may allow it with gust server --allow-host-network")
+	}
+	return nil
 }
 
 func underSystemDirs(p string) bool {
@@ -233,6 +250,9 @@ func (p *prepared) Close(context.Context) error {
 // Start starts an instance: for http, a program that listens on $PORT;
 // for stdio, a sandbox built ahead of its request.
 func (p *prepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
+	if err := p.r.checkNetwork(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.Process.Protocol == runtime.ProtocolStdio {
 		return p.startStdio(ctx, cfg)
 	}

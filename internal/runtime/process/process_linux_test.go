@@ -27,7 +27,7 @@ func newRuntime(t *testing.T) *Runtime {
 	if os.Geteuid() != 0 && os.Getenv("CI") == "" {
 		t.Skip("process sandboxes need root (CI runs as root, where this fails instead)")
 	}
-	r, err := New(context.Background(), Config{Dir: t.TempDir()})
+	r, err := New(context.Background(), Config{Dir: t.TempDir(), AllowHostNetwork: true})
 	if err != nil {
 		t.Fatalf("the process runtime is not available: %v", err)
 	}
