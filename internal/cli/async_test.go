@@ -45,6 +45,20 @@ func (n *node) enqueue(t *testing.T, path, body, idemKey string) (string, answer
 	return acc.InvocationID, a
 }
 
+// enqueueMany sends count asynchronous invocations and returns their ids.
+func (n *node) enqueueMany(t *testing.T, path string, count int) []string {
+	t.Helper()
+	var ids []string
+	for range count {
+		id, a := n.enqueue(t, path, "", "")
+		if a.status != 202 {
+			t.Fatalf("enqueue: %d %s", a.status, a.body)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // record polls an invocation until done says it is finished.
 func (n *node) record(t *testing.T, id string, done func(async.Record) bool) async.Record {
 	t.Helper()
@@ -197,14 +211,7 @@ func TestAsyncHeldToQuotas(t *testing.T) {
 	}
 	admin := n.key
 	n.key = dev
-	var ids []string
-	for range 3 {
-		id, a := n.enqueue(t, "/fn/tight/slow/slow", "", "")
-		if a.status != 202 {
-			t.Fatalf("enqueue: %d %s", a.status, a.body)
-		}
-		ids = append(ids, id)
-	}
+	ids := n.enqueueMany(t, "/fn/tight/slow/slow", 3)
 	var runs []async.Attempt
 	for _, id := range ids {
 		rec := n.record(t, id, finished)
@@ -249,14 +256,7 @@ func TestAsyncBusyFunctionDoesNotBlockOthers(t *testing.T) {
 	n := startNode(t, t.TempDir())
 	n.deploySpec(t, "narrow", reactorPath, `"max_instances":1`)
 	n.deploySpec(t, "other", reactorPath, "")
-	var slow []string
-	for range 100 {
-		id, a := n.enqueue(t, "/fn/default/narrow/slow", "", "")
-		if a.status != 202 {
-			t.Fatalf("enqueue: %d %s", a.status, a.body)
-		}
-		slow = append(slow, id)
-	}
+	slow := n.enqueueMany(t, "/fn/default/narrow/slow", 100)
 	id, _ := n.enqueue(t, "/fn/default/other/count", "", "")
 	quick := n.record(t, id, finished)
 	if quick.State != async.Succeeded {

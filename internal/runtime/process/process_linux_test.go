@@ -168,6 +168,20 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
 	}
 }
 
+// startApp starts an http instance of python3 app.py, closed when the
+// test ends.
+func startApp(t *testing.T, prep runtime.Prepared) (runtime.Instance, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	inst, err := prep.Start(ctx, testConfig(runtime.ProtocolHTTP, "python3", "app.py"))
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { inst.Close(ctx) })
+	return inst, ctx
+}
+
 // TestHTTPHostNetwork starts a program that keeps the host's network and
 // listens only after a while: Gust waits for it on the host's loopback, as
 // it does in a sandbox's own network.
@@ -213,13 +227,7 @@ class H(http.server.BaseHTTPRequestHandler):
     do_POST = do_GET
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 `})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	inst, err := prep.Start(ctx, testConfig(runtime.ProtocolHTTP, "python3", "app.py"))
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	defer inst.Close(ctx)
+	inst, ctx := startApp(t, prep)
 	var programs []string
 	for i, method := range []string{"GET", "GET", "POST", "GET"} {
 		if i > 0 {
@@ -260,13 +268,7 @@ while True:
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     c.close()
 `})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	inst, err := prep.Start(ctx, testConfig(runtime.ProtocolHTTP, "python3", "app.py"))
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	defer inst.Close(ctx)
+	inst, ctx := startApp(t, prep)
 	invoke := func(method string) error {
 		_, err := inst.Invoke(ctx, &runtime.Request{Method: method, Path: "/", Header: http.Header{}}, slog.Default())
 		return err
