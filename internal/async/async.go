@@ -113,6 +113,12 @@ type Job struct {
 	Request  runtime.Request `json:"request"`
 	Queued   time.Time       `json:"queued"`
 	Errors   []string        `json:"errors,omitempty"` // of a dead letter's attempts
+	// Failed counts the attempts that failed before this message was
+	// queued again to retry, no earlier than NotBefore. The message, not
+	// the record (which the bucket's bound or TTL may drop first), keeps
+	// the count that ends the retries.
+	Failed    int       `json:"failed,omitempty"`
+	NotBefore time.Time `json:"not_before,omitzero"`
 	// CallbackURL, if set, is posted the record once the invocation is done.
 	CallbackURL string `json:"callback_url,omitempty"`
 }

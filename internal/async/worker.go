@@ -27,6 +27,10 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		return
 	}
 	log := s.log.With("invocation_id", job.ID, "tenant", job.Tenant, "function", job.Function)
+	if wait := job.NotBefore.Sub(s.now()); wait > 0 {
+		logQueueError(log, m.Retry(wait)) // a retry, queued again ahead of its time
+		return
+	}
 	// On its first delivery, the record is the one Enqueue wrote; later
 	// deliveries (retries, or after a worker died) read what happened.
 	rec := Record{ID: job.ID, Tenant: job.Tenant, Function: job.Function, Version: job.Version, State: Queued, Attempts: []Attempt{}, Created: job.Queued}
@@ -144,15 +148,32 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		s.deliver(job, rec, v.Spec, log)
 		return
 	}
-	if failures := len(rec.Attempts); failures <= v.Spec.RetryCount() {
+	if failures := max(len(rec.Attempts), job.Failed+1); failures <= v.Spec.RetryCount() {
 		rec.State = Failed
 		s.record(ctx, rec, log)
 		delay := backoff(time.Duration(v.Spec.RetryDelay), failures)
 		log.Info("async invocation failed; retrying", "attempt", failures, "retry_in", delay, "err", last.Error)
-		logQueueError(log, m.Retry(delay))
+		s.retry(ctx, m, job, failures, delay, log)
 		return
 	}
 	s.fail(ctx, m, job, rec, v.Spec, last.Error, log)
+}
+
+// retry queues job again, after its failures, to run no sooner than delay
+// from now, and acknowledges m. If it cannot, m is delivered again after
+// delay, counting on the record for its failures.
+func (s *Service) retry(ctx context.Context, m *store.Message, job Job, failures int, delay time.Duration, log *slog.Logger) {
+	job.Failed, job.NotBefore = failures, s.now().Add(delay).UTC()
+	data, err := json.Marshal(job)
+	if err == nil {
+		err = s.queue.Publish(context.WithoutCancel(ctx), workSubject(job.Tenant, job.ID), data)
+	}
+	if err != nil {
+		log.Warn("could not queue the retry; the invocation's record keeps its failures", "err", err)
+		logQueueError(log, m.Retry(delay))
+		return
+	}
+	logQueueError(log, m.Ack())
 }
 
 // fail moves an invocation to the dead-letter stream and delivers its
@@ -360,7 +381,7 @@ func (s *Service) Replay(ctx context.Context, tenant, function, id string) (int,
 			continue
 		}
 		job := d.job
-		job.Errors = nil
+		job.Errors, job.Failed, job.NotBefore = nil, 0, time.Time{}
 		// A replay is a new run of the same invocation: it keeps its id,
 		// and is queued now.
 		job.Queued = s.now().UTC()

@@ -160,6 +160,27 @@ func TestAsyncInvocation(t *testing.T) {
 
 // TestAsyncRecordsBounded: a server keeps at most --max-invocation-records
 // records; past it the oldest go first, and GET says why one is gone.
+// TestRetriesOutliveTheirRecord: an invocation waiting to be retried whose
+// record the bound drops meanwhile is retried as many times as its spec
+// says, not once more each time its record goes.
+func TestRetriesOutliveTheirRecord(t *testing.T) {
+	n := startNode(t, t.TempDir(), func(c *server.Config) { c.MaxInvocationRecords = 3 })
+	n.deploySpec(t, "fails", reactorPath, `"retries":1,"retry_delay":"1s"`)
+	n.deploySpec(t, "work", reactorPath, "")
+	id, _ := n.enqueue(t, "/fn/default/fails/panic", "", "")
+	retrying := func() int {
+		return strings.Count(n.logs.String(), `msg="async invocation failed; retrying" invocation_id=`+id)
+	}
+	waitFor(t, func() bool { return retrying() == 1 })
+	for range 4 { // the bound drops the failed invocation's record
+		n.record(t, n.enqueueMany(t, "/fn/default/work/job", 1)[0], finished)
+	}
+	waitFor(t, func() bool { return strings.Contains(n.mustGust(t, "dlq", "ls", "fails"), id) })
+	if got := retrying(); got != 1 {
+		t.Errorf("retried %d times, want once (retries: 1)", got)
+	}
+}
+
 func TestAsyncRecordsBounded(t *testing.T) {
 	n := startNode(t, t.TempDir(), func(c *server.Config) { c.MaxInvocationRecords = 3 })
 	n.deploySpec(t, "work", reactorPath, "")
