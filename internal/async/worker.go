@@ -27,14 +27,20 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		return
 	}
 	log := s.log.With("invocation_id", job.ID, "tenant", job.Tenant, "function", job.Function)
+	if t, ok := s.tenants.Tenant(job.Tenant); !ok || job.Queued.Before(t.Created) {
+		// Its tenant was deleted (perhaps created again since): nothing
+		// of it may run or reach the dead letters of a new one.
+		logQueueError(log, m.Ack())
+		return
+	}
 	if wait := job.NotBefore.Sub(s.now()); wait > 0 {
 		logQueueError(log, m.Retry(wait)) // a retry, queued again ahead of its time
 		return
 	}
 	// On its first delivery, the record is the one Enqueue wrote; later
-	// deliveries (retries, or after a worker died) read what happened.
+	// deliveries (after a worker died) and retries read what happened.
 	rec := Record{ID: job.ID, Tenant: job.Tenant, Function: job.Function, Version: job.Version, State: Queued, Attempts: []Attempt{}, Created: job.Queued}
-	if m.Delivered > 1 {
+	if m.Delivered > 1 || job.Failed > 0 {
 		if stored, err := s.Get(ctx, job.Tenant, job.ID); err == nil {
 			rec = stored
 		}

@@ -313,8 +313,9 @@ func parseTarget(s string) (name string, version int, alias string, err error) {
 var BodyTimeout = 30 * time.Second
 
 // preallocateMax is the largest body whose declared length is allocated
-// before it arrives; a larger one grows as it comes.
-const preallocateMax = 1 << 20
+// before it arrives; a larger one grows as it comes, so that connections
+// that declare large bodies and send nothing hold little memory.
+const preallocateMax = 64 << 10
 
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	tooLarge := func() error {

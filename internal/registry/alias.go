@@ -95,7 +95,7 @@ func (r *Registry) DeleteAlias(ctx context.Context, tenant, fn, name string) (Fu
 
 // Rollback adds a version that runs what the version before the latest ran
 // (its artifact and spec), so that the latest is the previous code again
-// while the history stays whole.
+// and the history goes on (within the versions a function keeps).
 func (r *Registry) Rollback(ctx context.Context, tenant, fn string) (DeployResult, error) {
 	var res DeployResult
 	_, err := r.update(ctx, tenant, fn, func(f *Function) error {

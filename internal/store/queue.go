@@ -32,8 +32,8 @@ func (q *Queue) Waiting() int { return len(q.waiting) }
 type QueueConfig struct {
 	Name     string
 	Subjects []string
-	// AckWait is how long a delivered message may go without an ack or an
-	// Extend before it is delivered again.
+	// AckWait is how long a delivered message may go without an ack or a
+	// check-in before it is delivered again.
 	AckWait time.Duration
 }
 
@@ -149,6 +149,10 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 			return
 		default:
 		}
+		// Full: each message that waits here keeps those behind it in the
+		// client waiting too, unseen. Their wait adds up, so the time
+		// counts from when the channel was first found full, until it is
+		// found with room.
 		if fullSince.IsZero() {
 			fullSince = time.Now()
 		}
@@ -157,7 +161,6 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 			defer t.Stop()
 			select {
 			case waiting <- m:
-				fullSince = time.Time{}
 				return
 			case <-t.C:
 			case <-ctx.Done():
@@ -180,6 +183,10 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 			for {
 				select {
 				case m := <-waiting:
+					if ctx.Err() != nil {
+						q.held.remove(m) // stopping: the queue delivers it again
+						return
+					}
 					handle(m)
 					q.held.remove(m)
 				case <-ctx.Done():
@@ -211,7 +218,7 @@ func (h *held) add(m *Message) {
 	if h.last == nil {
 		h.last = map[*Message]time.Time{}
 	}
-	h.last[m] = time.Now()
+	h.last[m] = time.Time{} // unknown: it may have waited in the client; the next round checks it in
 	h.mu.Unlock()
 }
 
