@@ -76,13 +76,15 @@ func (a *API) tenantEndpoint(w http.ResponseWriter, r *http.Request, c call) err
 		if fns := a.Registry.List(name); len(fns) > 0 {
 			return httperror.New(http.StatusConflict, "conflict", "tenant %q still has %d functions; delete them first", name, len(fns))
 		}
-		if err := a.Tenants.DeleteTenant(r.Context(), name); err != nil {
-			return tenantError(err)
-		}
 		// A tenant created later under this name must not find its
-		// predecessor's queued work, dead letters or idempotency keys.
+		// predecessor's queued work, dead letters or idempotency keys:
+		// they go first, so that a failure leaves the tenant to delete
+		// again. (It has no functions left to queue more.)
 		if err := a.Async.ForgetTenant(r.Context(), name); err != nil {
 			return err
+		}
+		if err := a.Tenants.DeleteTenant(r.Context(), name); err != nil {
+			return tenantError(err)
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
