@@ -241,6 +241,28 @@ func TestPublicOnlyWhileLatestIsPublic(t *testing.T) {
 	}
 }
 
+// TestPublicErrorsKeepStderr: a public function's failure shows its
+// stderr to a caller with the tenant's key, not to anyone; and Gust's
+// Server-Timing joins the one the function sent.
+func TestPublicErrorsKeepStderr(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	if a := n.deployAs(t, n.key, "pub", `"auth":"none"`); a.status != 201 {
+		t.Fatalf("deploy: %d %s", a.status, a.body)
+	}
+	anon := n.doAs(t, "", "GET", "/fn/default/pub/panic", "", nil)
+	keyed := n.do(t, "GET", "/fn/default/pub/panic", "", nil)
+	if anon.status != 502 || keyed.status != 502 {
+		t.Fatalf("a panic: %d and %d, want 502", anon.status, keyed.status)
+	}
+	if strings.Contains(anon.body, "stderr") || !strings.Contains(keyed.body, `"stderr"`) {
+		t.Errorf("stderr in the error: without a key %s; with one %s; want it only with the key", anon.body, keyed.body)
+	}
+	a := n.doAs(t, "", "POST", "/fn/default/pub/raw", "", strings.NewReader("Server-Timing: db;dur=5\r\n\r\nok"))
+	if got := strings.Join(a.header.Values("Server-Timing"), ", "); !strings.Contains(got, "db;dur=5") || !strings.Contains(got, "fn;dur=") {
+		t.Errorf("Server-Timing = %q, want the function's and Gust's", got)
+	}
+}
+
 // TestSlowBodyHoldsNoQuota: a request whose body arrives slowly does not
 // take its tenant's concurrency while it waits for it.
 func TestSlowBodyHoldsNoQuota(t *testing.T) {

@@ -141,15 +141,22 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 	if alias != "" && !hasAlias {
 		hasVersion = false
 	}
-	if !(found && hasVersion && v.Spec.Auth == registry.AuthNone && fn.Public()) {
+	public := found && hasVersion && v.Spec.Auth == registry.AuthNone && fn.Public()
+	// member: the caller has a key of the tenant, which a function's stderr
+	// in an error answer is for: anyone may call a public function.
+	member := false
+	if !public || r.Header.Get("Authorization") != "" {
 		// Authenticate before saying whether anything exists, so that a
 		// caller without a key learns nothing.
 		p, err := g.Auth.Authenticate(tenant.BearerToken(r.Header.Get("Authorization")))
-		if err != nil {
+		switch {
+		case err != nil && !public:
 			return httperror.Unauthorized(w)
-		}
-		*attrs = append(*attrs, slog.String("key_id", p.KeyID))
-		if !p.CanActIn(tenantName, tenant.Invoker) {
+		case err != nil:
+		case p.CanActIn(tenantName, tenant.Invoker):
+			*attrs = append(*attrs, slog.String("key_id", p.KeyID))
+			member = true
+		case !public:
 			found = false
 		}
 	}
@@ -211,16 +218,22 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 	if out.Cold {
 		w.Header().Set(HeaderColdStart, "1")
 	}
-	w.Header().Set("Server-Timing", serverTiming(took, out))
 	w.Header().Set(HeaderVersion, strconv.Itoa(v.Number))
 	if err != nil {
-		return invocationError(w, name, v, err)
+		w.Header().Set("Server-Timing", serverTiming(took, out))
+		e := invocationError(w, name, v, err)
+		if he, ok := e.(*httperror.Error); ok && !member {
+			he.Stderr = "" // the server's log has it, for the tenant's eyes only
+		}
+		return e
 	}
 	log.Info("invoked", "status", resp.Status, "duration_ms", took.Milliseconds(), "cold", out.Cold, "request_bytes", len(body), "response_bytes", len(resp.Body))
 	h := w.Header()
 	for k, vs := range resp.Header {
 		h[k] = vs
 	}
+	// Gust's timings join the function's own, if it sent any.
+	h.Add("Server-Timing", serverTiming(took, out))
 	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	w.WriteHeader(resp.Status)
 	_, err = w.Write(resp.Body)
@@ -410,7 +423,7 @@ func invocationError(w http.ResponseWriter, name string, v registry.Version, err
 		e.Message = fmt.Sprintf("function %s %s", name, rerr.Message)
 	case runtime.BadResponse:
 		e.Code = "bad_response"
-		e.Message = fmt.Sprintf("function %s wrote an invalid CGI response: %s", name, rerr.Message)
+		e.Message = fmt.Sprintf("function %s answered with an invalid response: %s", name, rerr.Message)
 	default:
 		e.Code = "function_error"
 		e.Message = fmt.Sprintf("function %s %s", name, rerr.Message)

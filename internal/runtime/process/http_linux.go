@@ -389,6 +389,10 @@ func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error)
 		h.dropConn()
 		return nil, runtime.Errorf(runtime.BadResponse, "the function switched protocols, which Gust does not forward")
 	}
+	if resp.StatusCode > 599 {
+		h.dropConn()
+		return nil, runtime.Errorf(runtime.BadResponse, "status %d is not an HTTP status (200 to 599)", resp.StatusCode)
+	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, int64(h.limits.MaxOutputBytes)+1))
 	resp.Body.Close()
 	if err != nil {
