@@ -188,10 +188,11 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, tenant, name string
 // quota, or that uses secrets the tenant has not set.
 func (a *API) checkDeploy(tenantName string, spec registry.Spec) error {
 	t, _ := a.Tenants.Tenant(tenantName)
+	// Before the compile, as a courtesy; the registry counts again as it
+	// creates the function.
 	if _, exists := a.Registry.Get(tenantName, spec.Name); !exists && t.Quotas.MaxFunctions > 0 {
 		if n := len(a.Registry.List(tenantName)); n >= t.Quotas.MaxFunctions {
-			return httperror.New(http.StatusTooManyRequests, "quota_exceeded",
-				"tenant is over its functions quota (%d functions); delete one first", t.Quotas.MaxFunctions)
+			return deployError(&registry.QuotaError{Max: t.Quotas.MaxFunctions})
 		}
 	}
 	for _, name := range spec.Secrets {
@@ -277,6 +278,10 @@ func deployError(err error) error {
 	var invalid *registry.InvalidError
 	if errors.As(err, &invalid) {
 		return httperror.BadRequest("%v", invalid.Err)
+	}
+	var quota *registry.QuotaError
+	if errors.As(err, &quota) {
+		return httperror.New(http.StatusTooManyRequests, "quota_exceeded", "%v", quota)
 	}
 	var rerr *runtime.Error
 	if errors.As(err, &rerr) {

@@ -241,6 +241,38 @@ func TestPublicOnlyWhileLatestIsPublic(t *testing.T) {
 	}
 }
 
+// TestFunctionQuotaUnderParallelDeploys: deploys of new names at once
+// cannot all pass the tenant's function quota.
+func TestFunctionQuotaUnderParallelDeploys(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	n.createTenant(t, "small", `{"max_functions":1}`)
+	_, dev := n.createKey(t, "small", "developer")
+	codes := make(chan int, 5)
+	var wg sync.WaitGroup
+	for i := range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			codes <- n.deployAs(t, dev, fmt.Sprintf("f%d", i), "").status
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	created := 0
+	for c := range codes {
+		switch c {
+		case 201:
+			created++
+		case 429:
+		default:
+			t.Errorf("a deploy answered %d, want 201 or 429", c)
+		}
+	}
+	if created != 1 {
+		t.Errorf("%d of 5 parallel deploys of new functions were created under a quota of 1", created)
+	}
+}
+
 // TestPublicErrorsKeepStderr: a public function's failure shows its
 // stderr to a caller with the tenant's key, not to anyone; and Gust's
 // Server-Timing joins the one the function sent.

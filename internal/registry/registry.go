@@ -86,6 +86,17 @@ type Deps struct {
 	Artifacts *Artifacts
 	Checker   Checker
 	Logger    *slog.Logger
+	// MaxFunctions returns how many functions a tenant may have (0: no
+	// bound); nil bounds none.
+	MaxFunctions func(tenant string) int
+}
+
+// QuotaError is a deploy of a new function refused for the tenant's
+// function quota.
+type QuotaError struct{ Max int }
+
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("tenant is over its functions quota (%d functions); delete one first", e.Max)
 }
 
 // Registry reads and writes functions. Writes go to the store; reads come
@@ -104,6 +115,12 @@ type Registry struct {
 	// a tenant's artifacts are checked one at a time, so that one tenant's
 	// deploys cannot take every compile of the node.
 	checking sync.Map
+
+	maxFunctions func(tenant string) int
+	// creating holds a *sync.Mutex per tenant: a new function is counted
+	// against the quota and created under it, so that deploys of new
+	// names at once cannot all pass the count.
+	creating sync.Map
 }
 
 // New opens the registry's buckets.
@@ -120,12 +137,13 @@ func New(ctx context.Context, deps Deps) (*Registry, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Registry{
-		functions: fns,
-		artifacts: deps.Artifacts,
-		checker:   deps.Checker,
-		log:       log,
-		now:       time.Now,
-		view:      store.NewView[Function](fns, log),
+		functions:    fns,
+		artifacts:    deps.Artifacts,
+		checker:      deps.Checker,
+		log:          log,
+		now:          time.Now,
+		view:         store.NewView[Function](fns, log),
+		maxFunctions: deps.MaxFunctions,
 	}, nil
 }
 
@@ -274,6 +292,16 @@ func (r *Registry) Deploy(ctx context.Context, tenant string, spec Spec, artifac
 		return DeployResult{}, err
 	}
 	k := key(tenant, spec.Name)
+	if _, exists := r.view.Get(k); !exists && r.maxFunctions != nil {
+		mu, _ := r.creating.LoadOrStore(tenant, &sync.Mutex{})
+		mu.(*sync.Mutex).Lock()
+		defer mu.(*sync.Mutex).Unlock()
+		if _, exists := r.view.Get(k); !exists {
+			if max := r.maxFunctions(tenant); max > 0 && len(r.view.List(tenant+".")) >= max {
+				return DeployResult{}, &QuotaError{Max: max}
+			}
+		}
+	}
 	for {
 		res, rev, err := r.addVersion(ctx, k, tenant, spec, digest, int64(len(artifact)))
 		if errors.Is(err, store.ErrConflict) {

@@ -154,7 +154,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		sandboxes[registry.RuntimeProcess] = proc
 	}
 	s.pool = pool.New(pool.Deps{Sandboxes: sandboxes, Unavailable: unavailable, Artifacts: artifacts, Secrets: s.tenants, Logger: s.log})
-	s.registry, err = registry.New(ctx, registry.Deps{Store: s.store, Artifacts: artifacts, Checker: s.pool, Logger: s.log})
+	s.registry, err = registry.New(ctx, registry.Deps{Store: s.store, Artifacts: artifacts, Checker: s.pool, Logger: s.log,
+		MaxFunctions: func(name string) int { t, _ := s.tenants.Tenant(name); return t.Quotas.MaxFunctions }})
 	if err != nil {
 		return err
 	}
