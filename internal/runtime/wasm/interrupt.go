@@ -18,7 +18,8 @@ const yieldBudget = 1000
 var errCannotInstrument = errors.New("module cannot be instrumented")
 
 // instrument returns a copy of a WebAssembly module in which every loop
-// iteration counts down a new global, and every yieldBudget iterations calls
+// iteration and every function call counts down a new global, and every
+// yieldBudget of them calls
 // the module's own import of WASI's sched_yield. That call is where the host
 // stops a guest whose deadline has passed (see Runtime), and where the Go
 // runtime of the host can preempt the goroutine running the guest: native
@@ -278,8 +279,11 @@ func instrumentFunction(fn, check []byte) ([]byte, error) {
 		r.u32()
 		r.byte()
 	}
-	out := make([]byte, 0, len(fn)+len(fn)/8)
+	out := make([]byte, 0, len(fn)+len(fn)/8+len(check))
 	out = append(out, fn[:r.i]...)
+	// At entry too: recursion (or a tail call back to itself) repeats
+	// without a loop, and would otherwise never call out.
+	out = append(out, check...)
 	for r.i < len(r.b) && r.err == nil {
 		start := r.i
 		op := r.byte()

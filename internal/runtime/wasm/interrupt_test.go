@@ -264,3 +264,55 @@ func TestDecodeCheckWaitsItsTurn(t *testing.T) {
 		t.Errorf("a check given up while waiting: %v, want an error about the wait, not about the module", err)
 	}
 }
+
+// recursiveModule is a WASI command whose _start computes fib(45) by
+// recursion, with no loop anywhere: for seconds it only calls itself.
+func recursiveModule() []byte {
+	sec := func(id byte, body []byte) []byte {
+		return append(append([]byte{id}, leb(uint32(len(body)))...), body...)
+	}
+	str := func(s string) []byte { return append(leb(uint32(len(s))), s...) }
+	fn := func(body ...byte) []byte { return append(leb(uint32(len(body))), body...) }
+	m := []byte("\x00asm\x01\x00\x00\x00")
+	m = append(m, sec(1, []byte{3, 0x60, 0, 1, 0x7F, 0x60, 1, 0x7F, 1, 0x7F, 0x60, 0, 0})...) // () -> i32, (i32) -> i32, () -> ()
+	imp := append(append([]byte{1}, str(wasiModule)...), str("sched_yield")...)
+	m = append(m, sec(2, append(imp, 0x00, 0))...) // function 0: sched_yield
+	m = append(m, sec(3, []byte{2, 1, 2})...)       // 1: fib, 2: _start
+	m = append(m, sec(5, []byte{1, 0, 1})...)
+	exp := append([]byte{2}, append(str("_start"), 0x00, 2)...)
+	exp = append(exp, append(str("memory"), 0x02, 0)...)
+	m = append(m, sec(7, exp)...)
+	fib := fn(0, 0x20, 0, 0x41, 2, 0x49, 0x04, 0x7F, 0x20, 0, 0x05, // if n < 2 { n } else {
+		0x20, 0, 0x41, 1, 0x6B, 0x10, 1, 0x20, 0, 0x41, 2, 0x6B, 0x10, 1, 0x6A, 0x0B, 0x0B) // fib(n-1) + fib(n-2) }
+	start := fn(0, 0x41, 45, 0x10, 1, 0x1A, 0x0B)
+	code := append([]byte{2}, fib...)
+	m = append(m, sec(10, append(code, start...))...)
+	return m
+}
+
+// TestRecursionIsInterrupted: a guest that recurses without a loop stops at
+// its deadline like one that loops.
+func TestRecursionIsInterrupted(t *testing.T) {
+	ctx := context.Background()
+	rt, err := New(ctx, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	m, err := rt.Compile(ctx, recursiveModule())
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	if m.engine != rt.fast {
+		t.Fatalf("the module was not instrumented: the test would not test it")
+	}
+	start := time.Now()
+	_, err, _ = invoke(t, m, 300*time.Millisecond, "/", "")
+	var rerr *runtime.Error
+	if !errors.As(err, &rerr) || rerr.Kind != runtime.Timeout {
+		t.Fatalf("Invoke = %v, want a timeout", err)
+	}
+	if elapsed := time.Since(start); elapsed > 5*time.Second {
+		t.Errorf("the recursion ran %v past a 300ms deadline", elapsed)
+	}
+}
