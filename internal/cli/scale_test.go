@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // deploySpec deploys the artifact at path as name with extra spec fields.
@@ -78,6 +79,26 @@ func TestQueueFullGets429(t *testing.T) {
 	}
 	if counts[200] < 1 || counts[429] < 1 || counts[200]+counts[429] != 12 {
 		t.Errorf("statuses %v: want some 200 and some 429, nothing else", counts)
+	}
+}
+
+// TestQueuedTimeIsShown: a request that waited for the one instance says
+// so in Server-Timing, and a timeout that the wait used up in part says
+// how much.
+func TestQueuedTimeIsShown(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	n.deploySpec(t, "one", reactorPath, `"max_instances":1,"timeout":"450ms"`)
+	n.do(t, "GET", "/fn/default/one/ok", "", nil) // warm
+	first, second := make(chan answer, 1), make(chan answer, 1)
+	go func() { first <- n.do(t, "GET", "/fn/default/one/slow", "", nil) }()
+	time.Sleep(50 * time.Millisecond) // the first has the instance
+	go func() { second <- n.do(t, "GET", "/fn/default/one/slow", "", nil) }()
+	if a := <-first; a.status != 200 || strings.Contains(a.header.Get("Server-Timing"), "wait;") {
+		t.Errorf("the first request: %d, Server-Timing %q; want 200 without a queue time", a.status, a.header.Get("Server-Timing"))
+	}
+	a := <-second // 250 ms waiting and 300 ms running: past 450 ms
+	if a.status != 504 || !strings.Contains(a.msg, "for a free instance") || !strings.Contains(a.header.Get("Server-Timing"), "wait;dur=") {
+		t.Errorf("the queued request: %d %q, Server-Timing %q; want 504 saying how long it waited", a.status, a.msg, a.header.Get("Server-Timing"))
 	}
 }
 

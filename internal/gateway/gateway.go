@@ -94,10 +94,13 @@ const (
 // own time, and the cold start's if it paid one.
 func serverTiming(took time.Duration, out pool.Outcome) string {
 	b := make([]byte, 0, 40)
+	if out.Queued > 0 {
+		b = append(appendMs(append(b, "wait;dur="...), out.Queued), ", "...)
+	}
 	if out.Cold {
 		b = append(appendMs(append(b, "init;dur="...), out.Init), ", "...)
 	}
-	return string(appendMs(append(b, "fn;dur="...), took-out.Init))
+	return string(appendMs(append(b, "fn;dur="...), took-out.Init-out.Queued))
 }
 
 // appendMs appends d in milliseconds, to the microsecond.
@@ -221,7 +224,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 	w.Header().Set(HeaderVersion, strconv.Itoa(v.Number))
 	if err != nil {
 		w.Header().Set("Server-Timing", serverTiming(took, out))
-		e := invocationError(w, name, v, err)
+		e := invocationError(w, name, v, out, err)
 		if he, ok := e.(*httperror.Error); ok && !member {
 			he.Stderr = "" // the server's log has it, for the tenant's eyes only
 		}
@@ -384,7 +387,7 @@ func quotaError(w http.ResponseWriter, err error) error {
 }
 
 // invocationError maps a sandbox failure to what the caller sees.
-func invocationError(w http.ResponseWriter, name string, v registry.Version, err error) error {
+func invocationError(w http.ResponseWriter, name string, v registry.Version, out pool.Outcome, err error) error {
 	var busy *pool.BusyError
 	if errors.As(err, &busy) {
 		w.Header().Set("Retry-After", "1")
@@ -415,6 +418,14 @@ func invocationError(w http.ResponseWriter, name string, v registry.Version, err
 	case runtime.Timeout:
 		e.Status, e.Code = http.StatusGatewayTimeout, "timeout"
 		e.Message = fmt.Sprintf("function %s did not finish within its timeout of %s", name, time.Duration(v.Spec.Timeout))
+		// The timeout counts from the request's arrival: say what took
+		// part of it before the function ran.
+		if out.Queued > 0 {
+			e.Message += fmt.Sprintf(", of which it waited %s for a free instance", out.Queued.Round(time.Millisecond))
+		}
+		if out.Cold {
+			e.Message += fmt.Sprintf(", of which its instance took %s to start", out.Init.Round(time.Millisecond))
+		}
 		if !errors.Is(err, context.DeadlineExceeded) {
 			e.Message = fmt.Sprintf("invocation of %s was cancelled", name)
 		}

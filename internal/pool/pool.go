@@ -111,6 +111,8 @@ type Outcome struct {
 	Cold bool
 	// Init is how long starting the instance took.
 	Init time.Duration
+	// Queued is how long the invocation waited for a free instance.
+	Queued time.Duration
 }
 
 // BusyError is a request turned away because every instance is busy and the

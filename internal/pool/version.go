@@ -184,12 +184,16 @@ func (vp *versionPool) acquire(ctx context.Context, secrets map[string]string, f
 	ch := make(chan grant, 1)
 	vp.waiters = append(vp.waiters, ch)
 	vp.mu.Unlock()
+	queued := time.Now()
 	select {
 	case g := <-ch:
+		waited := time.Since(queued)
 		if g.start {
-			return vp.startForRequest(ctx, secrets, fp)
+			in, out, err := vp.startForRequest(ctx, secrets, fp)
+			out.Queued = waited
+			return in, out, err
 		}
-		return g.inst, Outcome{}, nil
+		return g.inst, Outcome{Queued: waited}, nil
 	case <-ctx.Done():
 		vp.mu.Lock()
 		if i := slices.Index(vp.waiters, ch); i >= 0 {
