@@ -277,7 +277,7 @@ func recursiveModule() []byte {
 	m = append(m, sec(1, []byte{3, 0x60, 0, 1, 0x7F, 0x60, 1, 0x7F, 1, 0x7F, 0x60, 0, 0})...) // () -> i32, (i32) -> i32, () -> ()
 	imp := append(append([]byte{1}, str(wasiModule)...), str("sched_yield")...)
 	m = append(m, sec(2, append(imp, 0x00, 0))...) // function 0: sched_yield
-	m = append(m, sec(3, []byte{2, 1, 2})...)       // 1: fib, 2: _start
+	m = append(m, sec(3, []byte{2, 1, 2})...)      // 1: fib, 2: _start
 	m = append(m, sec(5, []byte{1, 0, 1})...)
 	exp := append([]byte{2}, append(str("_start"), 0x00, 2)...)
 	exp = append(exp, append(str("memory"), 0x02, 0)...)
