@@ -21,6 +21,7 @@ import (
 
 	"github.com/gust-faas/gust/internal/api"
 	"github.com/gust-faas/gust/internal/build"
+	"github.com/gust-faas/gust/internal/bundle"
 	"github.com/gust-faas/gust/internal/httperror"
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/server"
@@ -76,7 +77,10 @@ func loadFunction(ctx context.Context, path, specPath string) (build.Function, e
 		}
 		return build.Dir(ctx, path)
 	}
-	base := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	base := filepath.Base(path)
+	for _, ext := range []string{".tar.gz", ".tgz", ".zip", ".wasm"} {
+		base = strings.TrimSuffix(base, ext)
+	}
 	var spec registry.Spec
 	if specPath == "" {
 		if _, err := os.Stat(filepath.Join(filepath.Dir(path), build.SpecFile)); err == nil {
@@ -88,12 +92,16 @@ func loadFunction(ctx context.Context, path, specPath string) (build.Function, e
 		if err != nil {
 			return build.Function{}, err
 		}
-	} else {
-		spec = registry.Spec{Name: base}.WithDefaults()
 	}
 	artifact, err := os.ReadFile(path)
 	if err != nil {
 		return build.Function{}, err
+	}
+	if specPath == "" {
+		if bundle.Detect(artifact) != bundle.Unknown {
+			return build.Function{}, usagef("%s is a bundle: a process function needs its spec, with runtime: process and its command (-f gust.yaml, or deploy the folder)", path)
+		}
+		spec = registry.Spec{Name: base}.WithDefaults()
 	}
 	return build.Function{Spec: spec, Artifact: artifact}, nil
 }

@@ -537,12 +537,15 @@ func TestServerPprof(t *testing.T) {
 }
 
 func TestCLIErrors(t *testing.T) {
+	bundleFile := filepath.Join(t.TempDir(), "my.app.tar.gz")
+	os.WriteFile(bundleFile, []byte{0x1f, 0x8b, 8, 0}, 0o644)
 	tests := []struct {
 		args []string
 		code int
 		msg  string
 	}{
 		{[]string{"frobnicate"}, 2, "unknown command"},
+		{[]string{"deploy", bundleFile}, 2, "a process function needs its spec"},
 		{[]string{"invoke"}, 2, "usage: gust invoke"},
 		{[]string{"ls", "extra"}, 2, "takes no arguments"},
 		{[]string{"ls", "--server", "ftp://x"}, 2, "not an http"},
