@@ -130,6 +130,13 @@ func goBuild(ctx context.Context, dir string) ([]byte, error) {
 	if err != nil {
 		return nil, errors.New("building a Go function needs the Go toolchain: no go command on PATH (or deploy a .wasm file)")
 	}
+	name, err := goCommand(ctx, goBin, dir, "list", "-f", "{{.Name}}", ".")
+	if err != nil {
+		return nil, err
+	}
+	if name = strings.TrimSpace(name); name != "main" {
+		return nil, fmt.Errorf("%s holds package %s: a function is a main package (package main, with func main calling gust.Serve, or a CGI program)", dir, name)
+	}
 	deps, err := goCommand(ctx, goBin, dir, "list", "-deps", "-f", "{{.ImportPath}}", ".")
 	if err != nil {
 		return nil, err

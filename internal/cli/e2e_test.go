@@ -539,6 +539,10 @@ func TestServerPprof(t *testing.T) {
 func TestCLIErrors(t *testing.T) {
 	bundleFile := filepath.Join(t.TempDir(), "my.app.tar.gz")
 	os.WriteFile(bundleFile, []byte{0x1f, 0x8b, 8, 0}, 0o644)
+	library := t.TempDir()
+	os.WriteFile(filepath.Join(library, "go.mod"), []byte("module lib\n\ngo 1.26\n"), 0o644)
+	os.WriteFile(filepath.Join(library, "lib.go"), []byte("package lib\n\nfunc F() {}\n"), 0o644)
+	os.WriteFile(filepath.Join(library, "gust.yaml"), []byte("name: lib\n"), 0o644)
 	tests := []struct {
 		args []string
 		code int
@@ -546,6 +550,7 @@ func TestCLIErrors(t *testing.T) {
 	}{
 		{[]string{"frobnicate"}, 2, "unknown command"},
 		{[]string{"deploy", bundleFile}, 2, "a process function needs its spec"},
+		{[]string{"deploy", library}, 1, "holds package lib: a function is a main package"},
 		{[]string{"invoke"}, 2, "usage: gust invoke"},
 		{[]string{"ls", "extra"}, 2, "takes no arguments"},
 		{[]string{"ls", "--server", "ftp://x"}, 2, "not an http"},

@@ -224,10 +224,13 @@ func (hostWriter) Write(p []byte) (int, error) {
 }
 
 // responseWriter writes a CGI response: the status and headers once, then
-// the body.
+// the body. As with net/http, the head goes out with the body's first
+// bytes (or at the end), so that a Content-Type can be sniffed from them
+// even after WriteHeader.
 type responseWriter struct {
 	header      http.Header
-	wroteHeader bool
+	status      int  // set by WriteHeader; 0 means 200
+	wroteHeader bool // the head is written
 	scratch     [8]byte
 }
 
@@ -238,30 +241,41 @@ func (w *responseWriter) reset() {
 		w.header = make(http.Header, 8)
 	}
 	clear(w.header)
-	w.wroteHeader = false
+	w.status, w.wroteHeader = 0, false
 }
 
 func (w *responseWriter) Header() http.Header { return w.header }
 
+// WriteHeader sets the status; the first call counts. An informational
+// status (1xx, but 101) is not the response's: the ABI carries one
+// response, so it is dropped, as a proxy may.
 func (w *responseWriter) WriteHeader(status int) {
-	if w.wroteHeader {
+	if w.status != 0 || w.wroteHeader || status >= 100 && status < 200 && status != http.StatusSwitchingProtocols {
 		return
 	}
+	w.status = status
+}
+
+// head writes the status and the headers.
+func (w *responseWriter) head() {
 	w.wroteHeader = true
-	if status == http.StatusOK {
+	if w.status == 0 || w.status == http.StatusOK {
 		writeBuf.WriteString("Status: 200\r\n")
 	} else {
 		writeBuf.WriteString("Status: ")
-		writeBuf.Write(strconv.AppendInt(w.scratch[:0], int64(status), 10))
+		writeBuf.Write(strconv.AppendInt(w.scratch[:0], int64(w.status), 10))
 		writeBuf.WriteString("\r\n")
 	}
 	typed := false
 	for name, values := range w.header {
+		if !validHeaderName(name) {
+			continue // as net/http drops it: it could not be one line of the head
+		}
 		typed = typed || name == "Content-Type"
 		for _, v := range values {
 			writeBuf.WriteString(name)
 			writeBuf.WriteString(": ")
-			writeBuf.WriteString(v)
+			writeHeaderValue(v)
 			writeBuf.WriteString("\r\n")
 		}
 	}
@@ -269,6 +283,36 @@ func (w *responseWriter) WriteHeader(status int) {
 		writeBuf.WriteString("Content-Type: text/plain; charset=utf-8\r\n")
 	}
 	writeBuf.WriteString("\r\n")
+}
+
+// validHeaderName reports whether name is an HTTP token.
+func validHeaderName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// writeHeaderValue writes v with CR, LF and NUL as spaces, as net/http
+// writes header values: a value taken from a request must not add lines
+// (a Status, a Set-Cookie, the body) to the response's head.
+func writeHeaderValue(v string) {
+	if !strings.ContainsAny(v, "\r\n\x00") {
+		writeBuf.WriteString(v)
+		return
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c == '\r' || c == '\n' || c == 0 {
+			c = ' '
+		}
+		writeBuf.WriteByte(c)
+	}
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
@@ -295,7 +339,7 @@ func (w *responseWriter) writeHead(p []byte, s string) {
 		}
 		w.header.Set("Content-Type", http.DetectContentType(p))
 	}
-	w.WriteHeader(http.StatusOK)
+	w.head()
 }
 
 // sniffLen is how much of a body http.DetectContentType reads.
@@ -304,14 +348,14 @@ const sniffLen = 512
 // Flush is http.Flusher: what was written so far goes to the host.
 func (w *responseWriter) Flush() {
 	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
+		w.head()
 	}
 	writeBuf.Flush()
 }
 
 func (w *responseWriter) finish() {
 	if !w.wroteHeader {
-		w.WriteHeader(http.StatusOK)
+		w.head()
 	}
 	writeBuf.Flush()
 }

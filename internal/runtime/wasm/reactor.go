@@ -251,14 +251,7 @@ func (i *Instance) Invoke(ctx context.Context, req *runtime.Request, log *slog.L
 	if err := classify(ctx, err, i.mem, i.stderr); err != nil {
 		return nil, err
 	}
-	if st.out.overflow {
-		return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", i.limits.MaxOutputBytes)
-	}
-	resp, err := cgi.ParseResponse(st.out.Bytes())
-	if err != nil {
-		return nil, &runtime.Error{Kind: runtime.BadResponse, Message: err.Error(), Stderr: i.stderr.Tail()}
-	}
-	return resp, nil
+	return parseOutput(&st.out, i.limits.MaxOutputBytes, i.stderr)
 }
 
 // Close closes the instance. Calling it twice is harmless.

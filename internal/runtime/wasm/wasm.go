@@ -232,12 +232,22 @@ func (m *Module) Invoke(ctx context.Context, req *runtime.Request, inv Invocatio
 	if err := classify(ctx, err, mem, inv.Stderr); err != nil {
 		return nil, err
 	}
-	if stdout.overflow {
-		return nil, runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", inv.Limits.MaxOutputBytes)
+	return parseOutput(stdout, inv.Limits.MaxOutputBytes, inv.Stderr)
+}
+
+// parseOutput parses the CGI response a guest wrote into out, whose body
+// may take at most maxBody bytes (out holds its head too).
+func parseOutput(out *cappedBuffer, maxBody int, stderr *runtime.StderrLog) (*runtime.Response, error) {
+	tooLarge := runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", maxBody)
+	if out.overflow {
+		return nil, tooLarge
 	}
-	resp, err := cgi.ParseResponse(stdout.Bytes())
+	resp, err := cgi.ParseResponse(out.Bytes())
 	if err != nil {
-		return nil, &runtime.Error{Kind: runtime.BadResponse, Message: err.Error(), Stderr: inv.Stderr.Tail()}
+		return nil, &runtime.Error{Kind: runtime.BadResponse, Message: err.Error(), Stderr: stderr.Tail()}
+	}
+	if len(resp.Body) > maxBody {
+		return nil, tooLarge
 	}
 	return resp, nil
 }

@@ -120,6 +120,7 @@ func TestInvokeFailures(t *testing.T) {
 		{path: "/exit3", timeout: 10 * time.Second, kind: runtime.Crashed, message: "exited with code 3", stderr: "about to exit with code 3"},
 		{path: "/huge-output", timeout: 20 * time.Second, kind: runtime.BadResponse, message: "larger than"},
 		{path: "/raw", body: "", timeout: 10 * time.Second, kind: runtime.BadResponse, message: "empty"},
+		{path: "/raw", body: "Content-Type: text/plain\n\n" + strings.Repeat("a", 1<<20+1), timeout: 10 * time.Second, kind: runtime.BadResponse, message: "larger than"}, // a body just over, its head within the slack
 		{path: "/raw", body: "no headers at all", timeout: 10 * time.Second, kind: runtime.BadResponse, message: "no blank line"},
 		{path: "/raw", body: "Status: 999\n\n", timeout: 10 * time.Second, kind: runtime.BadResponse, message: "Status"},
 		{path: "/raw", body: "X-A: b\rSet-Cookie: x\n\n", timeout: 10 * time.Second, kind: runtime.BadResponse, message: "control character"},

@@ -64,6 +64,12 @@ func handle(w http.ResponseWriter, r *http.Request) {
 	case "/typed-string":
 		w.Header().Set("Content-Type", "application/x-custom")
 		io.WriteString(w, "<html><body>hi</body></html>")
+	case "/inject": // a header value from the request, as handlers do
+		w.Header().Set("X-Echo", r.URL.Query().Get("v"))
+		w.Header()["Bad Name"] = []string{"x"}
+		w.WriteHeader(http.StatusEarlyHints) // informational: not the response's status
+		w.WriteHeader(http.StatusNotFound)
+		io.WriteString(w, "<!DOCTYPE html><html>missing</html>")
 	case "/gc":
 		gc := debug.SetGCPercent(-1)
 		debug.SetGCPercent(gc)
