@@ -536,6 +536,25 @@ func TestServerPprof(t *testing.T) {
 	}
 }
 
+// TestDataDirIsOneServers: a second server on a data dir in use refuses to
+// start, and the first goes on serving what it had.
+func TestDataDirIsOneServers(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir)
+	n.mustGust(t, "deploy", guestPath, "--name", "kept")
+	second, err := server.New(server.Config{DataDir: dir, Addr: "127.0.0.1:0", Announce: io.Discard, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "in use by another gust server") {
+		second.Stop(context.Background())
+		t.Fatalf("a second server on the same data dir started (%v); want it refused", err)
+	}
+	if a := n.do(t, "POST", "/fn/default/kept/ok", "", strings.NewReader("x")); a.status >= 400 {
+		t.Errorf("the first server after the second's attempt: %d %s", a.status, a.body)
+	}
+}
+
 func TestCLIErrors(t *testing.T) {
 	bundleFile := filepath.Join(t.TempDir(), "my.app.tar.gz")
 	os.WriteFile(bundleFile, []byte{0x1f, 0x8b, 8, 0}, 0o644)

@@ -81,6 +81,7 @@ type Server struct {
 	http     *http.Server
 	listener net.Listener
 
+	dirLock     *os.File // held while the server runs
 	cancelWatch context.CancelFunc
 	served      chan error
 	stopOnce    sync.Once
@@ -112,6 +113,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}()
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("server: data dir: %w", err)
+	}
+	if s.dirLock, err = lockDataDir(s.cfg.DataDir); err != nil {
+		return err
 	}
 	s.store, err = store.Open(ctx, store.Config{
 		DataDir: filepath.Join(s.cfg.DataDir, "nats"),
@@ -321,6 +325,9 @@ func (s *Server) stop(ctx context.Context) error {
 	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())
+	}
+	if s.dirLock != nil {
+		s.dirLock.Close() // and with it the lock
 	}
 	s.log.Info("gust stopped")
 	return errors.Join(errs...)
