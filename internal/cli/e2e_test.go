@@ -555,6 +555,25 @@ func TestDataDirIsOneServers(t *testing.T) {
 	}
 }
 
+// TestWrongMasterKeyRefused: a server started on a store without the
+// master key its secrets were sealed with refuses to start, rather than
+// make a new key that opens none of them.
+func TestWrongMasterKeyRefused(t *testing.T) {
+	dir := t.TempDir()
+	key := strings.Repeat("ab", 32)
+	n := startNode(t, dir, func(c *server.Config) { c.MasterKey = key })
+	n.stop(t)
+	s, err := server.New(server.Config{DataDir: dir, Addr: "127.0.0.1:0", Announce: io.Discard, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "GUST_MASTER_KEY") {
+		s.Stop(context.Background())
+		t.Fatalf("a start without the store's master key: %v; want it refused, naming GUST_MASTER_KEY", err)
+	}
+	startNode(t, dir, func(c *server.Config) { c.MasterKey = key }) // with it, the store opens
+}
+
 func TestCLIErrors(t *testing.T) {
 	bundleFile := filepath.Join(t.TempDir(), "my.app.tar.gz")
 	os.WriteFile(bundleFile, []byte{0x1f, 0x8b, 8, 0}, 0o644)

@@ -143,10 +143,39 @@ func New(ctx context.Context, deps Deps) (*Service, error) {
 	if s.metaKV, err = deps.Store.KV(ctx, metaBucket); err != nil {
 		return nil, err
 	}
+	if err := s.checkMasterKey(ctx); err != nil {
+		return nil, err
+	}
 	s.tenants = store.NewView[Tenant](s.tenantsKV, log)
 	s.keys = store.NewView[Key](s.keysKV, log)
 	s.secrets = store.NewView[sealedSecret](s.secretsKV, log)
 	return s, nil
+}
+
+// masterKeyCheck is the meta key of a value sealed with the master key the
+// store was first used with.
+const masterKeyCheck = "master-key-check"
+
+// checkMasterKey makes sure the master key is the one this store's secrets
+// are sealed with: a server started without its key (a lost master.key, a
+// missing GUST_MASTER_KEY) would make a new one, and every secret would fail
+// to unseal, while new ones were sealed with the wrong key.
+func (s *Service) checkMasterKey(ctx context.Context) error {
+	e, err := s.metaKV.Get(ctx, masterKeyCheck)
+	if errors.Is(err, store.ErrNotFound) {
+		_, err = s.metaKV.Create(ctx, masterKeyCheck, s.sealer.seal("", masterKeyCheck, []byte("gust")))
+		if errors.Is(err, store.ErrConflict) {
+			return s.checkMasterKey(ctx) // another node wrote it first
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := s.sealer.open("", masterKeyCheck, e.Value); err != nil {
+		return errors.New("tenant: the master key is not the one this store's secrets were sealed with: set GUST_MASTER_KEY to that key, or put back the data dir's master.key")
+	}
+	return nil
 }
 
 // Start fills the views and keeps them current until watchCtx is done, and
