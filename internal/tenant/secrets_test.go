@@ -393,7 +393,7 @@ func TestSealerBindsTenantAndName(t *testing.T) {
 	}
 }
 
-func TestChangedMasterKeyFailsResolveWithoutTheValue(t *testing.T) {
+func TestChangedMasterKeyIsRefused(t *testing.T) {
 	dir := t.TempDir()
 	const value = "restart-value-7c1e"
 	st := openStoreAt(t, dir)
@@ -412,17 +412,18 @@ func TestChangedMasterKeyFailsResolveWithoutTheValue(t *testing.T) {
 	if got, err := same.Resolve("acme", []string{"KEPT"}); err != nil || got["KEPT"] != value {
 		t.Errorf("Resolve after restart with the same key = %v, %v, want %q", got, err, value)
 	}
-	changed := startService(t, st, serviceOpts{key: otherKey})
-	got, err := changed.Resolve("acme", []string{"KEPT"})
-	if err == nil {
-		t.Fatalf("Resolve with another master key = %v, nil, want an error", got)
+	// With another key, the service refuses to start at all, rather than
+	// fail every secret and seal new ones with the wrong key.
+	sealer, err := NewSealer(otherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(ctxT(t), Deps{Store: st, Sealer: sealer})
+	if err == nil || !strings.Contains(err.Error(), "GUST_MASTER_KEY") {
+		t.Fatalf("New with another master key = %v, want an error naming GUST_MASTER_KEY", err)
 	}
 	if strings.Contains(err.Error(), value) {
-		t.Errorf("Resolve error %q contains the value", err)
-	}
-	var missing *MissingSecretError
-	if errors.As(err, &missing) {
-		t.Errorf("Resolve error = %v, want an unsealing error, not a missing secret", err)
+		t.Errorf("New error %q contains the value", err)
 	}
 }
 
@@ -448,9 +449,10 @@ func TestSecretValuesNeverLogged(t *testing.T) {
 	if err := s.DeleteSecret(ctx, "acme", "PROBE"); err != nil {
 		t.Fatal(err)
 	}
-	// A service with the wrong key fails to unseal; that must not log it either.
-	wrong := startService(t, st, serviceOpts{key: otherKey, logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	_, _ = wrong.Resolve("acme", []string{"OTHER"})
+	// A service with the wrong key is refused; that must not log a value either.
+	if sealer, err := NewSealer(otherKey); err == nil {
+		New(ctx, Deps{Store: st, Sealer: sealer, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	}
 	if err := s.DeleteTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
