@@ -125,6 +125,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if s.cfg.NATSListen != "" {
+		s.log.Warn("the embedded NATS port has no authentication: whoever reaches it reads and writes the whole store, functions, keys and sealed secrets included; keep it on a trusted network", "addr", s.cfg.NATSListen)
+	}
 	s.rt, err = wasm.New(ctx, wasm.Config{CacheDir: filepath.Join(s.cfg.DataDir, "wasm-cache")})
 	if err != nil {
 		return err
