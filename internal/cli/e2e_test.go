@@ -536,18 +536,28 @@ func TestServerPprof(t *testing.T) {
 	}
 }
 
+// tryStart starts a server on dir and returns why it could not; one that
+// starts is stopped.
+func tryStart(t *testing.T, dir string) error {
+	t.Helper()
+	s, err := server.New(server.Config{DataDir: dir, Addr: "127.0.0.1:0", Announce: io.Discard, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Start(context.Background())
+	if err == nil {
+		s.Stop(context.Background())
+	}
+	return err
+}
+
 // TestDataDirIsOneServers: a second server on a data dir in use refuses to
 // start, and the first goes on serving what it had.
 func TestDataDirIsOneServers(t *testing.T) {
 	dir := t.TempDir()
 	n := startNode(t, dir)
 	n.mustGust(t, "deploy", guestPath, "--name", "kept")
-	second, err := server.New(server.Config{DataDir: dir, Addr: "127.0.0.1:0", Announce: io.Discard, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := second.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "in use by another gust server") {
-		second.Stop(context.Background())
+	if err := tryStart(t, dir); err == nil || !strings.Contains(err.Error(), "in use by another gust server") {
 		t.Fatalf("a second server on the same data dir started (%v); want it refused", err)
 	}
 	if a := n.do(t, "POST", "/fn/default/kept/ok", "", strings.NewReader("x")); a.status >= 400 {
@@ -563,12 +573,7 @@ func TestWrongMasterKeyRefused(t *testing.T) {
 	key := strings.Repeat("ab", 32)
 	n := startNode(t, dir, func(c *server.Config) { c.MasterKey = key })
 	n.stop(t)
-	s, err := server.New(server.Config{DataDir: dir, Addr: "127.0.0.1:0", Announce: io.Discard, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "GUST_MASTER_KEY") {
-		s.Stop(context.Background())
+	if err := tryStart(t, dir); err == nil || !strings.Contains(err.Error(), "GUST_MASTER_KEY") {
 		t.Fatalf("a start without the store's master key: %v; want it refused, naming GUST_MASTER_KEY", err)
 	}
 	startNode(t, dir, func(c *server.Config) { c.MasterKey = key }) // with it, the store opens
