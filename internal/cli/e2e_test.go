@@ -576,6 +576,9 @@ func TestWrongMasterKeyRefused(t *testing.T) {
 	if err := tryStart(t, dir); err == nil || !strings.Contains(err.Error(), "GUST_MASTER_KEY") {
 		t.Fatalf("a start without the store's master key: %v; want it refused, naming GUST_MASTER_KEY", err)
 	}
+	if _, err := os.Stat(filepath.Join(dir, server.MasterKeyFile)); err == nil {
+		t.Errorf("the refused start left a master key file of its own")
+	}
 	startNode(t, dir, func(c *server.Config) { c.MasterKey = key }) // with it, the store opens
 }
 

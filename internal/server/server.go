@@ -136,7 +136,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	masterKey, err := tenant.LoadMasterKey(s.cfg.MasterKey, filepath.Join(s.cfg.DataDir, MasterKeyFile))
+	keyFile := filepath.Join(s.cfg.DataDir, MasterKeyFile)
+	_, noKeyFile := os.Stat(keyFile)
+	masterKey, err := tenant.LoadMasterKey(s.cfg.MasterKey, keyFile)
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
@@ -146,6 +148,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	}
 	s.tenants, err = tenant.New(ctx, tenant.Deps{Store: s.store, Sealer: sealer, Logger: s.log})
 	if err != nil {
+		if noKeyFile != nil && s.cfg.MasterKey == "" {
+			os.Remove(keyFile) // made just now, and not the store's: no one must take it for it
+		}
 		return err
 	}
 	auditLog, err := audit.Open(ctx, s.store, s.log)
