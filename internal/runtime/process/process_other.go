@@ -11,7 +11,8 @@ import (
 
 // Config configures the process runtime.
 type Config struct {
-	Dir string
+	Dir              string
+	AllowHostNetwork bool
 }
 
 // Runtime is the process sandbox.
