@@ -27,7 +27,8 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		return
 	}
 	log := s.log.With("invocation_id", job.ID, "tenant", job.Tenant, "function", job.Function)
-	if t, ok := s.tenants.Tenant(job.Tenant); !ok || job.Queued.Before(t.Created) {
+	t, ok := s.tenants.Tenant(job.Tenant)
+	if !ok || job.Queued.Before(t.Created) {
 		// Its tenant was deleted (perhaps created again since): nothing
 		// of it may run or reach the dead letters of a new one.
 		logQueueError(log, m.Ack())
@@ -77,7 +78,6 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		return
 	}
 	defer func() { <-share.slots }()
-	t, _ := s.tenants.Tenant(job.Tenant)
 	release, err := s.limiter.Hold(job.Tenant, t.Quotas, v.Spec.MemoryMB)
 	if err != nil {
 		var qerr *tenant.QuotaError

@@ -224,11 +224,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 	w.Header().Set(HeaderVersion, strconv.Itoa(v.Number))
 	if err != nil {
 		w.Header().Set("Server-Timing", serverTiming(took, out))
-		e := invocationError(w, name, v, out, err)
-		if he, ok := e.(*httperror.Error); ok && !member {
-			he.Stderr = "" // the server's log has it, for the tenant's eyes only
-		}
-		return e
+		return invocationError(w, name, v, out, member, err)
 	}
 	log.Info("invoked", "status", resp.Status, "duration_ms", took.Milliseconds(), "cold", out.Cold, "request_bytes", len(body), "response_bytes", len(resp.Body))
 	h := w.Header()
@@ -386,8 +382,9 @@ func quotaError(w http.ResponseWriter, err error) error {
 	return httperror.New(http.StatusTooManyRequests, "quota_exceeded", "%v", qerr)
 }
 
-// invocationError maps a sandbox failure to what the caller sees.
-func invocationError(w http.ResponseWriter, name string, v registry.Version, out pool.Outcome, err error) error {
+// invocationError maps a sandbox failure to what the caller sees; a
+// member (a caller with the tenant's key) sees the function's stderr too.
+func invocationError(w http.ResponseWriter, name string, v registry.Version, out pool.Outcome, member bool, err error) error {
 	var busy *pool.BusyError
 	if errors.As(err, &busy) {
 		w.Header().Set("Retry-After", "1")
@@ -413,7 +410,13 @@ func invocationError(w http.ResponseWriter, name string, v registry.Version, out
 	if !errors.As(err, &rerr) {
 		return err
 	}
-	e := &httperror.Error{Status: http.StatusBadGateway, Stderr: rerr.Stderr, Cause: err}
+	e := &httperror.Error{Status: http.StatusBadGateway, Cause: err}
+	if member {
+		// The function's last lines are for the tenant's eyes only (a
+		// public function's caller may be anyone); the server's log has
+		// them too.
+		e.Stderr = rerr.Stderr
+	}
 	switch rerr.Kind {
 	case runtime.Timeout:
 		e.Status, e.Code = http.StatusGatewayTimeout, "timeout"
