@@ -12,12 +12,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gust-faas/gust/bench/internal/stats"
@@ -32,7 +33,10 @@ func main() {
 	warmup := flag.Int("warmup", 1000, "invocations queued and finished before the measured ones, and not counted")
 	flag.Parse()
 	key := os.Getenv("GUST_KEY")
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *c}}
+	host, _, err := request("GET", *url, nil, "")
+	if err != nil {
+		fail(err)
+	}
 
 	// enqueue queues count invocations, offered at rate, and returns their
 	// ids, how long each 202 took, and when the first was offered.
@@ -41,28 +45,30 @@ func main() {
 		ids, lat = make([]string, count), make([]time.Duration, count)
 		queued = make([]time.Duration, count)
 		start = time.Now()
-		run(count, *c, func(i int) error {
+		_, req, err := request("POST", *url+*fn, [][2]string{{"Prefer", "respond-async"}, {"Authorization", "Bearer " + key}}, "async")
+		if err != nil {
+			fail(err)
+		}
+		run(count, *c, host, func(c *conn, i int) error {
 			if *rate > 0 {
 				// Invocation i is offered at start + i/rate.
 				time.Sleep(time.Until(start.Add(time.Duration(i) * time.Second / time.Duration(*rate))))
 			}
-			req, _ := http.NewRequest("POST", *url+*fn, strings.NewReader("async"))
-			req.Header.Set("Prefer", "respond-async")
-			req.Header.Set("Authorization", "Bearer "+key)
 			t0 := time.Now()
-			resp, err := client.Do(req)
+			resp, err := c.do(req)
 			if err != nil {
 				return err
 			}
+			lat[i] = time.Since(t0)
+			if resp.status != http.StatusAccepted {
+				return fmt.Errorf("enqueue answered %d: %s", resp.status, resp.body)
+			}
+			queued[i] = serverTiming(resp.serverTiming, "queue")
 			var acc struct {
 				InvocationID string `json:"invocation_id"`
 			}
-			json.NewDecoder(resp.Body).Decode(&acc)
-			resp.Body.Close()
-			lat[i] = time.Since(t0)
-			queued[i] = serverTiming(resp.Header.Get("Server-Timing"), "queue")
-			if resp.StatusCode != http.StatusAccepted {
-				return fmt.Errorf("enqueue answered %s", resp.Status)
+			if err := json.Unmarshal(resp.body, &acc); err != nil {
+				return fmt.Errorf("enqueue answered %s: %w", resp.body, err)
 			}
 			ids[i] = acc.InvocationID
 			return nil
@@ -74,11 +80,14 @@ func main() {
 	finished := func(ids []string) time.Time {
 		var last time.Time
 		var mu sync.Mutex
-		run(len(ids), *c, func(i int) error {
+		auth := [][2]string{{"Authorization", "Bearer " + key}}
+		run(len(ids), *c, host, func(c *conn, i int) error {
+			_, req, err := request("GET", *url+"/v1/invocations/"+ids[i], auth, "")
+			if err != nil {
+				return err
+			}
 			for {
-				req, _ := http.NewRequest("GET", *url+"/v1/invocations/"+ids[i], nil)
-				req.Header.Set("Authorization", "Bearer "+key)
-				resp, err := client.Do(req)
+				resp, err := c.do(req)
 				if err != nil {
 					return err
 				}
@@ -86,8 +95,9 @@ func main() {
 					State   string
 					Updated time.Time
 				}
-				json.NewDecoder(resp.Body).Decode(&rec)
-				resp.Body.Close()
+				if err := json.Unmarshal(resp.body, &rec); err != nil {
+					return fmt.Errorf("invocation %s: %d %s", ids[i], resp.status, resp.body)
+				}
 				switch rec.State {
 				case "succeeded":
 					mu.Lock()
@@ -108,52 +118,65 @@ func main() {
 		ids, _, _ := enqueue(*warmup)
 		finished(ids)
 	}
+	cpu0 := cpuTime()
 	ids, lat, start := enqueue(*n)
 	accepted := time.Since(start)
+	clientCPU := float64(cpuTime()-cpu0) / float64(accepted)
 	completed := finished(ids).Sub(start)
 
+	_, syncReq, err := request("POST", *url+*fn, [][2]string{{"Authorization", "Bearer " + key}}, "sync")
+	if err != nil {
+		fail(err)
+	}
 	syncStart := time.Now()
-	run(*n, *c, func(i int) error {
-		req, _ := http.NewRequest("POST", *url+*fn, strings.NewReader("sync"))
-		req.Header.Set("Authorization", "Bearer "+key)
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
+	run(*n, *c, host, func(c *conn, i int) error {
+		resp, err := c.do(syncReq)
+		if err == nil && resp.status != http.StatusOK {
+			err = fmt.Errorf("invocation answered %d: %s", resp.status, resp.body)
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return nil
+		return err
 	})
 	syncTook := time.Since(syncStart)
 
 	fmt.Printf("async: %d invocations by %d clients (after %d to warm up), offered at %s\n", *n, *c, *warmup, map[bool]string{true: fmt.Sprint(*rate, "/s"), false: "full speed"}[*rate > 0])
 	fmt.Printf("  202 answered: p50 %s  p99 %s  (%.0f accepted/s)\n", stats.Ms(stats.Percentile(lat, 50)), stats.Ms(stats.Percentile(lat, 99)), float64(*n)/accepted.Seconds())
+	fmt.Printf("  the load generator itself used %.0f%% of a core while queueing\n", 100*clientCPU)
 	fmt.Printf("  of which the durable write, as the server timed it: p50 %s  p99 %s\n", stats.Ms(stats.Percentile(queued, 50)), stats.Ms(stats.Percentile(queued, 99)))
 	fmt.Printf("  accepted to completed: %.0f invocations/s (%s for all)\n", float64(*n)/completed.Seconds(), completed.Round(time.Millisecond))
 	fmt.Printf("sync, same load: %.0f invocations/s\n", float64(*n)/syncTook.Seconds())
 }
 
-// run calls do(i) for i in [0, n) on c goroutines and exits on an error.
-func run(n, c int, do func(i int) error) {
-	next := make(chan int)
+// run calls do(c, i) for i in [0, n) on c goroutines, each with a
+// connection to addr of its own, and exits on an error.
+func run(n, c int, addr string, do func(c *conn, i int) error) {
+	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range c {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range next {
-				if err := do(i); err != nil {
-					fmt.Fprintln(os.Stderr, "async:", err)
-					os.Exit(1)
+			conn := &conn{addr: addr}
+			defer conn.close()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				if err := do(conn, i); err != nil {
+					fail(err)
 				}
 			}
 		}()
 	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
 	wg.Wait()
+}
+
+// cpuTime is the CPU time this process has used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "async:", err)
+	os.Exit(1)
 }
 
 // serverTiming returns the duration of metric in a Server-Timing header
