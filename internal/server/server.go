@@ -74,6 +74,7 @@ type Server struct {
 
 	store    *store.Store
 	rt       *wasm.Runtime
+	proc     *process.Runtime // nil where the process runtime is not available
 	pool     *pool.Pool
 	registry *registry.Registry
 	tenants  *tenant.Service
@@ -164,6 +165,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		s.log.Warn("the process runtime is not available; wasm functions work", "why", err)
 	} else {
 		sandboxes[registry.RuntimeProcess] = proc
+		s.proc = proc
 	}
 	s.pool = pool.New(pool.Deps{Sandboxes: sandboxes, Unavailable: unavailable, Artifacts: artifacts, Secrets: s.tenants, Logger: s.log})
 	s.registry, err = registry.New(ctx, registry.Deps{Store: s.store, Artifacts: artifacts, Checker: s.pool, Logger: s.log,
@@ -327,6 +329,9 @@ func (s *Server) stop(ctx context.Context) error {
 	}
 	if s.pool != nil {
 		s.pool.Close()
+	}
+	if s.proc != nil {
+		s.proc.Close()
 	}
 	if s.rt != nil {
 		errs = append(errs, s.rt.Close(context.Background()))

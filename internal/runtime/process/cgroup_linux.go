@@ -181,8 +181,9 @@ type cgroupLimits struct {
 	pids   int
 }
 
-// create makes the cgroup name with lim.
-func (cg *cgroups) create(name string, lim cgroupLimits) (*cgroup, error) {
+// create makes a cgroup named name in each hierarchy, without limits:
+// setLimits sets them before anything but the sandbox's init runs in it.
+func (cg *cgroups) create(name string) (*cgroup, error) {
 	c := &cgroup{v2: cg.v2, dirs: map[string]string{}}
 	for k, base := range cg.base {
 		dir := filepath.Join(base, cg.mine, name)
@@ -192,11 +193,16 @@ func (cg *cgroups) create(name string, lim cgroupLimits) (*cgroup, error) {
 		}
 		c.dirs[k] = dir
 	}
+	return c, nil
+}
+
+// setLimits limits the cgroup's memory (without swap), CPU and processes.
+func (c *cgroup) setLimits(lim cgroupLimits) error {
 	quota := int64(lim.cpu * float64(cgroupPeriod/time.Microsecond))
 	period := int64(cgroupPeriod / time.Microsecond)
 	mem := strconv.FormatInt(lim.memory, 10)
 	var writes [][2]string
-	if cg.v2 {
+	if c.v2 {
 		d := c.dirs["unified"]
 		writes = [][2]string{
 			{filepath.Join(d, "memory.max"), mem},
@@ -219,11 +225,10 @@ func (cg *cgroups) create(name string, lim cgroupLimits) (*cgroup, error) {
 			if errors.Is(err, os.ErrNotExist) && strings.Contains(w[0], "swap") {
 				continue
 			}
-			c.remove()
-			return nil, fmt.Errorf("cgroup: %w", err)
+			return fmt.Errorf("cgroup: %w", err)
 		}
 	}
-	return c, nil
+	return nil
 }
 
 // add moves pid into the cgroup.

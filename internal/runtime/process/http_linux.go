@@ -151,7 +151,7 @@ func (p *prepared) bootHTTP(ctx context.Context, s *httpSandbox, cfg runtime.Con
 	}
 	cfg.Env = programEnv(cfg.Env, "PORT="+strconv.Itoa(s.port))
 	s.stderr = cfg.Stderr
-	sb, err := p.r.start(ctx, p.dir, cfg, startOptions{stdout: cfg.Stderr, stderr: cfg.Stderr})
+	sb, err := p.r.start(ctx, p.dir, cfg, startOptions{output: cfg.Stderr})
 	if err != nil {
 		return err
 	}
@@ -185,6 +185,10 @@ func (s *httpSandbox) awaitListen(ctx context.Context, timeout time.Duration) er
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// Most programs listen within a hundred milliseconds, and each
+	// millisecond of waiting past that is a cold start's: dial every
+	// millisecond until then, then back off to every five.
+	started := time.Now()
 	wait := 100 * time.Microsecond
 	for {
 		c, err := s.dial(ctx)
@@ -205,7 +209,11 @@ func (s *httpSandbox) awaitListen(ctx context.Context, timeout time.Duration) er
 			return &runtime.Error{Kind: runtime.Timeout, Message: fmt.Sprintf("the function's program did not listen on $PORT (%d) within %s", s.port, timeout), Stderr: tail(s.stderr)}
 		case <-s.sb.done:
 		case <-time.After(wait):
-			wait = min(2*wait, 5*time.Millisecond)
+			most := time.Millisecond
+			if time.Since(started) > 100*time.Millisecond {
+				most = 5 * time.Millisecond
+			}
+			wait = min(2*wait, most)
 		}
 	}
 }

@@ -59,6 +59,7 @@ type Runtime struct {
 	cgroups   *cgroups
 	cores     float64
 	seq       atomic.Uint64
+	spares    *spares
 
 	// bundles counts the prepared artifacts using each unpacked folder:
 	// two versions of one bundle share it, and the last to close removes it.
@@ -83,11 +84,18 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		return nil, err
 	}
 	r := &Runtime{dir: cfg.Dir, hostNetOK: cfg.AllowHostNetwork, cgroups: cg, cores: float64(goruntime.NumCPU()), bundles: map[string]int{}}
+	r.spares = newSpares(func() (*initProc, error) { return r.spawn(false) })
 	r.sweep()
 	if err := r.probe(ctx); err != nil {
 		return nil, err
 	}
 	return r, nil
+}
+
+// Close stops the init processes kept for the next cold starts. Instances
+// are closed by their owners.
+func (r *Runtime) Close() {
+	r.spares.close()
 }
 
 // sweep removes what a server that stopped abruptly left: unpacked
@@ -253,18 +261,19 @@ func (p *prepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Insta
 	if err := p.r.checkNetwork(cfg); err != nil {
 		return nil, err
 	}
+	defer p.r.spares.replenish()
 	if cfg.Process.Protocol == runtime.ProtocolStdio {
 		return p.startStdio(ctx, cfg)
 	}
 	return p.startHTTP(ctx, cfg)
 }
 
-// startOptions are how a sandbox starts: where its standard streams go,
-// and whether it stops once built (probe) or runs its program once per
-// request (serve) instead of executing it once.
+// startOptions are how a sandbox starts: where the standard streams of its
+// init and program go, and whether it stops once built (probe) or runs its
+// program once per request (serve) instead of executing it once.
 type startOptions struct {
-	stdout, stderr io.Writer
-	probe, serve   bool
+	output       io.Writer
+	probe, serve bool
 }
 
 // sandbox is one running init process, and the program it becomes.
@@ -280,66 +289,154 @@ type sandbox struct {
 	closeOnce sync.Once
 }
 
-// start makes the namespaces and the cgroup, and has the init process
-// build the root; it returns once the sandbox is ready for its program.
+// start makes the cgroup, takes an init process (a spare, or one started
+// now), and has it build the root; it returns once the sandbox is ready
+// for its program.
 func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Config, opts startOptions) (*sandbox, error) {
 	bundleFD, err := detachedMount(bundleDir)
 	if err != nil {
 		return nil, err
 	}
 	defer bundleFD.Close()
-	controlR, controlW, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	defer controlR.Close()
-	statusR, statusW, err := os.Pipe()
-	if err != nil {
-		controlW.Close()
-		return nil, err
-	}
-	defer statusW.Close()
-	extra := []*os.File{controlR, statusW, bundleFD}
+	fds := []int{int(bundleFD.Fd())}
 	var pass *os.File
 	if opts.serve {
-		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
-			controlW.Close()
-			statusR.Close()
 			return nil, err
 		}
-		pass = os.NewFile(uintptr(fds[0]), "pass")
-		child := os.NewFile(uintptr(fds[1]), "pass")
+		pass = os.NewFile(uintptr(pair[0]), "pass")
+		child := os.NewFile(uintptr(pair[1]), "pass")
 		defer child.Close()
-		extra = append(extra, child)
+		fds = append(fds, int(child.Fd()))
 	}
+	var p *initProc
+	if !opts.probe && !cfg.Process.Network {
+		p = r.spares.take()
+	}
+	if p == nil {
+		if p, err = r.spawn(cfg.Process.Network); err != nil {
+			if pass != nil {
+				pass.Close()
+			}
+			return nil, err
+		}
+	}
+	sb := &sandbox{cmd: p.cmd, cg: p.cg, control: p.control, status: p.status, pass: pass, done: make(chan struct{})}
+	output := opts.output
+	if output == nil {
+		output = io.Discard
+	}
+	go func() {
+		io.Copy(output, p.output)
+		p.output.Close()
+		<-p.waited
+		sb.err = p.err
+		close(sb.done)
+	}()
+	// The init waits for its configuration: nothing else runs in the
+	// cgroup before the limits are set.
 	mem := int64(cfg.Limits.MemoryBytes)
-	seq := r.seq.Add(1)
-	hostID := idMapBase + int(seq%idMapSlots)*idMapSize
-	cg, err := r.cgroups.create("s"+strconv.FormatUint(seq, 10), cgroupLimits{
+	err = p.cg.setLimits(cgroupLimits{
 		memory: mem,
 		cpu:    min(r.cores, max(minCPU, cpuPerGiB*float64(mem)/(1<<30))),
 		pids:   maxPids,
 	})
 	if err != nil {
-		controlW.Close()
-		statusR.Close()
-		if pass != nil {
-			pass.Close()
-		}
+		sb.close()
 		return nil, err
 	}
+	ic := initproc.Config{
+		Command:     cfg.Process.Command,
+		Env:         cfg.Env,
+		TmpBytes:    min(maxTmpBytes, mem),
+		HostNetwork: cfg.Process.Network,
+		ProbeOnly:   opts.probe,
+		Serve:       opts.serve,
+	}
+	err = unix.Sendmsg(int(sb.control.Fd()), []byte{0}, unix.UnixRights(fds...), nil, 0)
+	if err == nil {
+		err = json.NewEncoder(sb.control).Encode(ic)
+	}
+	if err != nil {
+		sb.close()
+		return nil, fmt.Errorf("configuring the sandbox: %w", err)
+	}
+	if err := sb.readStatus(ctx, true); err != nil {
+		sb.close()
+		return nil, err
+	}
+	return sb, nil
+}
+
+// initProc is an init process, started in the namespaces of a sandbox and
+// waiting for the rest of it: its cgroup, bundle and configuration.
+type initProc struct {
+	cmd     *exec.Cmd
+	cg      *cgroup       // the sandbox's, with the init in it, without limits yet
+	control *os.File      // the host's end of the init's fd 3
+	status  *os.File      // the read end of the init's fd 4
+	output  *os.File      // the read end of the init's stdout and stderr
+	waited  chan struct{} // closed once the init has exited and err is set
+	err     error
+}
+
+// spawn starts an init process in new user, PID, mount, IPC, UTS and,
+// unless hostNetwork, network namespaces, and in a cgroup of its own.
+// Moving a process into a cgroup can take milliseconds (the kernel waits
+// for a grace period of RCU): a spare pays that before it is needed.
+func (r *Runtime) spawn(hostNetwork bool) (*initProc, error) {
+	seq := r.seq.Add(1)
+	cg, err := r.cgroups.create("s" + strconv.FormatUint(seq, 10))
+	if err != nil {
+		return nil, err
+	}
+	p, err := r.startInit(seq, hostNetwork)
+	if err != nil {
+		cg.remove()
+		return nil, err
+	}
+	p.cg = cg
+	if err := cg.add(p.cmd.Process.Pid); err != nil {
+		p.discard()
+		return nil, err
+	}
+	return p, nil
+}
+
+// startInit starts the Gust binary again as Arg, in the namespaces.
+func (r *Runtime) startInit(seq uint64, hostNetwork bool) (*initProc, error) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	control, controlChild := os.NewFile(uintptr(pair[0]), "control"), os.NewFile(uintptr(pair[1]), "control")
+	defer controlChild.Close()
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		control.Close()
+		return nil, err
+	}
+	defer statusW.Close()
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		control.Close()
+		statusR.Close()
+		return nil, err
+	}
+	defer outW.Close()
+	hostID := idMapBase + int(seq%idMapSlots)*idMapSize
 	flags := syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
-	if !cfg.Process.Network {
+	if !hostNetwork {
 		flags |= syscall.CLONE_NEWNET
 	}
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
 		Args:       []string{initproc.Arg},
 		Env:        []string{"GOGC=off", "GOMAXPROCS=1"},
-		Stdout:     opts.stdout,
-		Stderr:     opts.stderr,
-		ExtraFiles: extra,
+		Stdout:     outW,
+		Stderr:     outW,
+		ExtraFiles: []*os.File{controlChild, statusW},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags:                 uintptr(flags),
 			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: hostID, Size: idMapSize}},
@@ -353,46 +450,42 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 			Setsid: true,
 		},
 	}
-	sb := &sandbox{cmd: cmd, cg: cg, control: controlW, status: statusR, pass: pass, done: make(chan struct{})}
 	if err := cmd.Start(); err != nil {
-		sb.control.Close()
-		sb.status.Close()
-		if pass != nil {
-			pass.Close()
-		}
-		cg.remove()
+		control.Close()
+		statusR.Close()
+		outR.Close()
 		return nil, fmt.Errorf("starting the sandbox: %w", err)
 	}
-	// The init holds its ends now; the status pipe's EOF must mean it
-	// closed (or exec'd) them.
-	controlR.Close()
-	statusW.Close()
+	// The init holds its ends now (deferred closes drop the host's): the
+	// status pipe's EOF must mean it closed (or exec'd) them.
+	p := &initProc{cmd: cmd, control: control, status: statusR, output: outR, waited: make(chan struct{})}
 	go func() {
-		sb.err = cmd.Wait()
-		close(sb.done)
+		p.err = cmd.Wait()
+		close(p.waited)
 	}()
-	// Before anything runs: the init waits for its configuration.
-	if err := cg.add(cmd.Process.Pid); err != nil {
-		sb.close()
-		return nil, err
+	return p, nil
+}
+
+// exited reports whether the init has exited.
+func (p *initProc) exited() bool {
+	select {
+	case <-p.waited:
+		return true
+	default:
+		return false
 	}
-	ic := initproc.Config{
-		Command:     cfg.Process.Command,
-		Env:         cfg.Env,
-		TmpBytes:    min(maxTmpBytes, mem),
-		HostNetwork: cfg.Process.Network,
-		ProbeOnly:   opts.probe,
-		Serve:       opts.serve,
+}
+
+// discard stops an init that no sandbox took.
+func (p *initProc) discard() {
+	p.cmd.Process.Kill()
+	p.control.Close()
+	<-p.waited
+	p.status.Close()
+	p.output.Close()
+	if p.cg != nil {
+		go p.cg.remove()
 	}
-	if err := json.NewEncoder(sb.control).Encode(ic); err != nil {
-		sb.close()
-		return nil, fmt.Errorf("configuring the sandbox: %w", err)
-	}
-	if err := sb.readStatus(ctx, true); err != nil {
-		sb.close()
-		return nil, err
-	}
-	return sb, nil
 }
 
 // readStatus reads the init's status pipe: ready wants the 'R' it writes

@@ -31,6 +31,7 @@ func newRuntime(t *testing.T) *Runtime {
 	if err != nil {
 		t.Fatalf("the process runtime is not available: %v", err)
 	}
+	t.Cleanup(r.Close)
 	return r
 }
 
@@ -132,6 +133,101 @@ func TestSharedBundle(t *testing.T) {
 	second.Close(context.Background())
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("after both closed, the folder is still there (%v)", err)
+	}
+}
+
+// TestSpareInits: after a node's first cold start, the next ones take an
+// init process started ahead of them, which becomes any function's
+// sandbox: its bundle, its configuration, the streams of a stdio
+// function's requests, its own network. A function with the host's
+// network gets an init of its own. Close stops the spares.
+func TestSpareInits(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{"run.sh*": "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$GREETING from $(cat /var/task/name.txt)\"\ngrep -c : /proc/net/dev\n", "name.txt": "the bundle"})
+	runOnce(t, prep, testConfig(runtime.ProtocolStdio, "./run.sh")) // the node's first: no spare yet
+	spares := func() map[int]bool {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for len(r.spares.ready) < spareInits {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d spare inits after 20s, want %d", len(r.spares.ready), spareInits)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		pids := map[int]bool{}
+		var held []*initProc
+		for range spareInits {
+			p := <-r.spares.ready
+			pids[p.cmd.Process.Pid] = true
+			held = append(held, p)
+		}
+		for _, p := range held {
+			r.spares.ready <- p
+		}
+		return pids
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, protocol := range []string{runtime.ProtocolStdio, runtime.ProtocolHTTP} {
+		ready := spares()
+		cfg := testConfig(protocol, "./run.sh")
+		if protocol == runtime.ProtocolHTTP {
+			prep = prepare(t, r, map[string]string{"app.py": `
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        b = (os.environ["GREETING"] + " from " + open("/var/task/app.py").read().split()[0]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+`})
+			cfg = testConfig(protocol, "python3", "app.py")
+		}
+		inst, err := prep.Start(ctx, cfg)
+		if err != nil {
+			t.Fatalf("%s: Start: %v", protocol, err)
+		}
+		var pid int
+		switch inst := inst.(type) {
+		case *stdioInstance:
+			pid = inst.sb.cmd.Process.Pid
+		case *httpInstance:
+			pid = inst.s.sb.cmd.Process.Pid
+		}
+		if !ready[pid] {
+			t.Errorf("%s: the cold start made init %d, not one of the spares %v", protocol, pid, ready)
+		}
+		resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}, InvocationID: "inv"}, slog.Default())
+		inst.Close(ctx)
+		if err != nil {
+			t.Fatalf("%s: Invoke: %v", protocol, err)
+		}
+		want := map[string]string{runtime.ProtocolStdio: "hi from the bundle\n1\n", runtime.ProtocolHTTP: "hi from import"}[protocol]
+		if got := string(resp.Body); got != want {
+			t.Errorf("%s: body = %q, want %q (its own bundle, and only a loopback)", protocol, got, want)
+		}
+	}
+
+	ready := spares()
+	cfg := testConfig(runtime.ProtocolStdio, "./run.sh")
+	cfg.Process.Network = true
+	inst, err := prep.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("host network: Start: %v", err)
+	}
+	if pid := inst.(*stdioInstance).sb.cmd.Process.Pid; ready[pid] {
+		t.Errorf("a function with the host's network got spare %d, which has a network of its own", pid)
+	}
+	inst.Close(ctx)
+
+	ready = spares()
+	r.Close()
+	for pid := range ready {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); !os.IsNotExist(err) {
+			t.Errorf("spare init %d is still there after Close (%v)", pid, err)
+		}
 	}
 }
 

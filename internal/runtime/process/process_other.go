@@ -22,3 +22,6 @@ type Runtime struct{ runtime.Sandbox }
 func New(context.Context, Config) (*Runtime, error) {
 	return nil, errors.New("process sandboxes need Linux")
 }
+
+// Close does nothing: New never returns a Runtime here.
+func (*Runtime) Close() {}

@@ -34,7 +34,7 @@ type stdioInstance struct {
 
 func (p *prepared) startStdio(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
 	cfg.Env = programEnv(cfg.Env)
-	sb, err := p.r.start(ctx, p.dir, cfg, startOptions{stdout: cfg.Stderr, stderr: cfg.Stderr, serve: true})
+	sb, err := p.r.start(ctx, p.dir, cfg, startOptions{output: cfg.Stderr, serve: true})
 	if err != nil {
 		return nil, err
 	}

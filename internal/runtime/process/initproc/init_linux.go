@@ -23,9 +23,12 @@ import (
 // executes the function's program.
 const Arg = "gust-sandbox-init"
 
-// File descriptors the init process gets: ExtraFiles 0, 1 and 2.
+// File descriptors of the init process. It starts with the first two
+// (ExtraFiles 0 and 1); the first message on fdControl brings the others,
+// so that an init started before anyone needs it (a spare) can become any
+// function's sandbox.
 const (
-	fdControl = 3 // reads the Config, then the Exec
+	fdControl = 3 // a unix socket: the other descriptors, the Config, then the Exec
 	fdStatus  = 4 // writes 'R' when ready, or 'E' and why it failed
 	fdBundle  = 5 // the bundle as a detached mount, moved to /var/task
 	fdPass    = 6 // Serve: a unix socket bringing each request's stdin, stdout and stderr
@@ -78,6 +81,14 @@ func runInit() {
 		fmt.Fprintf(status, "E%v", err)
 		os.Exit(127)
 	}
+	// What every sandbox's root holds is built before the sandbox is
+	// known: a spare init has it ready when a cold start takes it.
+	if err := prepareRoot(); err != nil {
+		fail(err)
+	}
+	if err := receiveSandboxFDs(); err != nil {
+		fail(fmt.Errorf("receiving the sandbox's bundle: %w", err))
+	}
 	control := os.NewFile(fdControl, "control")
 	dec := json.NewDecoder(control)
 	var cfg Config
@@ -89,7 +100,7 @@ func runInit() {
 	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
 		fail(fmt.Errorf("a cgroup namespace: %w", err))
 	}
-	if err := buildRoot(cfg); err != nil {
+	if err := finishRoot(cfg); err != nil {
 		fail(err)
 	}
 	if cfg.Serve {
@@ -114,6 +125,26 @@ func runInit() {
 	fail(execProgram(cfg, msg))
 }
 
+// receiveSandboxFDs receives the bundle's mount and, for Serve, the
+// socket of the requests' streams, and puts them at fdBundle and fdPass.
+func receiveSandboxFDs() error {
+	fds, err := receiveFDs(fdControl, 1, 2)
+	if err != nil {
+		return err
+	}
+	for i, fd := range fds {
+		to := []int{fdBundle, fdPass}[i]
+		if fd == to {
+			continue // received there, close-on-exec already
+		}
+		if err := unix.Dup3(fd, to, unix.O_CLOEXEC); err != nil {
+			return err
+		}
+		unix.Close(fd)
+	}
+	return nil
+}
+
 // SystemDirs are the host's folders bound read-only into the sandbox;
 // those that are symbolic links on the host (a merged /usr) are copied as
 // links.
@@ -127,8 +158,9 @@ var devices = []string{"null", "zero", "full", "random", "urandom"}
 
 const newRoot = "/tmp" // every sandbox mounts its own tmpfs here, in its own mount namespace
 
-// buildRoot makes the sandbox's root and pivots into it.
-func buildRoot(cfg Config) error {
+// prepareRoot builds what every sandbox's root holds, in a tmpfs at
+// newRoot: the host's system folders, /etc, /proc and /dev.
+func prepareRoot() error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making the mounts private: %w", err)
 	}
@@ -140,8 +172,32 @@ func buildRoot(cfg Config) error {
 			return err
 		}
 	}
-	if err := writeEtc(cfg); err != nil {
+	if err := writeEtc(); err != nil {
 		return err
+	}
+	proc := filepath.Join(newRoot, "proc")
+	if err := os.Mkdir(proc, 0o555); err != nil {
+		return err
+	}
+	if err := unix.Mount("proc", proc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mounting /proc: %w", err)
+	}
+	if err := makeDev(); err != nil {
+		return err
+	}
+	if err := unix.Sethostname([]byte("sandbox")); err != nil {
+		return fmt.Errorf("setting the hostname: %w", err)
+	}
+	return nil
+}
+
+// finishRoot adds the sandbox's own parts to the root prepareRoot built
+// (the bundle at /var/task, /tmp, the network) and pivots into it.
+func finishRoot(cfg Config) error {
+	if cfg.HostNetwork {
+		if err := copyResolvConf(); err != nil {
+			return err
+		}
 	}
 	task := filepath.Join(newRoot, "var/task")
 	if err := os.MkdirAll(task, 0o755); err != nil {
@@ -160,23 +216,10 @@ func buildRoot(cfg Config) error {
 	if err := unix.Mount("tmpfs", tmp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("size=%d,mode=1777", cfg.TmpBytes)); err != nil {
 		return fmt.Errorf("mounting /tmp: %w", err)
 	}
-	proc := filepath.Join(newRoot, "proc")
-	if err := os.Mkdir(proc, 0o555); err != nil {
-		return err
-	}
-	if err := unix.Mount("proc", proc, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("mounting /proc: %w", err)
-	}
-	if err := makeDev(); err != nil {
-		return err
-	}
 	if !cfg.HostNetwork {
 		if err := loopbackUp(); err != nil {
 			return fmt.Errorf("bringing up the loopback: %w", err)
 		}
-	}
-	if err := unix.Sethostname([]byte("sandbox")); err != nil {
-		return fmt.Errorf("setting the hostname: %w", err)
 	}
 	old := filepath.Join(newRoot, ".old")
 	if err := os.Mkdir(old, 0o700); err != nil {
@@ -258,7 +301,7 @@ func bindReadOnly(src, dst string) error {
 
 // writeEtc makes /etc: the sandbox's own passwd, group, hosts and
 // hostname, and a few harmless files copied from the host.
-func writeEtc(cfg Config) error {
+func writeEtc() error {
 	etc := filepath.Join(newRoot, "etc")
 	if err := os.MkdirAll(etc, 0o755); err != nil {
 		return err
@@ -269,15 +312,11 @@ func writeEtc(cfg Config) error {
 		"hosts":    "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost sandbox\n",
 		"hostname": "sandbox\n",
 	}
-	copied := etcFiles
-	if cfg.HostNetwork {
-		copied = append(copied, "resolv.conf")
-	}
-	for _, name := range copied {
+	for _, name := range etcFiles {
 		p := filepath.Join("/etc", name)
 		// A link is kept as a link where its target is in the sandbox
-		// (localtime); resolv.conf often points into /run, which is not.
-		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSymlink != 0 && name != "resolv.conf" {
+		// (localtime).
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSymlink != 0 {
 			if target, err := os.Readlink(p); err == nil {
 				os.Symlink(target, filepath.Join(etc, name))
 			}
@@ -293,6 +332,17 @@ func writeEtc(cfg Config) error {
 		}
 	}
 	return nil
+}
+
+// copyResolvConf copies the host's resolv.conf, for a sandbox with the
+// host's network. It often points into /run, which the sandbox lacks: the
+// file is copied, not linked.
+func copyResolvConf() error {
+	b, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil || len(b) >= 1<<20 {
+		return nil // as a host without one: no name resolution
+	}
+	return os.WriteFile(filepath.Join(newRoot, "etc/resolv.conf"), b, 0o644)
 }
 
 // makeDev makes a minimal /dev: a few devices bound from the host, the

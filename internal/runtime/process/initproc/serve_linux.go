@@ -69,7 +69,7 @@ func serve(cfg Config, dec *json.Decoder, status *os.File) {
 		if err := dec.Decode(&req); err != nil {
 			os.Exit(0) // the host is done with this sandbox
 		}
-		fds, err := receiveFDs(3)
+		fds, err := receiveFDs(fdPass, 3, 3)
 		var res Result
 		if err != nil {
 			res = Result{Exit: 127, Error: "receiving the request's streams: " + err.Error()}
@@ -88,19 +88,24 @@ func serve(cfg Config, dec *json.Decoder, status *os.File) {
 	}
 }
 
-func receiveFDs(n int) ([]int, error) {
-	oob := make([]byte, unix.CmsgSpace(n*4))
-	_, oobn, _, _, err := unix.Recvmsg(fdPass, make([]byte, 1), oob, unix.MSG_CMSG_CLOEXEC)
+// receiveFDs receives from the unix socket fd one message of one byte
+// that brings min to max descriptors, close-on-exec.
+func receiveFDs(fd, min, max int) ([]int, error) {
+	oob := make([]byte, unix.CmsgSpace(max*4))
+	_, oobn, _, _, err := unix.Recvmsg(fd, make([]byte, 1), oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
 		return nil, err
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil || len(msgs) != 1 {
-		return nil, fmt.Errorf("expected %d descriptors", n)
+		return nil, fmt.Errorf("expected %d to %d descriptors", min, max)
 	}
 	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err == nil && len(fds) != n {
-		err = fmt.Errorf("got %d descriptors, expected %d", len(fds), n)
+	if err == nil && (len(fds) < min || len(fds) > max) {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, fmt.Errorf("got %d descriptors, expected %d to %d", len(fds), min, max)
 	}
 	return fds, err
 }
