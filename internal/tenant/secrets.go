@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -21,11 +20,21 @@ import (
 // MaxSecretBytes bounds a secret's value.
 const MaxSecretBytes = 64 << 10
 
-var secretNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
-
 // ValidSecretName reports whether s can name a secret: it becomes an
-// environment variable, so letters, digits and underscores.
-func ValidSecretName(s string) bool { return secretNameRE.MatchString(s) }
+// environment variable, so 1 to 128 letters, digits and underscores, not
+// starting with a digit. (A regular expression for this took 1.4 ms to
+// compile at every start of the gust binary: every CLI command.)
+func ValidSecretName(s string) bool {
+	if s == "" || len(s) > 128 || '0' <= s[0] && s[0] <= '9' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
 
 // Sealer encrypts secrets at rest with AES-256-GCM under a master key.
 type Sealer struct{ aead cipher.AEAD }
