@@ -86,6 +86,7 @@ type Pool struct {
 	active   map[string]bool         // keys of the last Sync
 	closed   bool
 	syncs    sync.WaitGroup // Sync's goroutines, which Close cancels and waits for
+	closing  sync.WaitGroup // closes of spent and faulted instances, which Close waits for
 
 	background context.Context // Sync's work; Close cancels it
 	cancel     context.CancelFunc
@@ -381,6 +382,7 @@ func (p *Pool) Close() {
 	for _, vp := range vps {
 		vp.close()
 	}
+	p.closing.Wait()
 	p.Retain(nil)
 }
 

@@ -278,10 +278,24 @@ func (vp *versionPool) put(in *instance, faulted, served bool) {
 		vp.mu.Unlock()
 		return
 	}
+	if vp.closed {
+		vp.mu.Unlock()
+		in.close()
+		vp.releaseModuleIfDone()
+		return
+	}
+	// Closing a sandbox can take milliseconds (a process tree to end, a
+	// cgroup to remove), which the request that released it, or the next
+	// one, need not wait for. Pool.Close waits: the Add is made under the
+	// lock that vp.close takes first.
+	vp.p.closing.Add(1)
 	vp.mu.Unlock()
-	in.close()
+	go func() {
+		defer vp.p.closing.Done()
+		in.close()
+		vp.releaseModuleIfDone()
+	}()
 	vp.wakeOne()
-	vp.releaseModuleIfDone()
 }
 
 // releaseModuleIfDone gives back the module once a closed pool has no
