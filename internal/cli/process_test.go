@@ -100,25 +100,30 @@ func TestProcessExamples(t *testing.T) {
 // sandboxCgroups lists the cgroups of the sandboxes this test binary's
 // servers run (v1 hierarchies, at the root or a level down, or v2), but
 // for those of the spare inits a node keeps for its next cold starts: a
-// spare's cgroup has no memory limit yet, every sandbox's has one.
+// spare's cgroup has neither a memory limit nor more than the least CPU
+// weight yet, and every sandbox's has both.
 func sandboxCgroups() []string {
 	pid := strconv.Itoa(os.Getpid())
 	var all []string
 	for _, pattern := range []string{"/sys/fs/cgroup/*/gust/" + pid + "/s*", "/sys/fs/cgroup/*/*/*/gust/" + pid + "/s*", "/sys/fs/cgroup/*/gust-sandboxes/" + pid + "/s*"} {
 		all = append(all, must(filepath.Glob(pattern))...)
 	}
-	spare := map[string]bool{}
+	unlimited, idle := map[string]bool{}, map[string]bool{}
 	for _, dir := range all {
-		for _, file := range []string{"memory.limit_in_bytes", "memory.max"} {
-			b, err := os.ReadFile(filepath.Join(dir, file))
-			if limit := strings.TrimSpace(string(b)); err == nil && (limit == "max" || len(limit) >= 19) {
-				spare[filepath.Base(dir)] = true // unlimited: 9223372036854771712 in v1
-			}
+		read := func(file string) string {
+			b, _ := os.ReadFile(filepath.Join(dir, file))
+			return strings.TrimSpace(string(b))
+		}
+		if l := read("memory.limit_in_bytes") + read("memory.max"); l == "max" || len(l) >= 19 { // v1 says 9223372036854771712
+			unlimited[filepath.Base(dir)] = true
+		}
+		if w := read("cpu.shares") + read("cpu.weight"); w == "2" || w == "1" {
+			idle[filepath.Base(dir)] = true
 		}
 	}
 	var out []string
 	for _, dir := range all {
-		if !spare[filepath.Base(dir)] {
+		if name := filepath.Base(dir); !unlimited[name] || !idle[name] {
 			out = append(out, dir)
 		}
 	}

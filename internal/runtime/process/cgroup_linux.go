@@ -181,8 +181,10 @@ type cgroupLimits struct {
 	pids   int
 }
 
-// create makes a cgroup named name in each hierarchy, without limits:
-// setLimits sets them before anything but the sandbox's init runs in it.
+// create makes a cgroup named name in each hierarchy, without limits
+// (setLimits sets them before anything but the sandbox's init runs in it)
+// and with the least CPU weight: a spare init starting in it yields the
+// CPU to the programs and requests that need it now.
 func (cg *cgroups) create(name string) (*cgroup, error) {
 	c := &cgroup{v2: cg.v2, dirs: map[string]string{}}
 	for k, base := range cg.base {
@@ -193,7 +195,36 @@ func (cg *cgroups) create(name string) (*cgroup, error) {
 		}
 		c.dirs[k] = dir
 	}
+	if err := c.write(c.weight(false)); err != nil {
+		c.remove()
+		return nil, err
+	}
 	return c, nil
+}
+
+// weight is the write that gives the cgroup the least CPU weight, or the
+// default.
+func (c *cgroup) weight(normal bool) [2]string {
+	file, least, usual := filepath.Join(c.dirs["cpu"], "cpu.shares"), "2", "1024"
+	if c.v2 {
+		file, least, usual = filepath.Join(c.dirs["unified"], "cpu.weight"), "1", "100"
+	}
+	if normal {
+		return [2]string{file, usual}
+	}
+	return [2]string{file, least}
+}
+
+// write writes w[1] to the file w[0]; a swap limit the kernel lacks (swap
+// accounting off) is skipped.
+func (c *cgroup) write(w [2]string) error {
+	if err := os.WriteFile(w[0], []byte(w[1]), 0); err != nil {
+		if errors.Is(err, os.ErrNotExist) && strings.Contains(w[0], "swap") {
+			return nil
+		}
+		return fmt.Errorf("cgroup: %w", err)
+	}
+	return nil
 }
 
 // setLimits limits the cgroup's memory (without swap), CPU and processes.
@@ -209,6 +240,7 @@ func (c *cgroup) setLimits(lim cgroupLimits) error {
 			{filepath.Join(d, "memory.swap.max"), "0"},
 			{filepath.Join(d, "pids.max"), strconv.Itoa(lim.pids)},
 			{filepath.Join(d, "cpu.max"), fmt.Sprintf("%d %d", quota, period)},
+			c.weight(true),
 		}
 	} else {
 		writes = [][2]string{
@@ -218,14 +250,12 @@ func (c *cgroup) setLimits(lim cgroupLimits) error {
 			{filepath.Join(c.dirs["pids"], "pids.max"), strconv.Itoa(lim.pids)},
 			{filepath.Join(c.dirs["cpu"], "cpu.cfs_period_us"), strconv.FormatInt(period, 10)},
 			{filepath.Join(c.dirs["cpu"], "cpu.cfs_quota_us"), strconv.FormatInt(quota, 10)},
+			c.weight(true),
 		}
 	}
 	for _, w := range writes {
-		if err := os.WriteFile(w[0], []byte(w[1]), 0); err != nil {
-			if errors.Is(err, os.ErrNotExist) && strings.Contains(w[0], "swap") {
-				continue
-			}
-			return fmt.Errorf("cgroup: %w", err)
+		if err := c.write(w); err != nil {
+			return err
 		}
 	}
 	return nil

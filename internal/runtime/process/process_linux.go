@@ -310,19 +310,43 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 		defer child.Close()
 		fds = append(fds, int(child.Fd()))
 	}
-	var p *initProc
 	if !opts.probe && !cfg.Process.Network {
-		p = r.spares.take()
-	}
-	if p == nil {
-		if p, err = r.spawn(cfg.Process.Network); err != nil {
-			if pass != nil {
-				pass.Close()
+		if p := r.spares.take(); p != nil {
+			sb, err := r.configure(ctx, p, fds, cfg, opts)
+			if err == nil {
+				sb.pass = pass
+				return sb, nil
 			}
-			return nil, err
+			if ctx.Err() != nil {
+				if pass != nil {
+					pass.Close()
+				}
+				return nil, err
+			}
+			// The spare died while it waited, or failed where a new
+			// init may not: start one, as if none had been ready.
 		}
 	}
-	sb := &sandbox{cmd: p.cmd, cg: p.cg, control: p.control, status: p.status, pass: pass, done: make(chan struct{})}
+	p, err := r.spawn(cfg.Process.Network)
+	if err == nil {
+		var sb *sandbox
+		if sb, err = r.configure(ctx, p, fds, cfg, opts); err == nil {
+			sb.pass = pass
+			return sb, nil
+		}
+	}
+	if pass != nil {
+		pass.Close()
+	}
+	return nil, err
+}
+
+// configure makes p the sandbox cfg describes: it sets the cgroup's
+// limits, sends the init the descriptors fds (the bundle's mount, and for
+// serve the socket of the requests' streams) and its configuration, and
+// waits until the root is built. On failure the init is stopped.
+func (r *Runtime) configure(ctx context.Context, p *initProc, fds []int, cfg runtime.Config, opts startOptions) (*sandbox, error) {
+	sb := &sandbox{cmd: p.cmd, cg: p.cg, control: p.control, status: p.status, done: make(chan struct{})}
 	output := opts.output
 	if output == nil {
 		output = io.Discard
@@ -337,7 +361,7 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 	// The init waits for its configuration: nothing else runs in the
 	// cgroup before the limits are set.
 	mem := int64(cfg.Limits.MemoryBytes)
-	err = p.cg.setLimits(cgroupLimits{
+	err := p.cg.setLimits(cgroupLimits{
 		memory: mem,
 		cpu:    min(r.cores, max(minCPU, cpuPerGiB*float64(mem)/(1<<30))),
 		pids:   maxPids,
@@ -425,18 +449,32 @@ func (r *Runtime) startInit(seq uint64, hostNetwork bool) (*initProc, error) {
 		return nil, err
 	}
 	defer outW.Close()
+	// Placeholders at fdBundle and fdPass, which the init's first message
+	// replaces: the Go runtime's own descriptors (its poller's, the
+	// cgroup files it reads) must not take those numbers meanwhile.
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		control.Close()
+		statusR.Close()
+		outR.Close()
+		return nil, err
+	}
+	defer null.Close()
 	hostID := idMapBase + int(seq%idMapSlots)*idMapSize
 	flags := syscall.CLONE_NEWUSER | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
 	if !hostNetwork {
 		flags |= syscall.CLONE_NEWNET
 	}
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
-		Args:       []string{initproc.Arg},
-		Env:        []string{"GOGC=off", "GOMAXPROCS=1"},
+		Path: "/proc/self/exe",
+		Args: []string{initproc.Arg},
+		// A fast start: no collection, one P, and no cgroup files read
+		// for a GOMAXPROCS already set, so that the runtime's own
+		// descriptors are the same on every host.
+		Env:        []string{"GOGC=off", "GOMAXPROCS=1", "GODEBUG=containermaxprocs=0"},
 		Stdout:     outW,
 		Stderr:     outW,
-		ExtraFiles: []*os.File{controlChild, statusW},
+		ExtraFiles: []*os.File{controlChild, statusW, null, null},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags:                 uintptr(flags),
 			UidMappings:                []syscall.SysProcIDMap{{ContainerID: 0, HostID: hostID, Size: idMapSize}},

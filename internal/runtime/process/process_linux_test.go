@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -144,25 +145,22 @@ func TestSharedBundle(t *testing.T) {
 func TestSpareInits(t *testing.T) {
 	r := newRuntime(t)
 	prep := prepare(t, r, map[string]string{"run.sh*": "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$GREETING from $(cat /var/task/name.txt)\"\ngrep -c : /proc/net/dev\n", "name.txt": "the bundle"})
+	shell := prep
 	runOnce(t, prep, testConfig(runtime.ProtocolStdio, "./run.sh")) // the node's first: no spare yet
 	spares := func() map[int]bool {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
-		for len(r.spares.ready) < spareInits {
+		for r.spares.count() < spareInits {
 			if time.Now().After(deadline) {
-				t.Fatalf("%d spare inits after 20s, want %d", len(r.spares.ready), spareInits)
+				t.Fatalf("%d spare inits after 20s, want %d", r.spares.count(), spareInits)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+		r.spares.mu.Lock()
+		defer r.spares.mu.Unlock()
 		pids := map[int]bool{}
-		var held []*initProc
-		for range spareInits {
-			p := <-r.spares.ready
+		for _, p := range r.spares.ready {
 			pids[p.cmd.Process.Pid] = true
-			held = append(held, p)
-		}
-		for _, p := range held {
-			r.spares.ready <- p
 		}
 		return pids
 	}
@@ -189,15 +187,18 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
 		if err != nil {
 			t.Fatalf("%s: Start: %v", protocol, err)
 		}
-		var pid int
+		var sb *sandbox
 		switch inst := inst.(type) {
 		case *stdioInstance:
-			pid = inst.sb.cmd.Process.Pid
+			sb = inst.sb
 		case *httpInstance:
-			pid = inst.s.sb.cmd.Process.Pid
+			sb = inst.s.sb
 		}
-		if !ready[pid] {
+		if pid := sb.cmd.Process.Pid; !ready[pid] {
 			t.Errorf("%s: the cold start made init %d, not one of the spares %v", protocol, pid, ready)
+		}
+		if limit := cgroupMemoryLimit(t, sb.cg); limit != 256<<20 {
+			t.Errorf("%s: the sandbox's memory limit is %d, want 256 MiB", protocol, limit)
 		}
 		resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}, InvocationID: "inv"}, slog.Default())
 		inst.Close(ctx)
@@ -213,14 +214,21 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
 	ready := spares()
 	cfg := testConfig(runtime.ProtocolStdio, "./run.sh")
 	cfg.Process.Network = true
-	inst, err := prep.Start(ctx, cfg)
+	inst, err := shell.Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("host network: Start: %v", err)
 	}
 	if pid := inst.(*stdioInstance).sb.cmd.Process.Pid; ready[pid] {
 		t.Errorf("a function with the host's network got spare %d, which has a network of its own", pid)
 	}
+	resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}, InvocationID: "inv"}, slog.Default())
 	inst.Close(ctx)
+	if err != nil {
+		t.Fatalf("host network: Invoke: %v", err)
+	}
+	if lines := strings.Split(strings.TrimSpace(string(resp.Body)), "\n"); len(lines) != 2 || lines[1] < "2" {
+		t.Errorf("host network: body = %q, want the host's interfaces, more than a loopback", resp.Body)
+	}
 
 	ready = spares()
 	r.Close()
@@ -229,6 +237,24 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
 			t.Errorf("spare init %d is still there after Close (%v)", pid, err)
 		}
 	}
+}
+
+// cgroupMemoryLimit reads cg's memory limit.
+func cgroupMemoryLimit(t *testing.T, cg *cgroup) int64 {
+	t.Helper()
+	file := filepath.Join(cg.dirs["memory"], "memory.limit_in_bytes")
+	if cg.v2 {
+		file = filepath.Join(cg.dirs["unified"], "memory.max")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatalf("%s: %q", file, b)
+	}
+	return limit
 }
 
 func TestHTTPSmoke(t *testing.T) {

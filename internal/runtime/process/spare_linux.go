@@ -6,31 +6,34 @@ import (
 )
 
 // spareInits is how many init processes a node keeps started ahead of its
-// cold starts, once it has had one: in their namespaces, with the Go
-// runtime up, waiting for a sandbox. Starting one is most of a cold start's
-// time on a slow host (the namespaces, and the Gust binary's own start),
-// and a spare takes that off the request's path. Each holds a few
-// megabytes of memory while it waits.
+// cold starts, once it has had one: in their namespaces and cgroup, with
+// the Go runtime up and the common part of the root built, waiting for a
+// sandbox. Starting one is most of a cold start's time on a slow host, and
+// a spare takes that off the request's path. Each holds a few megabytes of
+// memory while it waits.
 const spareInits = 2
 
 // spareRetry is how long the spares wait to start again after a start failed.
 const spareRetry = time.Second
 
-// spares keeps spareInits init processes, without a network of the host's,
-// ready for the next cold starts.
+// spares keeps spareInits init processes, each with a network namespace of
+// its own, ready for the next cold starts.
 type spares struct {
 	spawn func() (*initProc, error)
-	ready chan *initProc // nil: a start failed, the taker starts its own
-	wake  chan struct{}
+	wake  chan struct{} // replenish's
 	stop  chan struct{}
 
+	mu      sync.Mutex
+	ready   []*initProc
+	stopped bool
+
 	start   sync.Once
-	stopped sync.Once
+	closed  sync.Once
 	filling sync.WaitGroup
 }
 
 func newSpares(spawn func() (*initProc, error)) *spares {
-	return &spares{spawn: spawn, ready: make(chan *initProc, spareInits), wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	return &spares{spawn: spawn, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
 // take returns a spare, or nil if none is ready. The first call starts
@@ -40,18 +43,17 @@ func (s *spares) take() *initProc {
 		s.filling.Add(1)
 		go s.fill()
 	})
-	for {
-		select {
-		case p := <-s.ready:
-			if p != nil && p.exited() {
-				p.discard()
-				continue
-			}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.ready) > 0 {
+		p := s.ready[0]
+		s.ready = s.ready[1:]
+		if !p.exited() {
 			return p
-		default:
-			return nil
 		}
+		go p.discard()
 	}
+	return nil
 }
 
 // replenish starts spares again for those taken. A cold start calls it
@@ -64,11 +66,21 @@ func (s *spares) replenish() {
 	}
 }
 
-// fill keeps ready full until stop.
+// count returns how many spares are ready.
+func (s *spares) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ready)
+}
+
+// fill starts spares until spareInits are ready, then waits for
+// replenish, until close. After a failed start it waits spareRetry and
+// the next replenish: a cold start meanwhile starts its own init, and
+// reports why that fails.
 func (s *spares) fill() {
 	defer s.filling.Done()
 	for {
-		for len(s.ready) < cap(s.ready) {
+		for s.count() < spareInits {
 			select {
 			case <-s.stop:
 				return
@@ -76,23 +88,21 @@ func (s *spares) fill() {
 			}
 			p, err := s.spawn()
 			if err != nil {
-				p = nil
-			}
-			select {
-			case s.ready <- p:
-			case <-s.stop:
-				if p != nil {
-					p.discard()
-				}
-				return
-			}
-			if err != nil {
 				select {
 				case <-time.After(spareRetry):
 				case <-s.stop:
 					return
 				}
+				break
 			}
+			s.mu.Lock()
+			if s.stopped {
+				s.mu.Unlock()
+				p.discard()
+				return
+			}
+			s.ready = append(s.ready, p)
+			s.mu.Unlock()
 		}
 		select {
 		case <-s.wake:
@@ -104,18 +114,16 @@ func (s *spares) fill() {
 
 // close stops the spares.
 func (s *spares) close() {
-	s.stopped.Do(func() {
+	s.closed.Do(func() {
+		s.mu.Lock()
+		s.stopped = true
+		ready := s.ready
+		s.ready = nil
+		s.mu.Unlock()
 		close(s.stop)
 		s.filling.Wait()
-		for {
-			select {
-			case p := <-s.ready:
-				if p != nil {
-					p.discard()
-				}
-			default:
-				return
-			}
+		for _, p := range ready {
+			p.discard()
 		}
 	})
 }

@@ -24,9 +24,9 @@ import (
 const Arg = "gust-sandbox-init"
 
 // File descriptors of the init process. It starts with the first two
-// (ExtraFiles 0 and 1); the first message on fdControl brings the others,
-// so that an init started before anyone needs it (a spare) can become any
-// function's sandbox.
+// (ExtraFiles 0 and 1) and placeholders at the others, which the first
+// message on fdControl replaces, so that an init started before anyone
+// needs it (a spare) can become any function's sandbox.
 const (
 	fdControl = 3 // a unix socket: the other descriptors, the Config, then the Exec
 	fdStatus  = 4 // writes 'R' when ready, or 'E' and why it failed
@@ -75,7 +75,7 @@ func runInit() {
 	goruntime.LockOSThread() // no_new_privs and seccomp are per thread: exec from this one
 	// Whatever the server inherited and did not mark close-on-exec stops
 	// here, short of the program.
-	unix.CloseRange(fdBundle+1, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
+	unix.CloseRange(fdBundle, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
 	status := os.NewFile(fdStatus, "status")
 	fail := func(err error) {
 		fmt.Fprintf(status, "E%v", err)
@@ -133,11 +133,8 @@ func receiveSandboxFDs() error {
 		return err
 	}
 	for i, fd := range fds {
-		to := []int{fdBundle, fdPass}[i]
-		if fd == to {
-			continue // received there, close-on-exec already
-		}
-		if err := unix.Dup3(fd, to, unix.O_CLOEXEC); err != nil {
+		// Over the host's placeholder.
+		if err := unix.Dup3(fd, []int{fdBundle, fdPass}[i], unix.O_CLOEXEC); err != nil {
 			return err
 		}
 		unix.Close(fd)
