@@ -731,6 +731,86 @@ func TestCommandModuleStartsPerRequest(t *testing.T) {
 	}
 }
 
+// gatedClose is a sandbox whose instances' Close waits for gate, as a
+// process sandbox's teardown takes milliseconds.
+type gatedClose struct {
+	runtime.Sandbox
+	gate chan struct{}
+}
+
+func (s gatedClose) Prepare(ctx context.Context, digest string, artifact []byte) (runtime.Prepared, error) {
+	p, err := s.Sandbox.Prepare(ctx, digest, artifact)
+	if err != nil {
+		return nil, err
+	}
+	return gatedClosePrepared{p, s.gate}, nil
+}
+
+type gatedClosePrepared struct {
+	runtime.Prepared
+	gate chan struct{}
+}
+
+func (p gatedClosePrepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
+	in, err := p.Prepared.Start(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return gatedCloseInstance{in, p.gate}, nil
+}
+
+type gatedCloseInstance struct {
+	runtime.Instance
+	gate chan struct{}
+}
+
+func (in gatedCloseInstance) Close(ctx context.Context) error {
+	<-in.gate
+	return in.Instance.Close(ctx)
+}
+
+// TestSpentInstanceClosesAfterTheResponse: a request that spends its
+// instance (max_requests) gets its response without waiting for the
+// instance to close; Close waits for it.
+func TestSpentInstanceClosesAfterTheResponse(t *testing.T) {
+	ctx := context.Background()
+	rt, err := wasm.New(ctx, wasm.Config{CacheDir: cacheDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	gate := make(chan struct{})
+	p := New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: gatedClose{rt, gate}}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}})
+	tg := target("spent", reactorWasm, func(s *registry.Spec) { s.MaxRequests = 1 })
+	activate(t, p, tg)
+	answered := make(chan error, 1)
+	go func() {
+		_, _, err := call(ctx, p, tg, "/count")
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(gate)
+		t.Fatal("the request waited for its spent instance to close")
+	}
+	closed := make(chan struct{})
+	go func() {
+		p.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		t.Error("Close returned while the spent instance was still closing")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(gate)
+	<-closed
+}
+
 func TestClose(t *testing.T) {
 	p := newPool(t)
 	warm := target("warm", reactorWasm, func(s *registry.Spec) { s.MinInstances = 2 })
