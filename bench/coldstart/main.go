@@ -1,8 +1,12 @@
 // Command coldstart measures cold starts of a function deployed with
 // max_requests 1 (so every request starts a new instance): request to
 // response as the client sees it, and the instance start alone as Gust
-// reports it in Server-Timing. It also measures warm requests to the same
-// function for the per-request overhead.
+// reports it in Server-Timing. Cold starts are measured one at a time,
+// -gap apart, as they come when traffic grows or after idle, and then back
+// to back, where each also shares the CPU with the teardown of the last
+// instance and whatever the node starts ahead for the next. It also
+// measures warm requests to the same function for the per-request
+// overhead.
 package main
 
 import (
@@ -22,27 +26,37 @@ func main() {
 	url := flag.String("url", "", "URL of the function deployed with max_requests: 1")
 	warmURL := flag.String("warm-url", "", "URL of the same function without max_requests")
 	n := flag.Int("n", 300, "requests to each URL")
+	gap := flag.Duration("gap", 100*time.Millisecond, "pause between cold starts measured one at a time")
 	flag.Parse()
-	cold, inits, err := measure(*url, *n, true)
+	cold, inits, err := measure(*url, *n, true, *gap)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "coldstart:", err)
-		os.Exit(1)
+		fail(err)
 	}
-	warm, _, err := measure(*warmURL, *n, false)
+	burst, burstInits, err := measure(*url, *n, true, 0)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "coldstart:", err)
-		os.Exit(1)
+		fail(err)
 	}
-	fmt.Printf("cold start, request to response (%d): p50 %s  p99 %s\n", len(cold), pct(cold, 50), pct(cold, 99))
+	warm, _, err := measure(*warmURL, *n, false, 0)
+	if err != nil {
+		fail(err)
+	}
+	fmt.Printf("cold start, request to response (%d, %s apart): p50 %s  p99 %s\n", len(cold), gap, pct(cold, 50), pct(cold, 99))
 	fmt.Printf("cold start, instance start alone:      p50 %s  p99 %s\n", pct(inits, 50), pct(inits, 99))
+	fmt.Printf("cold starts back to back (%d): request to response p50 %s  p99 %s, start alone p50 %s  p99 %s\n", len(burst), pct(burst, 50), pct(burst, 99), pct(burstInits, 50), pct(burstInits, 99))
 	fmt.Printf("warm request, request to response (%d): p50 %s  p99 %s\n", len(warm), pct(warm, 50), pct(warm, 99))
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "coldstart:", err)
+	os.Exit(1)
 }
 
 var initRE = regexp.MustCompile(`init;dur=([0-9.]+)`)
 
-func measure(url string, n int, wantCold bool) (lat, inits []time.Duration, err error) {
+func measure(url string, n int, wantCold bool, gap time.Duration) (lat, inits []time.Duration, err error) {
 	client := &http.Client{}
 	for i := 0; i < n+10; i++ {
+		time.Sleep(gap)
 		start := time.Now()
 		resp, err := client.Get(url)
 		if err != nil {

@@ -60,6 +60,7 @@ type Runtime struct {
 	cores     float64
 	seq       atomic.Uint64
 	spares    *spares
+	starting  atomic.Int32 // cold starts running
 
 	// bundles counts the prepared artifacts using each unpacked folder:
 	// two versions of one bundle share it, and the last to close removes it.
@@ -84,7 +85,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		return nil, err
 	}
 	r := &Runtime{dir: cfg.Dir, hostNetOK: cfg.AllowHostNetwork, cgroups: cg, cores: float64(goruntime.NumCPU()), bundles: map[string]int{}}
-	r.spares = newSpares(func() (*initProc, error) { return r.spawn(false) })
+	r.spares = newSpares(func() (*initProc, error) { return r.spawn(false) }, func() bool { return r.starting.Load() > 0 })
 	r.sweep()
 	if err := r.probe(ctx); err != nil {
 		return nil, err
@@ -261,7 +262,11 @@ func (p *prepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Insta
 	if err := p.r.checkNetwork(cfg); err != nil {
 		return nil, err
 	}
-	defer p.r.spares.replenish()
+	p.r.starting.Add(1)
+	defer func() {
+		p.r.starting.Add(-1)
+		p.r.spares.replenish()
+	}()
 	if cfg.Process.Protocol == runtime.ProtocolStdio {
 		return p.startStdio(ctx, cfg)
 	}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -236,6 +237,38 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); !os.IsNotExist(err) {
 			t.Errorf("spare init %d is still there after Close (%v)", pid, err)
 		}
+	}
+}
+
+// TestSparesWaitWhileColdStartsRun: no spare is started while a cold
+// start runs (it needs the CPU now); once none does, the spares are.
+func TestSparesWaitWhileColdStartsRun(t *testing.T) {
+	r := newRuntime(t)
+	var busy atomic.Bool
+	busy.Store(true)
+	var started atomic.Int32
+	s := newSpares(func() (*initProc, error) {
+		started.Add(1)
+		return r.spawn(false)
+	}, busy.Load)
+	t.Cleanup(s.close)
+	if p := s.take(); p != nil {
+		t.Fatal("take returned a spare before any was started")
+	}
+	time.Sleep(5 * spareDelay)
+	if n := started.Load(); n != 0 {
+		t.Errorf("%d spares started while a cold start ran, want 0", n)
+	}
+	busy.Store(false)
+	deadline := time.Now().Add(20 * time.Second)
+	for s.count() < spareInits {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d spares 20s after the cold starts ended, want %d", s.count(), spareInits)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := started.Load(); n != spareInits {
+		t.Errorf("%d spares started, want %d", n, spareInits)
 	}
 }
 

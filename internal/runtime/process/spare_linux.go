@@ -16,10 +16,18 @@ const spareInits = 2
 // spareRetry is how long the spares wait to start again after a start failed.
 const spareRetry = time.Second
 
+// spareDelay is how long the spares wait, after a cold start took one,
+// before they start another, and wait again while cold starts run: those
+// need the CPU now (a program's start and first request), the spares
+// later. Under a steady stream of cold starts no spare is started, and
+// each starts its own init, as it would without spares.
+const spareDelay = 50 * time.Millisecond
+
 // spares keeps spareInits init processes, each with a network namespace of
 // its own, ready for the next cold starts.
 type spares struct {
 	spawn func() (*initProc, error)
+	busy  func() bool   // whether a cold start is running
 	wake  chan struct{} // replenish's
 	stop  chan struct{}
 
@@ -32,8 +40,8 @@ type spares struct {
 	filling sync.WaitGroup
 }
 
-func newSpares(spawn func() (*initProc, error)) *spares {
-	return &spares{spawn: spawn, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+func newSpares(spawn func() (*initProc, error), busy func() bool) *spares {
+	return &spares{spawn: spawn, busy: busy, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
 // take returns a spare, or nil if none is ready. The first call starts
@@ -56,9 +64,8 @@ func (s *spares) take() *initProc {
 	return nil
 }
 
-// replenish starts spares again for those taken. A cold start calls it
-// once its program runs: starting a spare takes CPU that the program's own
-// start needs more.
+// replenish has the spares started again for those taken (see
+// spareDelay). A cold start calls it once its program runs.
 func (s *spares) replenish() {
 	select {
 	case s.wake <- struct{}{}:
@@ -81,10 +88,8 @@ func (s *spares) fill() {
 	defer s.filling.Done()
 	for {
 		for s.count() < spareInits {
-			select {
-			case <-s.stop:
+			if !s.quiet() {
 				return
-			default:
 			}
 			p, err := s.spawn()
 			if err != nil {
@@ -108,6 +113,21 @@ func (s *spares) fill() {
 		case <-s.wake:
 		case <-s.stop:
 			return
+		}
+	}
+}
+
+// quiet waits spareDelay, and again while a cold start runs. It returns
+// false once the spares are stopped.
+func (s *spares) quiet() bool {
+	for {
+		select {
+		case <-time.After(spareDelay):
+		case <-s.stop:
+			return false
+		}
+		if !s.busy() {
+			return true
 		}
 	}
 }
