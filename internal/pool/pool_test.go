@@ -769,6 +769,44 @@ func (in gatedCloseInstance) Close(ctx context.Context) error {
 	return in.Instance.Close(ctx)
 }
 
+// TestClosingInstanceHoldsItsSlot: an instance still closing counts
+// against max_instances (a process function's program still holds its
+// memory); the next request starts one once it is closed.
+func TestClosingInstanceHoldsItsSlot(t *testing.T) {
+	ctx := context.Background()
+	rt, err := wasm.New(ctx, wasm.Config{CacheDir: cacheDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	gate := make(chan struct{})
+	p := New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: gatedClose{rt, gate}}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}})
+	defer p.Close()
+	tg := target("one", reactorWasm, func(s *registry.Spec) { s.MaxRequests, s.MaxInstances = 1, 1 })
+	activate(t, p, tg)
+	if _, _, err := call(ctx, p, tg, "/count"); err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan error, 1)
+	go func() {
+		_, out, err := call(ctx, p, tg, "/count")
+		if err == nil && !out.Cold {
+			err = errors.New("the second request was not a cold start")
+		}
+		second <- err
+	}()
+	select {
+	case err := <-second:
+		close(gate)
+		t.Fatalf("the second request ran (%v) while the first instance was still closing, past max_instances 1", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(gate)
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestSpentInstanceClosesAfterTheResponse: a request that spends its
 // instance (max_requests) gets its response without waiting for the
 // instance to close; Close waits for it.

@@ -281,10 +281,11 @@ func TestScaleRemovesEmptyDrainedPools(t *testing.T) {
 	if err := <-slow; err != nil {
 		t.Fatalf("slow request: %v", err)
 	}
-	p.scaleAll()
-	if got := p.Stats(tg.Tenant, tg.Function); len(got) != 0 {
-		t.Errorf("Stats once the drained version is empty = %v, want none", got)
-	}
+	// Once its instance, released by the request, has closed.
+	waitFor(t, "the drained version's pool to go", func() bool {
+		p.scaleAll()
+		return len(p.Stats(tg.Tenant, tg.Function)) == 0
+	})
 	if body, out := mustCall(t, p, tg, "/count"); body != "1" || !out.Cold {
 		t.Errorf("/count on the removed version = %q, cold %v; want \"1\", cold", body, out.Cold)
 	}

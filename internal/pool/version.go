@@ -21,6 +21,7 @@ type versionPool struct {
 	idle      []*instance // most recently used last
 	busy      int
 	starting  int
+	closing   int          // discarded instances still closing: they count against Max and keep the module
 	waiters   []chan grant // FIFO
 	secretsFP string       // fingerprint of the secrets new instances get
 	closed    bool
@@ -83,7 +84,7 @@ func (vp *versionPool) apply(d Decision) {
 	if !vp.closed {
 		// The decision was made on a snapshot: requests may have started
 		// instances since.
-		start = max(0, min(d.Start, vp.policy.Max-(len(vp.idle)+vp.busy+vp.starting)))
+		start = max(0, min(d.Start, vp.policy.Max-(len(vp.idle)+vp.busy+vp.starting+vp.closing)))
 		vp.starting += start
 	}
 	vp.mu.Unlock()
@@ -130,7 +131,7 @@ func (vp *versionPool) adoptSecrets(fp string) {
 		return
 	}
 	for _, in := range vp.idle {
-		go in.close()
+		vp.discard(in)
 	}
 	vp.idle, vp.secretsFP = nil, fp
 }
@@ -143,7 +144,7 @@ var errRetired = errors.New("pool: version pool retired")
 func (vp *versionPool) retire() bool {
 	vp.mu.Lock()
 	defer vp.mu.Unlock()
-	if vp.closed || vp.policy.Active || len(vp.idle)+vp.busy+vp.starting+len(vp.waiters) > 0 {
+	if vp.closed || vp.policy.Active || len(vp.idle)+vp.busy+vp.starting+vp.closing+len(vp.waiters) > 0 {
 		return false
 	}
 	vp.closed = true
@@ -165,14 +166,14 @@ func (vp *versionPool) acquire(ctx context.Context, secrets map[string]string, f
 		if !in.sandbox.Reusable() {
 			// Its program died while it waited: a slot of a program that
 			// another request crashed, or one the kernel killed.
-			go in.close()
+			vp.discard(in)
 			continue
 		}
 		vp.busy++
 		vp.mu.Unlock()
 		return in, Outcome{}, nil
 	}
-	if vp.busy+vp.starting < vp.policy.Max {
+	if vp.busy+vp.starting+vp.closing < vp.policy.Max {
 		vp.starting++
 		vp.mu.Unlock()
 		return vp.startForRequest(ctx, secrets, fp)
@@ -284,25 +285,41 @@ func (vp *versionPool) put(in *instance, faulted, served bool) {
 		vp.releaseModuleIfDone()
 		return
 	}
-	// Closing a sandbox can take milliseconds (a process tree to end, a
-	// cgroup to remove), which the request that released it, or the next
-	// one, need not wait for. Pool.Close waits: the Add is made under the
-	// lock that vp.close takes first.
-	vp.p.closing.Add(1)
+	vp.discard(in)
 	vp.mu.Unlock()
+}
+
+// discard closes in, which is no longer idle or busy, in the background:
+// closing a sandbox can take milliseconds (a process tree to end, a cgroup
+// to remove), which the request that released it need not wait for. Until
+// it is closed it counts against Max, and the module stays; then a waiting
+// request may start an instance. On a closed pool it closes in the
+// background as well, untracked. The caller holds vp.mu.
+func (vp *versionPool) discard(in *instance) {
+	if vp.closed {
+		go in.close()
+		return
+	}
+	// Pool.Close waits for these: the Add is made under the lock that
+	// vp.close takes before Close waits.
+	vp.closing++
+	vp.p.closing.Add(1)
 	go func() {
 		defer vp.p.closing.Done()
 		in.close()
+		vp.mu.Lock()
+		vp.closing--
+		vp.mu.Unlock()
+		vp.wakeOne()
 		vp.releaseModuleIfDone()
 	}()
-	vp.wakeOne()
 }
 
 // releaseModuleIfDone gives back the module once a closed pool has no
 // instance left running.
 func (vp *versionPool) releaseModuleIfDone() {
 	vp.mu.Lock()
-	done := vp.closed && !vp.released && vp.busy == 0 && vp.starting == 0
+	done := vp.closed && !vp.released && vp.busy == 0 && vp.starting == 0 && vp.closing == 0
 	if done {
 		vp.released = true
 	}
@@ -315,7 +332,7 @@ func (vp *versionPool) releaseModuleIfDone() {
 // wakeOne lets the first waiting request start an instance, if there is room.
 func (vp *versionPool) wakeOne() {
 	vp.mu.Lock()
-	if len(vp.waiters) == 0 || vp.closed || vp.busy+vp.starting >= vp.policy.Max {
+	if len(vp.waiters) == 0 || vp.closed || vp.busy+vp.starting+vp.closing >= vp.policy.Max {
 		vp.mu.Unlock()
 		return
 	}
