@@ -510,9 +510,12 @@ func (r *Runtime) startInit(seq uint64, hostNetwork bool) (*initProc, error) {
 }
 
 // exited reports whether the init has exited.
-func (p *initProc) exited() bool {
+func (p *initProc) exited() bool { return closed(p.waited) }
+
+// closed reports whether ch is closed.
+func closed(ch <-chan struct{}) bool {
 	select {
-	case <-p.waited:
+	case <-ch:
 		return true
 	default:
 		return false
@@ -586,14 +589,7 @@ func (sb *sandbox) exec(ctx context.Context, env []string) error {
 }
 
 // exited reports whether the program has exited.
-func (sb *sandbox) exited() bool {
-	select {
-	case <-sb.done:
-		return true
-	default:
-		return false
-	}
-}
+func (sb *sandbox) exited() bool { return closed(sb.done) }
 
 // failure explains how who (the program, or the init running it) ended:
 // killed by the OOM killer, or exited, or killed by a signal.

@@ -171,17 +171,7 @@ func TestSpareInits(t *testing.T) {
 		ready := spares()
 		cfg := testConfig(protocol, "./run.sh")
 		if protocol == runtime.ProtocolHTTP {
-			prep = prepare(t, r, map[string]string{"app.py": `
-import http.server, os
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        b = (os.environ["GREETING"] + " from " + open("/var/task/app.py").read().split()[0]).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(b)))
-        self.end_headers()
-        self.wfile.write(b)
-http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-`})
+			prep = prepare(t, r, map[string]string{"app.py": helloApp})
 			cfg = testConfig(protocol, "python3", "app.py")
 		}
 		inst, err := prep.Start(ctx, cfg)
@@ -206,7 +196,7 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
 		if err != nil {
 			t.Fatalf("%s: Invoke: %v", protocol, err)
 		}
-		want := map[string]string{runtime.ProtocolStdio: "hi from the bundle\n1\n", runtime.ProtocolHTTP: "hi from import"}[protocol]
+		want := map[string]string{runtime.ProtocolStdio: "hi from the bundle\n1\n", runtime.ProtocolHTTP: "hello hi /"}[protocol]
 		if got := string(resp.Body); got != want {
 			t.Errorf("%s: body = %q, want %q (its own bundle, and only a loopback)", protocol, got, want)
 		}
@@ -290,9 +280,9 @@ func cgroupMemoryLimit(t *testing.T, cg *cgroup) int64 {
 	return limit
 }
 
-func TestHTTPSmoke(t *testing.T) {
-	r := newRuntime(t)
-	prep := prepare(t, r, map[string]string{"app.py": `
+// helloApp is an http function in Python: it answers "hello", $GREETING
+// and the path.
+const helloApp = `
 import http.server, os
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -302,7 +292,11 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b)
 http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-`})
+`
+
+func TestHTTPSmoke(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{"app.py": helloApp})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	start := time.Now()
