@@ -151,9 +151,12 @@ func readRequest() (*http.Request, error) {
 	values = append(values, fields[5])
 	header["X-Gust-Invocation-Id"] = values[len(values)-1 : len(values) : len(values)]
 	method, rawPath, query := fields[0], fields[1], fields[2]
-	path, err := url.PathUnescape(rawPath)
-	if err != nil {
-		return nil, errBadHead
+	path := rawPath
+	if strings.IndexByte(rawPath, '%') >= 0 {
+		var err error
+		if path, err = url.PathUnescape(rawPath); err != nil {
+			return nil, errBadHead
+		}
 	}
 	uri := rawPath
 	if query != "" {
@@ -291,18 +294,32 @@ func validHeaderName(name string) bool {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
-		if c := name[i]; c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+		if !tokenByte[name[i]] {
 			return false
 		}
 	}
 	return true
 }
 
+// tokenByte says which bytes an HTTP token may hold: a table, since a
+// search of the separators for every byte of every header name is slow in
+// WebAssembly.
+var tokenByte = func() (t [256]bool) {
+	for c := '!'; c < 0x7f; c++ {
+		t[c] = !strings.ContainsRune(`"(),/:;<=>?@[\]{}`, c)
+	}
+	return t
+}()
+
 // writeHeaderValue writes v with CR, LF and NUL as spaces, as net/http
 // writes header values: a value taken from a request must not add lines
 // (a Status, a Set-Cookie, the body) to the response's head.
 func writeHeaderValue(v string) {
-	if !strings.ContainsAny(v, "\r\n\x00") {
+	clean := true
+	for i := 0; i < len(v) && clean; i++ {
+		clean = v[i] != '\r' && v[i] != '\n' && v[i] != 0
+	}
+	if clean {
 		writeBuf.WriteString(v)
 		return
 	}
