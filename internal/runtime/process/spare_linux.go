@@ -35,9 +35,9 @@ type spares struct {
 	ready   []*initProc
 	stopped bool
 
-	start   sync.Once
-	closed  sync.Once
-	filling sync.WaitGroup
+	start    sync.Once
+	stopOnce sync.Once
+	filling  sync.WaitGroup
 }
 
 func newSpares(spawn func() (*initProc, error), busy func() bool) *spares {
@@ -134,7 +134,7 @@ func (s *spares) quiet() bool {
 
 // close stops the spares.
 func (s *spares) close() {
-	s.closed.Do(func() {
+	s.stopOnce.Do(func() {
 		s.mu.Lock()
 		s.stopped = true
 		ready := s.ready
