@@ -1,7 +1,7 @@
 """A Gust process function in Python, with the standard library only.
 
 It serves HTTP on $PORT and stays up between requests. GET answers a
-greeting; POST echoes the JSON body back with its key count.
+greeting (HEAD its headers); POST echoes the JSON body back with its key count.
 """
 import json
 import os
@@ -16,12 +16,15 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def do_GET(self):
         who = os.environ.get("GREETING_NAME", "world")
         self._send(200, {"message": f"hello, {who}", "path": self.path,
                          "invocation": self.headers.get("X-Gust-Invocation-Id", "")})
+
+    do_HEAD = do_GET  # the same headers, without the body
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)

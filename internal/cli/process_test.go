@@ -46,6 +46,12 @@ func TestProcessExamples(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &py); err != nil || py.Message != "hello, world" || py.Path != "/hi" || py.Invocation == "" {
 		t.Errorf("python-http GET answered %q (%v), want the greeting, the path and an invocation id", out, err)
 	}
+	// A HEAD answers the length of the body a GET would have had, which
+	// the program declared without sending the body.
+	get := n.do(t, "GET", "/fn/default/python-http/len", "", nil)
+	if head := n.do(t, "HEAD", "/fn/default/python-http/len", "", nil); head.status != 200 || head.header.Get("Content-Length") != strconv.Itoa(len(get.body)) || head.body != "" {
+		t.Errorf("python-http HEAD: %d, Content-Length %q, body %q; want 200, %d (the GET's), no body", head.status, head.header.Get("Content-Length"), head.body, len(get.body))
+	}
 	out = n.mustGust(t, "invoke", "python-http", "-d", `{"a":1,"b":2}`)
 	if !strings.Contains(out, `"keys": 2`) {
 		t.Errorf("python-http POST answered %q, want keys 2", out)

@@ -233,7 +233,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 	}
 	// Gust's timings join the function's own, if it sent any.
 	h.Add("Server-Timing", serverTiming(took, out))
-	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	length := int64(len(resp.Body))
+	if r.Method == http.MethodHead && length == 0 {
+		length = resp.HeadLength // a HEAD answers the length of the GET's body
+	}
+	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	w.WriteHeader(resp.Status)
 	_, err = w.Write(resp.Body)
 	if err != nil {

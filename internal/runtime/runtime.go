@@ -45,6 +45,10 @@ type Response struct {
 	Status int
 	Header http.Header
 	Body   []byte
+	// HeadLength, for a HEAD request, is the length of the body that a GET
+	// would have had, as the function declared it in a Content-Length it
+	// sent without the body; 0 if it declared none.
+	HeadLength int64
 }
 
 // HiddenHeader reports whether a request header is one a function never

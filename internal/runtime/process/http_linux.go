@@ -427,7 +427,11 @@ func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error)
 		h.dropConn()
 		return nil, runtime.Errorf(runtime.BadResponse, "response has %d header lines, at most %d are allowed", lines, cgi.MaxHeaders)
 	}
-	return &runtime.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}, nil
+	out := &runtime.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}
+	if method == http.MethodHead && resp.ContentLength > 0 {
+		out.HeadLength = resp.ContentLength
+	}
+	return out, nil
 }
 
 // validToken reports whether s is an HTTP token: a method or a header name.
