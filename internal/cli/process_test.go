@@ -46,6 +46,10 @@ func TestProcessExamples(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &py); err != nil || py.Message != "hello, world" || py.Path != "/hi" || py.Invocation == "" {
 		t.Errorf("python-http GET answered %q (%v), want the greeting, the path and an invocation id", out, err)
 	}
+	// The path as the client escaped it: %2F is not a slash.
+	if a := n.do(t, "GET", "/fn/default/python-http/a%2Fb/c%20d", "", nil); json.Unmarshal([]byte(a.body), &py) != nil || py.Path != "/a%2Fb/c%20d" {
+		t.Errorf("python-http GET /a%%2Fb/c%%20d answered %d %q, want the path as sent", a.status, a.body)
+	}
 	// A HEAD answers the length of the body a GET would have had, which
 	// the program declared without sending the body.
 	get := n.do(t, "GET", "/fn/default/python-http/len", "", nil)

@@ -199,6 +199,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 	req := &runtime.Request{
 		Method:       r.Method,
 		Path:         "/" + r.PathValue("path"),
+		RawPath:      rawFunctionPath(r),
 		RawQuery:     r.URL.RawQuery,
 		Header:       r.Header,
 		Body:         body,
@@ -459,4 +460,15 @@ func NewInvocationID() string {
 	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMilli())<<16)
 	rand.Read(b[6:])
 	return idEncoding.EncodeToString(b[:])
+}
+
+// rawFunctionPath returns the part of r's path after the function's name
+// as the client escaped it ("/fn/t/f/a%2Fb" -> "/a%2Fb"): the mux gives
+// it unescaped, where an escaped slash is a slash.
+func rawFunctionPath(r *http.Request) string {
+	parts := strings.SplitN(r.URL.EscapedPath(), "/", 5) // "", "fn", tenant, function, the rest
+	if len(parts) < 5 {
+		return "/"
+	}
+	return "/" + parts[4]
 }

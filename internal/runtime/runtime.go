@@ -20,8 +20,10 @@ import (
 type Request struct {
 	Method string
 	// Path is the part of the URL path after the function's name, with a
-	// leading slash ("/" when empty).
+	// leading slash ("/" when empty). RawPath, if set, is Path as the client
+	// escaped it, which keeps a %2F within a segment apart from a slash.
 	Path     string
+	RawPath  string
 	RawQuery string
 	Header   http.Header
 	Body     []byte
@@ -91,12 +93,15 @@ func DroppedResponseHeader(name string) bool {
 	return hopByHop[name] || strings.HasPrefix(name, "X-Gust-")
 }
 
-// EscapePath escapes a request's path as a request line carries it.
-func EscapePath(p string) string {
+// EscapedPath returns r's path as a request line carries it: as the
+// client escaped it, where RawPath is a valid escaping of Path, else
+// escaped anew. It holds no space or control byte.
+func (r *Request) EscapedPath() string {
+	p := r.Path
 	if p == "" || p[0] != '/' {
 		p = "/" + p
 	}
-	return (&url.URL{Path: p}).EscapedPath()
+	return (&url.URL{Path: p, RawPath: r.RawPath}).EscapedPath()
 }
 
 // EscapeControls percent-encodes spaces, control bytes and non-ASCII in

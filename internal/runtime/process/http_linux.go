@@ -342,7 +342,7 @@ func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error)
 	bw := h.bw
 	bw.WriteString(method)
 	bw.WriteByte(' ')
-	bw.WriteString(runtime.EscapePath(req.Path))
+	bw.WriteString(req.EscapedPath())
 	if req.RawQuery != "" {
 		bw.WriteByte('?')
 		bw.WriteString(runtime.EscapeControls(req.RawQuery))

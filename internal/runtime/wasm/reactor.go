@@ -147,7 +147,7 @@ func renderHead(req *runtime.Request) []byte {
 	b := make([]byte, 0, n)
 	for i, s := range []string{req.Method, req.Path, req.RawQuery, req.Host, req.RemoteAddr, req.InvocationID} {
 		if i == 1 {
-			s = runtime.EscapePath(s) // which leaves no control byte
+			s = req.EscapedPath() // which leaves no control byte
 		} else {
 			s = runtime.EscapeControls(s)
 		}
