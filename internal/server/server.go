@@ -5,6 +5,8 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -118,16 +121,23 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.dirLock, err = lockDataDir(s.cfg.DataDir); err != nil {
 		return err
 	}
+	var natsToken, tokenFile string
+	if s.cfg.NATSListen != "" {
+		if natsToken, tokenFile, err = readOrMakeNATSToken(s.cfg.DataDir); err != nil {
+			return err
+		}
+	}
 	s.store, err = store.Open(ctx, store.Config{
 		DataDir: filepath.Join(s.cfg.DataDir, "nats"),
 		Listen:  s.cfg.NATSListen,
+		Token:   natsToken,
 		Logger:  s.log,
 	})
 	if err != nil {
 		return err
 	}
 	if s.cfg.NATSListen != "" {
-		s.log.Warn("the embedded NATS port has no authentication: whoever reaches it reads and writes the whole store, functions, keys and sealed secrets included; keep it on a trusted network", "addr", s.cfg.NATSListen)
+		s.log.Warn("the embedded NATS port is open: whoever has its token (in the file named here) reads and writes the whole store, functions, keys and sealed secrets included; keep it on a trusted network", "addr", s.cfg.NATSListen, "token_file", tokenFile)
 	}
 	s.rt, err = wasm.New(ctx, wasm.Config{CacheDir: filepath.Join(s.cfg.DataDir, "wasm-cache")})
 	if err != nil {
@@ -344,4 +354,23 @@ func (s *Server) stop(ctx context.Context) error {
 	}
 	s.log.Info("gust stopped")
 	return errors.Join(errs...)
+}
+
+// readOrMakeNATSToken returns the token that NATS clients of --nats-listen
+// must give, from the data dir's nats.token, which it makes (random, 0600)
+// the first time.
+func readOrMakeNATSToken(dataDir string) (token, file string, err error) {
+	file = filepath.Join(dataDir, "nats.token")
+	if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), file, nil
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", file, fmt.Errorf("server: %w", err)
+	}
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	token = hex.EncodeToString(raw)
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
+		return "", file, fmt.Errorf("server: %w", err)
+	}
+	return token, file, nil
 }

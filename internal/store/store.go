@@ -24,6 +24,9 @@ type Config struct {
 	// Listen is a host:port for NATS clients; empty (the default) opens no port:
 	// Gust itself connects in-process.
 	Listen string
+	// Token is what every NATS client must give (nats.Token), Gust's own
+	// included. Required with Listen.
+	Token string
 	// Logger receives the NATS server's warnings and errors. Nil discards them.
 	Logger *slog.Logger
 }
@@ -65,6 +68,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		MaxPayload: 8 << 20,
 	}
 	if cfg.Listen != "" {
+		if cfg.Token == "" {
+			return nil, fmt.Errorf("store: --nats-listen %q needs a token for its clients", cfg.Listen)
+		}
+		opts.Authorization = cfg.Token
 		host, port, err := net.SplitHostPort(cfg.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("store: --nats-listen %q: %w", cfg.Listen, err)
@@ -86,7 +93,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		srv.Shutdown()
 		return nil, err
 	}
-	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("gust"))
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("gust"), nats.Token(cfg.Token))
 	if err != nil {
 		srv.Shutdown()
 		return nil, fmt.Errorf("store: connect in-process: %w", err)

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/gust-faas/gust/internal/store"
 )
 
@@ -64,8 +66,9 @@ func TestOpenRefusesBadConfig(t *testing.T) {
 		cfg  store.Config
 	}{
 		{"no data dir", store.Config{}},
-		{"listen without port", store.Config{DataDir: "x", Listen: "127.0.0.1"}},
-		{"listen with named port", store.Config{DataDir: "x", Listen: "127.0.0.1:nats"}},
+		{"listen without port", store.Config{DataDir: "x", Listen: "127.0.0.1", Token: "t"}},
+		{"listen with named port", store.Config{DataDir: "x", Listen: "127.0.0.1:nats", Token: "t"}},
+		{"listen without a token", store.Config{DataDir: "x", Listen: "127.0.0.1:0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,7 +158,24 @@ func TestOpenDoesNotListen(t *testing.T) {
 
 func TestOpenListens(t *testing.T) {
 	addr := freeAddr(t)
-	s := openStore(t, store.Config{DataDir: t.TempDir(), Listen: addr})
+	s := openStore(t, store.Config{DataDir: t.TempDir(), Listen: addr, Token: "the-token"})
+
+	// Clients must give the token; Gust's own connection does.
+	if nc, err := nats.Connect("nats://"+addr, nats.Timeout(5*time.Second)); err == nil {
+		nc.Close()
+		t.Errorf("a NATS client without the token connected to %s, want it refused", addr)
+	} else if !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("a NATS client without the token: %v, want an authorization error", err)
+	}
+	nc, err := nats.Connect("nats://"+addr, nats.Token("the-token"), nats.Timeout(5*time.Second))
+	if err != nil {
+		t.Fatalf("a NATS client with the token: %v", err)
+	}
+	nc.Close()
+	kv := openKV(t, s, "listening")
+	if _, err := kv.Create(t.Context(), "k", []byte("v")); err != nil {
+		t.Errorf("Create(k) on a store that listens: %v", err)
+	}
 
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -190,7 +210,7 @@ func TestOpenListenPortTaken(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
-	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir(), Listen: addr})
+	s, err := store.Open(ctx, store.Config{DataDir: t.TempDir(), Listen: addr, Token: "t"})
 	elapsed := time.Since(start)
 	if err == nil {
 		s.Close()
