@@ -463,10 +463,15 @@ func NewInvocationID() string {
 }
 
 // rawFunctionPath returns the part of r's path after the function's name
-// as the client escaped it ("/fn/t/f/a%2Fb" -> "/a%2Fb"): the mux gives
-// it unescaped, where an escaped slash is a slash.
+// as the client escaped it ("/fn/t/f/a%2Fb" -> "/a%2Fb"), where the client
+// escaped it otherwise than Go would (url.URL keeps a RawPath only then),
+// else "": the mux gives the path unescaped, where an escaped slash is a
+// slash.
 func rawFunctionPath(r *http.Request) string {
-	parts := strings.SplitN(r.URL.EscapedPath(), "/", 5) // "", "fn", tenant, function, the rest
+	if r.URL.RawPath == "" {
+		return "" // most requests: nothing to split
+	}
+	parts := strings.SplitN(r.URL.RawPath, "/", 5) // "", "fn", tenant, function, the rest
 	if len(parts) < 5 {
 		return "/"
 	}

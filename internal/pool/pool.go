@@ -86,7 +86,7 @@ type Pool struct {
 	active   map[string]bool         // keys of the last Sync
 	closed   bool
 	syncs    sync.WaitGroup // Sync's goroutines, which Close cancels and waits for
-	closing  sync.WaitGroup // closes of spent and faulted instances, which Close waits for
+	closing  sync.WaitGroup // closes of discarded instances, which Close waits for
 
 	background context.Context // Sync's work; Close cancels it
 	cancel     context.CancelFunc
