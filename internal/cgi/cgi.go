@@ -83,7 +83,8 @@ func Env(req *runtime.Request) []string {
 // ParseResponse parses a CGI response: header lines, a blank line, the body.
 // Lines may end in "\n" or "\r\n". A Status header sets the status code (200
 // if absent, 302 if only Location is given). Headers named X-Gust-* are
-// Gust's own and are dropped, as are hop-by-hop headers.
+// Gust's own and are dropped, as are hop-by-hop headers and Content-Length,
+// which, with no body, sets the response's HeadLength.
 func ParseResponse(out []byte) (*runtime.Response, error) {
 	head, body, err := split(out)
 	if err != nil {
@@ -120,6 +121,12 @@ func ParseResponse(out []byte) (*runtime.Response, error) {
 				return nil, err
 			}
 			resp.Status, statusSet = code, true
+		case name == "Content-Length" && len(body) == 0:
+			// No body: the answer to a HEAD, which declares the length of
+			// the body a GET would have had. Gust sets its own.
+			if n, err := strconv.ParseInt(value, 10, 64); err == nil && n >= 0 {
+				resp.HeadLength = n
+			}
 		case runtime.DroppedResponseHeader(name):
 			continue
 		default:

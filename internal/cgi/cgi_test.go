@@ -316,6 +316,34 @@ func TestParseResponse(t *testing.T) {
 	}
 }
 
+// TestParseResponseHeadLength checks that a response without a body keeps
+// the length it declared (the answer to a HEAD), and that one with a body,
+// or a length that is not one, declares none.
+func TestParseResponseHeadLength(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want int64
+	}{
+		{"Content-Type: text/plain\nContent-Length: 42\n\n", 42},
+		{"Content-Length: 0\r\nStatus: 204\r\n\r\n", 0},
+		{"Content-Type: text/plain\nContent-Length: 42\n\nbody", 0},
+		{"Content-Type: text/plain\nContent-Length: -1\n\n", 0},
+		{"Content-Type: text/plain\nContent-Length: 4x\n\n", 0},
+		{"Content-Type: text/plain\nContent-Length: 99999999999999999999\n\n", 0},
+	} {
+		resp, err := cgi.ParseResponse([]byte(tt.in))
+		if err != nil {
+			t.Fatalf("ParseResponse(%q): %v", tt.in, err)
+		}
+		if resp.HeadLength != tt.want {
+			t.Errorf("ParseResponse(%q).HeadLength = %d, want %d", tt.in, resp.HeadLength, tt.want)
+		}
+		if _, ok := resp.Header["Content-Length"]; ok {
+			t.Errorf("ParseResponse(%q) kept the program's Content-Length: Gust sets its own", tt.in)
+		}
+	}
+}
+
 func TestParseResponseNil(t *testing.T) {
 	resp, err := cgi.ParseResponse(nil)
 	if err == nil || !strings.Contains(err.Error(), "response is empty") {

@@ -80,6 +80,11 @@ func TestProcessExamples(t *testing.T) {
 		t.Errorf("shell-stdio answered %q", out)
 	}
 	waitFor(t, func() bool { return strings.Contains(n.logs.String(), "handled ") })
+	// A CGI program answers a HEAD the same way: a Content-Length, no body.
+	get = n.do(t, "GET", "/fn/default/shell-stdio/count", "", nil)
+	if head := n.do(t, "HEAD", "/fn/default/shell-stdio/count", "", nil); get.body != "GET /count: 0 words\n" || head.status != 200 || head.header.Get("Content-Length") != strconv.Itoa(len(get.body)) || head.body != "" {
+		t.Errorf("shell-stdio GET answered %q; HEAD %d, Content-Length %q, body %q; want 200, %d (the GET's), no body", get.body, head.status, head.header.Get("Content-Length"), head.body, len(get.body))
+	}
 
 	// Asynchronously, through the same instances.
 	id, a := n.enqueue(t, "/fn/default/shell-stdio/later", "a b c d", "")
