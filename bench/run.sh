@@ -48,4 +48,10 @@ compare "gust SDK hello" "http://$BARE/" "http://$GUST/fn/default/hello"
 
 echo
 "$work/async" -url "http://$GUST" -fn /fn/default/hello -n 5000 -c 32
-"$work/async" -url "http://$GUST" -fn /fn/default/hello -n 10000 -c 64 -rate 5000 -warmup 5000
+# At 5000/s, the 202's p99 turns on a few bursts a run: three rounds of 4
+# seconds, and the median of their p99s.
+for _ in 1 2 3; do
+	"$work/async" -url "http://$GUST" -fn /fn/default/hello -n 20000 -c 64 -rate 5000 -warmup 5000
+done | tee "$work/async.txt"
+awk '/202 answered/ { for (i = 1; i < NF; i++) if ($i == "p99") { sub(/ms/, "", $(i+1)); print $(i+1) } }' "$work/async.txt" |
+	sort -n | sed -n 2p | xargs printf "202 at 5000/s: p99 %s ms, median of 3 rounds\n"
