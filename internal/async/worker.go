@@ -271,7 +271,7 @@ func (s *Service) bury(ctx context.Context, m *store.Message, job Job, rec Recor
 	}
 	data, err := json.Marshal(job)
 	if err == nil {
-		err = s.dead.Publish(context.WithoutCancel(ctx), deadPrefix+job.Tenant+"."+job.Function, data)
+		err = s.dead.Publish(context.WithoutCancel(ctx), deadSubject(job.Tenant, job.Function, job.ID), data)
 	}
 	if err != nil {
 		log.Error("could not move a failed async invocation to the dead-letter stream; it will be tried again", "err", err)
@@ -359,25 +359,68 @@ func (s *Service) Dead(ctx context.Context, tenant, function string, limit int) 
 	if !registry.ValidName(tenant) || !registry.ValidName(function) {
 		return nil, nil
 	}
-	msgs, err := s.dead.Last(ctx, deadPrefix+tenant+"."+function, limit)
+	return s.letters(ctx, limit, legacyDeadSubject(tenant, function), deadSubject(tenant, function, "*"))
+}
+
+// letters reads the last limit dead letters on subjects matching filters.
+func (s *Service) letters(ctx context.Context, limit int, filters ...string) ([]DeadLetter, error) {
+	msgs, err := s.dead.Last(ctx, limit, filters...)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]DeadLetter, 0, len(msgs))
 	for _, m := range msgs {
-		var job Job
-		if err := json.Unmarshal(m.Data, &job); err != nil {
-			continue
+		if d, ok := deadLetter(m); ok {
+			out = append(out, d)
 		}
-		out = append(out, DeadLetter{ID: job.ID, Version: job.Version, Queued: job.Queued, Errors: job.Errors, seq: m.Seq, job: job})
 	}
 	return out, nil
 }
 
-// Replay queues again the dead letters of a function (only the one with
-// the given id, if id is not empty), and returns how many.
+func deadLetter(m store.StreamMsg) (DeadLetter, bool) {
+	var job Job
+	if err := json.Unmarshal(m.Data, &job); err != nil {
+		return DeadLetter{}, false
+	}
+	return DeadLetter{ID: job.ID, Version: job.Version, Queued: job.Queued, Errors: job.Errors, seq: m.Seq, job: job}, true
+}
+
+// deadSubject is the subject of a dead letter. legacyDeadSubject is the
+// one dead letters had before each had its own, which the stream may keep
+// for its 14 days.
+func deadSubject(tenant, function, id string) string {
+	return deadPrefix + tenant + "." + function + "." + id
+}
+
+func legacyDeadSubject(tenant, function string) string { return deadPrefix + tenant + "." + function }
+
+// replayAtMost is how many dead letters one replay of a whole function
+// queues again.
+const replayAtMost = 10000
+
+// Replay queues again the dead letters of a function, the last
+// replayAtMost of them (only the one with the given id, if id is not
+// empty), and returns how many.
 func (s *Service) Replay(ctx context.Context, tenant, function, id string) (int, error) {
-	letters, err := s.Dead(ctx, tenant, function, 10000)
+	if !registry.ValidName(tenant) || !registry.ValidName(function) {
+		return 0, fmt.Errorf("dead letters of %q: %w", function, ErrNotFound)
+	}
+	var letters []DeadLetter
+	var err error
+	switch {
+	case id == "":
+		letters, err = s.Dead(ctx, tenant, function, replayAtMost)
+	case validID(id):
+		var m store.StreamMsg
+		if m, err = s.dead.LastOn(ctx, deadSubject(tenant, function, id)); err == nil {
+			if d, ok := deadLetter(m); ok {
+				letters = []DeadLetter{d}
+			}
+		} else if errors.Is(err, store.ErrNotFound) {
+			// Perhaps one from before dead letters had subjects of their own.
+			letters, err = s.letters(ctx, replayAtMost, legacyDeadSubject(tenant, function))
+		}
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -386,20 +429,7 @@ func (s *Service) Replay(ctx context.Context, tenant, function, id string) (int,
 		if id != "" && d.ID != id {
 			continue
 		}
-		job := d.job
-		job.Errors, job.Failed, job.NotBefore = nil, 0, time.Time{}
-		// A replay is a new run of the same invocation: it keeps its id,
-		// and is queued now.
-		job.Queued = s.now().UTC()
-		rec := queuedRecord(job)
-		if err := s.put(ctx, rec); err != nil {
-			return n, err
-		}
-		data, _ := json.Marshal(job)
-		if err := s.queue.Publish(ctx, workSubject(tenant, job.ID), data); err != nil {
-			return n, err
-		}
-		if err := s.dead.Delete(ctx, d.seq); err != nil {
+		if err := s.replay(ctx, tenant, d); err != nil {
 			return n, err
 		}
 		n++
@@ -408,4 +438,22 @@ func (s *Service) Replay(ctx context.Context, tenant, function, id string) (int,
 		return 0, fmt.Errorf("dead letter %q: %w", id, ErrNotFound)
 	}
 	return n, nil
+}
+
+// replay queues dead letter d again and removes it from the dead-letter
+// stream.
+func (s *Service) replay(ctx context.Context, tenant string, d DeadLetter) error {
+	job := d.job
+	job.Errors, job.Failed, job.NotBefore = nil, 0, time.Time{}
+	// A replay is a new run of the same invocation: it keeps its id, and is
+	// queued now.
+	job.Queued = s.now().UTC()
+	if err := s.put(ctx, queuedRecord(job)); err != nil {
+		return err
+	}
+	data, _ := json.Marshal(job)
+	if err := s.queue.Publish(ctx, workSubject(tenant, job.ID), data); err != nil {
+		return err
+	}
+	return s.dead.Delete(ctx, d.seq)
 }

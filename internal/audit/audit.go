@@ -70,7 +70,7 @@ func (l *Log) Read(ctx context.Context, tenant string, n int) ([]Entry, error) {
 	if tenant != "" {
 		filter = "gust.audit." + tenant
 	}
-	raw, err := l.stream.Last(ctx, filter, n)
+	raw, err := l.stream.Last(ctx, n, filter)
 	if err != nil {
 		return nil, err
 	}

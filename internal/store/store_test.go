@@ -596,7 +596,7 @@ func TestStreamLast(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := st.Last(ctx, "log.a", 5); err != nil || len(got) != 0 {
+	if got, err := st.Last(ctx, 5, "log.a"); err != nil || len(got) != 0 {
 		t.Fatalf("Last of an empty stream = %v, %v; want none", got, err)
 	}
 	// 2000 messages, one in four on log.a: enough that Last searches for
@@ -623,9 +623,9 @@ func TestStreamLast(t *testing.T) {
 		}
 		return out
 	}
-	got := func(filter string, n int) []string {
+	got := func(filter string, n int, more ...string) []string {
 		t.Helper()
-		msgs, err := st.Last(ctx, filter, n)
+		msgs, err := st.Last(ctx, n, append([]string{filter}, more...)...)
 		if err != nil {
 			t.Fatalf("Last(%q, %d) error = %v", filter, n, err)
 		}
@@ -650,6 +650,20 @@ func TestStreamLast(t *testing.T) {
 		if g := got(tc.filter, tc.n); !slices.Equal(g, tc.want) {
 			t.Errorf("Last(%q, %d) = %v, want %v", tc.filter, tc.n, g, tc.want)
 		}
+	}
+	// Several filters: the last n matching any of them.
+	if g := got("log.a", 5, "log.b"); !slices.Equal(g, want(1994, 1995, 1997, 1998, 1999)) {
+		t.Errorf("Last(log.a + log.b, 5) = %v, want %v", g, want(1994, 1995, 1997, 1998, 1999))
+	}
+	if g := got("log.a", 300, "log.none"); len(g) != 300 || g[299] != want(1992)[0] || g[0] != want(796)[0] {
+		t.Errorf("Last(log.a + log.none, 300) = %d messages from %v, want 300 from %v to %v", len(g), g[:min(len(g), 1)], want(796), want(1992))
+	}
+	// LastOn: the last message on one subject.
+	if m, err := st.LastOn(ctx, "log.a"); err != nil || string(m.Data) != "1992" || m.Seq != seqOf[1992] {
+		t.Errorf("LastOn(log.a) = %s@%d, %v; want %v", m.Data, m.Seq, err, want(1992))
+	}
+	if _, err := st.LastOn(ctx, "log.none"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("LastOn(log.none) error = %v, want ErrNotFound", err)
 	}
 	// Asking for more than match returns every match, oldest first.
 	all := got("log.a", 1000)

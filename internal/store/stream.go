@@ -55,12 +55,29 @@ func purge(ctx context.Context, js jetstream.JetStream, stream, filter string) e
 	return nil
 }
 
-// Last returns the last n messages on subjects matching filter (a NATS
-// subject, wildcards allowed), oldest first. It reads about n messages
-// however many match: where more match, it first finds the sequence from
-// which only the last n do.
-func (st *Stream) Last(ctx context.Context, filter string, n int) ([]StreamMsg, error) {
-	if n <= 0 {
+// LastOn returns the last message on subject (no wildcards), or
+// ErrNotFound.
+func (st *Stream) LastOn(ctx context.Context, subject string) (StreamMsg, error) {
+	s, err := st.js.Stream(ctx, st.name)
+	if err != nil {
+		return StreamMsg{}, fmt.Errorf("store: stream %s: %w", st.name, err)
+	}
+	m, err := s.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return StreamMsg{}, fmt.Errorf("%s: %w", subject, ErrNotFound)
+	}
+	if err != nil {
+		return StreamMsg{}, fmt.Errorf("store: get %s: %w", subject, err)
+	}
+	return StreamMsg{Seq: m.Sequence, Data: m.Data}, nil
+}
+
+// Last returns the last n messages on subjects matching any of filters
+// (NATS subjects, wildcards allowed, none overlapping another), oldest
+// first. It reads about n messages however many match: where more match,
+// it first finds the sequence from which only the last n do.
+func (st *Stream) Last(ctx context.Context, n int, filters ...string) ([]StreamMsg, error) {
+	if n <= 0 || len(filters) == 0 {
 		return nil, nil
 	}
 	s, err := st.js.Stream(ctx, st.name)
@@ -70,12 +87,12 @@ func (st *Stream) Last(ctx context.Context, filter string, n int) ([]StreamMsg, 
 	state := s.CachedInfo().State
 	start := max(state.FirstSeq, 1) // 0 in a stream never written
 	if state.Msgs > uint64(n)+lastSlack {
-		if start, err = st.startOfLast(ctx, s, filter, uint64(n), state.FirstSeq, state.LastSeq); err != nil {
+		if start, err = st.startOfLast(ctx, s, filters, uint64(n), state.FirstSeq, state.LastSeq); err != nil {
 			return nil, err
 		}
 	}
 	cons, err := st.js.OrderedConsumer(ctx, st.name, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
+		FilterSubjects: filters,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    start,
 	})
@@ -121,13 +138,13 @@ func (st *Stream) Last(ctx context.Context, filter string, n int) ([]StreamMsg, 
 const lastSlack = 256
 
 // startOfLast returns a sequence in [first, last] from which at least n and
-// at most n+lastSlack messages match filter, or first if fewer match. It
+// at most n+lastSlack messages match filters, or first if fewer match. It
 // bisects the sequences, counting with the server's index: a consumer's
 // pending count, from a consumer made and deleted for each probe.
-func (st *Stream) startOfLast(ctx context.Context, s jetstream.Stream, filter string, n, first, last uint64) (uint64, error) {
+func (st *Stream) startOfLast(ctx context.Context, s jetstream.Stream, filters []string, n, first, last uint64) (uint64, error) {
 	matching := func(from uint64) (uint64, error) {
 		c, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{
-			FilterSubject:     filter,
+			FilterSubjects:    filters,
 			DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 			OptStartSeq:       from,
 			AckPolicy:         jetstream.AckNonePolicy,

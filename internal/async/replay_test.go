@@ -1,0 +1,65 @@
+package async
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"testing"
+
+	"github.com/gust-faas/gust/internal/store"
+)
+
+// TestReplayFindsAnyDeadLetter: a dead letter is found by its id however
+// many came after it (a replay read only the function's last 10,000), one
+// written before letters had subjects of their own still is, and both are
+// listed.
+func TestReplayFindsAnyDeadLetter(t *testing.T) {
+	ctx := t.Context()
+	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s, err := New(ctx, Deps{Store: st, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bury := func(subject, id string) {
+		t.Helper()
+		data, _ := json.Marshal(Job{ID: id, Tenant: "t", Function: "f", Version: 1, Errors: []string{"boom"}})
+		if err := s.dead.Publish(ctx, subject, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bury(legacyDeadSubject("t", "f"), "legacy")
+	bury(deadSubject("t", "f", "first"), "first")
+	for i := range replayAtMost + 50 {
+		id := fmt.Sprintf("later-%d", i)
+		bury(deadSubject("t", "f", id), id)
+	}
+	bury(deadSubject("t", "g", "other"), "other") // another function's
+
+	if letters, err := s.Dead(ctx, "t", "f", replayAtMost+100); err != nil || len(letters) != replayAtMost+52 || letters[0].ID != "legacy" || letters[1].ID != "first" {
+		t.Fatalf("Dead listed %d letters (%v), want %d from legacy, first, ...", len(letters), err, replayAtMost+52)
+	}
+	for _, id := range []string{"first", "legacy"} {
+		if n, err := s.Replay(ctx, "t", "f", id); err != nil || n != 1 {
+			t.Fatalf("Replay(%s) = %d, %v; want 1", id, n, err)
+		}
+		if queued, err := s.queue.Pending(ctx, workSubject("t", id)); err != nil || queued == nil {
+			t.Errorf("%s replayed but not queued: %v", id, err)
+		}
+		if n, err := s.Replay(ctx, "t", "f", id); !errors.Is(err, ErrNotFound) || n != 0 {
+			t.Errorf("a second Replay(%s) = %d, %v; want not found: the letter left the stream", id, n, err)
+		}
+	}
+	for _, id := range []string{"other", "nosuch", "bad.id"} {
+		if _, err := s.Replay(ctx, "t", "f", id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Replay(%q) of function f: %v, want not found", id, err)
+		}
+	}
+	if letters, _ := s.Dead(ctx, "t", "f", 5); len(letters) != 5 || letters[4].ID != fmt.Sprintf("later-%d", replayAtMost+49) {
+		t.Errorf("the last 5 letters after the replays: %v", letters)
+	}
+}
