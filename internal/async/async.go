@@ -319,9 +319,9 @@ func (s *Service) Get(ctx context.Context, tenant, id string) (Record, error) {
 		return Record{}, err
 	}
 	e, err := s.results.Get(ctx, "inv."+id)
-	if errors.Is(err, store.ErrNotFound) && queued != nil {
+	if errors.Is(err, store.ErrNotFound) && queued.Data != nil {
 		var job Job
-		if err := json.Unmarshal(queued, &job); err != nil {
+		if err := json.Unmarshal(queued.Data, &job); err != nil {
 			return Record{}, err
 		}
 		return queuedRecord(job), nil

@@ -47,7 +47,7 @@ func TestReplayFindsAnyDeadLetter(t *testing.T) {
 		if n, err := s.Replay(ctx, "t", "f", id); err != nil || n != 1 {
 			t.Fatalf("Replay(%s) = %d, %v; want 1", id, n, err)
 		}
-		if queued, err := s.queue.Pending(ctx, workSubject("t", id)); err != nil || queued == nil {
+		if queued, err := s.queue.Pending(ctx, workSubject("t", id)); err != nil || queued.Data == nil {
 			t.Errorf("%s replayed but not queued: %v", id, err)
 		}
 		if n, err := s.Replay(ctx, "t", "f", id); !errors.Is(err, ErrNotFound) || n != 0 {

@@ -27,6 +27,10 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		return
 	}
 	log := s.log.With("invocation_id", job.ID, "tenant", job.Tenant, "function", job.Function)
+	if s.superseded(ctx, m, job) {
+		logQueueError(log, m.Ack())
+		return
+	}
 	t, ok := s.tenants.Tenant(job.Tenant)
 	if !ok || job.Queued.Before(t.Created) {
 		// Its tenant was deleted (perhaps created again since): nothing
@@ -165,9 +169,23 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 	s.fail(ctx, m, job, rec, v.Spec, last.Error, log)
 }
 
+// superseded reports whether a later message of the same invocation is
+// queued: the retry that a worker queued before it stopped without acking
+// m. Running m as well would run the invocation in two lines of attempts.
+// Only a message delivered again, or a retry, can be one: the first
+// delivery of an invocation's first message comes before any retry of it.
+func (s *Service) superseded(ctx context.Context, m *store.Message, job Job) bool {
+	if m.Seq == 0 || m.Delivered <= 1 && job.Failed == 0 {
+		return false
+	}
+	latest, err := s.queue.Pending(ctx, workSubject(job.Tenant, job.ID))
+	return err == nil && latest.Seq > m.Seq
+}
+
 // retry queues job again, after its failures, to run no sooner than delay
 // from now, and acknowledges m. If it cannot, m is delivered again after
-// delay, counting on the record for its failures.
+// delay, counting on the record for its failures. A stop between the two leaves
+// m to be delivered again, which the retry supersedes.
 func (s *Service) retry(ctx context.Context, m *store.Message, job Job, failures int, delay time.Duration, log *slog.Logger) {
 	job.Failed, job.NotBefore = failures, s.now().Add(delay).UTC()
 	data, err := json.Marshal(job)

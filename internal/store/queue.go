@@ -87,23 +87,26 @@ func (q *Queue) Purge(ctx context.Context, filter string) error {
 	return nil
 }
 
-// Pending returns the data of the last message on subject (no wildcards)
-// that is still queued, or ErrNotFound once every message on it has been
+// Pending returns the last message on subject (no wildcards) that is
+// still queued, or ErrNotFound once every message on it has been
 // acknowledged.
-func (q *Queue) Pending(ctx context.Context, subject string) ([]byte, error) {
+func (q *Queue) Pending(ctx context.Context, subject string) (StreamMsg, error) {
 	m, err := q.stream.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, fmt.Errorf("%s: %w", subject, ErrNotFound)
+		return StreamMsg{}, fmt.Errorf("%s: %w", subject, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("store: get %s: %w", subject, err)
+		return StreamMsg{}, fmt.Errorf("store: get %s: %w", subject, err)
 	}
-	return m.Data, nil
+	return StreamMsg{Seq: m.Sequence, Data: m.Data}, nil
 }
 
 // Message is one delivery of a queued message.
 type Message struct {
 	Data []byte
+	// Seq is the message's sequence in the queue: a later message has a
+	// higher one.
+	Seq uint64
 	// Delivered counts the deliveries of this message, this one included.
 	Delivered uint64
 	m         jetstream.Msg
@@ -140,7 +143,7 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 	cc, err := q.consumer.Consume(func(msg jetstream.Msg) {
 		m := &Message{Data: msg.Data(), m: msg}
 		if md, err := msg.Metadata(); err == nil {
-			m.Delivered = md.NumDelivered
+			m.Seq, m.Delivered = md.Sequence.Stream, md.NumDelivered
 		}
 		q.held.add(m)
 		select {
