@@ -6,13 +6,13 @@ method=$REQUEST_METHOD
 if [ "$method" = HEAD ]; then
 	method=GET # a HEAD is answered with the GET's headers, and no body
 fi
-body="$method $PATH_INFO: $words words"
+body=$(printf '%s: %s words' "$method $PATH_INFO" "$words")
 echo "Content-Type: text/plain"
 if [ "$REQUEST_METHOD" = HEAD ]; then
-	echo "Content-Length: $((${#body} + 1))"
+	echo "Content-Length: $(printf '%s\n' "$body" | wc -c)"
 	echo
 	exit 0
 fi
 echo
-echo "$body"
+printf '%s\n' "$body"
 echo "handled $GUST_INVOCATION_ID" >&2

@@ -121,6 +121,9 @@ type Job struct {
 	NotBefore time.Time `json:"not_before,omitzero"`
 	// CallbackURL, if set, is posted the record once the invocation is done.
 	CallbackURL string `json:"callback_url,omitempty"`
+	// Run counts the replays of the invocation from the dead-letter
+	// stream: each run's destinations are invocations of their own.
+	Run int `json:"run,omitempty"`
 }
 
 // Invoker runs one invocation, as the pool does.
@@ -155,7 +158,8 @@ type Deps struct {
 	// that callbacks may reach nonetheless. Optional.
 	CallbackAllow []netip.Prefix
 	// MaxRecords bounds how many invocation records and idempotency keys
-	// are kept: past it the oldest go first, before ResultTTL. The store
+	// are kept, and how many dead letters: past it the oldest go first,
+	// before ResultTTL (14 days for dead letters). The store
 	// indexes every key in memory, and at thousands of invocations a
 	// second a day of them would not fit. Zero keeps all for ResultTTL.
 	MaxRecords int64
@@ -196,7 +200,9 @@ func New(ctx context.Context, deps Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	dead, err := deps.Store.Stream(ctx, deadStream, []string{deadPrefix + ">"}, 14*24*time.Hour)
+	// Each dead letter has a subject, which the store indexes in memory:
+	// the stream keeps as many letters as there are records.
+	dead, err := deps.Store.Stream(ctx, deadStream, []string{deadPrefix + ">"}, 14*24*time.Hour, deps.MaxRecords)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gust-faas/gust/internal/registry"
@@ -66,13 +67,9 @@ func (s *Service) deliver(job Job, rec Record, spec registry.Spec, log *slog.Log
 			log.Warn("the destination function does not exist", "destination", dest.Function)
 			return
 		}
-		// The destination's invocation id is the source's and a letter
-		// for its outcome ("-s", "-d"): readable, and growing along a chain
-		// of destinations, which ends when it no longer fits, as Lambda
-		// stops a recursive loop.
-		id := rec.ID + "-" + string(rec.State)[:1]
+		id := destinationID(rec, job.Run)
 		if !validID(id) {
-			log.Warn("a chain of destinations went too deep; the destination is not queued", "destination", dest.Function, "depth", (len(id)-26)/2)
+			log.Warn("a chain of destinations went too deep; the destination is not queued", "destination", dest.Function, "depth", strings.Count(id, "-"))
 			return
 		}
 		_, _, err := s.Enqueue(context.Background(), Job{
@@ -87,6 +84,19 @@ func (s *Service) deliver(job Job, rec Record, spec registry.Spec, log *slog.Log
 			log.Warn("could not queue the destination function", "destination", dest.Function, "err", err)
 		}
 	}
+}
+
+// destinationID is the invocation id of the destination of rec's outcome in
+// the source's run: the source's and a letter for the outcome ("-s", "-d"),
+// and the run's number after a replay ("-d1"). Readable, it grows along a
+// chain of destinations, which ends when it no longer fits, as Lambda stops
+// a recursive loop.
+func destinationID(rec Record, run int) string {
+	id := rec.ID + "-" + string(rec.State)[:1]
+	if run > 0 {
+		id += strconv.Itoa(run)
+	}
+	return id
 }
 
 // destinationKey is the idempotency key of the destination invocation of

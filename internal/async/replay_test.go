@@ -12,8 +12,8 @@ import (
 
 // TestReplayFindsAnyDeadLetter: a dead letter is found by its id however
 // many came after it (a replay read only the function's last 10,000), one
-// written before letters had subjects of their own still is, and both are
-// listed.
+// written before letters had subjects of their own still is, both are
+// listed, and an invocation buried twice is replayed once.
 func TestReplayFindsAnyDeadLetter(t *testing.T) {
 	ctx := t.Context()
 	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
@@ -39,11 +39,13 @@ func TestReplayFindsAnyDeadLetter(t *testing.T) {
 		bury(deadSubject("t", "f", id), id)
 	}
 	bury(deadSubject("t", "g", "other"), "other") // another function's
+	bury(deadSubject("t", "f", "twice"), "twice") // buried twice: runs once
+	bury(deadSubject("t", "f", "twice"), "twice")
 
-	if letters, err := s.Dead(ctx, "t", "f", replayAtMost+100); err != nil || len(letters) != replayAtMost+52 || letters[0].ID != "legacy" || letters[1].ID != "first" {
-		t.Fatalf("Dead listed %d letters (%v), want %d from legacy, first, ...", len(letters), err, replayAtMost+52)
+	if letters, err := s.Dead(ctx, "t", "f", replayAtMost+100); err != nil || len(letters) != replayAtMost+54 || letters[0].ID != "legacy" || letters[1].ID != "first" {
+		t.Fatalf("Dead listed %d letters (%v), want %d from legacy, first, ...", len(letters), err, replayAtMost+54)
 	}
-	for _, id := range []string{"first", "legacy"} {
+	for _, id := range []string{"first", "legacy", "twice"} {
 		if n, err := s.Replay(ctx, "t", "f", id); err != nil || n != 1 {
 			t.Fatalf("Replay(%s) = %d, %v; want 1", id, n, err)
 		}

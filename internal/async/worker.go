@@ -28,6 +28,7 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 	}
 	log := s.log.With("invocation_id", job.ID, "tenant", job.Tenant, "function", job.Function)
 	if s.superseded(ctx, m, job) {
+		log.Debug("a later message of the invocation is queued: this one is dropped", "failed", job.Failed, "delivered", m.Delivered)
 		logQueueError(log, m.Ack())
 		return
 	}
@@ -429,33 +430,48 @@ func (s *Service) Replay(ctx context.Context, tenant, function, id string) (int,
 	case id == "":
 		letters, err = s.Dead(ctx, tenant, function, replayAtMost)
 	case validID(id):
-		var m store.StreamMsg
-		if m, err = s.dead.LastOn(ctx, deadSubject(tenant, function, id)); err == nil {
-			if d, ok := deadLetter(m); ok {
-				letters = []DeadLetter{d}
-			}
-		} else if errors.Is(err, store.ErrNotFound) {
+		letters, err = s.letters(ctx, replayAtMost, deadSubject(tenant, function, id))
+		if err == nil && len(letters) == 0 {
 			// Perhaps one from before dead letters had subjects of their own.
 			letters, err = s.letters(ctx, replayAtMost, legacyDeadSubject(tenant, function))
+			letters = slices.DeleteFunc(letters, func(d DeadLetter) bool { return d.ID != id })
 		}
+	}
+	if err == nil {
+		letters, err = s.dropDuplicates(ctx, letters)
 	}
 	if err != nil {
 		return 0, err
 	}
-	n := 0
-	for _, d := range letters {
-		if id != "" && d.ID != id {
-			continue
-		}
+	for n, d := range letters {
 		if err := s.replay(ctx, tenant, d); err != nil {
 			return n, err
 		}
-		n++
 	}
-	if id != "" && n == 0 {
+	if id != "" && len(letters) == 0 {
 		return 0, fmt.Errorf("dead letter %q: %w", id, ErrNotFound)
 	}
-	return n, nil
+	return len(letters), nil
+}
+
+// dropDuplicates returns letters with only the latest of each invocation's,
+// and deletes the others from the stream: an invocation is buried twice
+// when a worker stops after burying it and before its ack, and a replay
+// must run it once.
+func (s *Service) dropDuplicates(ctx context.Context, letters []DeadLetter) ([]DeadLetter, error) {
+	latest := make(map[string]uint64, len(letters))
+	for _, d := range letters {
+		latest[d.ID] = d.seq // letters are oldest first
+	}
+	kept := letters[:0]
+	for _, d := range letters {
+		if d.seq == latest[d.ID] {
+			kept = append(kept, d)
+		} else if err := s.dead.Delete(ctx, d.seq); err != nil {
+			return nil, err
+		}
+	}
+	return kept, nil
 }
 
 // replay queues dead letter d again and removes it from the dead-letter
@@ -465,7 +481,7 @@ func (s *Service) replay(ctx context.Context, tenant string, d DeadLetter) error
 	job.Errors, job.Failed, job.NotBefore = nil, 0, time.Time{}
 	// A replay is a new run of the same invocation: it keeps its id, and is
 	// queued now.
-	job.Queued = s.now().UTC()
+	job.Queued, job.Run = s.now().UTC(), job.Run+1
 	if err := s.put(ctx, queuedRecord(job)); err != nil {
 		return err
 	}

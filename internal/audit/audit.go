@@ -41,7 +41,7 @@ type Log struct {
 
 // Open opens (creating it if needed) the audit stream.
 func Open(ctx context.Context, s *store.Store, log *slog.Logger) (*Log, error) {
-	st, err := s.Stream(ctx, streamName, []string{subjects}, retention)
+	st, err := s.Stream(ctx, streamName, []string{subjects}, retention, 0)
 	if err != nil {
 		return nil, err
 	}

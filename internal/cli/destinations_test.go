@@ -176,9 +176,14 @@ func TestAsyncDestinations(t *testing.T) {
 		t.Fatalf("on_failure destination: %s", first.State)
 	}
 	n.mustGust(t, "dlq", "replay", "src2", id)
-	again := n.record(t, id+"-d", func(r async.Record) bool { return finished(r) && r.Created.After(first.Created) })
-	if again.State != async.Succeeded {
-		t.Errorf("on_failure destination of the replay: %s", again.State)
+	// The replay's destination is an invocation of its own: the first
+	// run's keeps its record.
+	again := n.record(t, id+"-d1", finished)
+	if again.State != async.Succeeded || !strings.Contains(string(again.Response.Body), `"state":"dead"`) {
+		t.Errorf("on_failure destination of the replay: %+v", again)
+	}
+	if rec := n.record(t, id+"-d", finished); !rec.Created.Equal(first.Created) {
+		t.Errorf("the first run's destination record was replaced: created %s, was %s", rec.Created, first.Created)
 	}
 
 	// A function that is its own destination stops after 19 hops, when

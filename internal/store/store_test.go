@@ -592,7 +592,7 @@ func listeningSockets(t *testing.T) []string {
 func TestStreamLast(t *testing.T) {
 	s := openStore(t, store.Config{DataDir: t.TempDir()})
 	ctx := t.Context()
-	st, err := s.Stream(ctx, "log", []string{"log.>"}, 0)
+	st, err := s.Stream(ctx, "log", []string{"log.>"}, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -657,13 +657,6 @@ func TestStreamLast(t *testing.T) {
 	}
 	if g := got("log.a", 300, "log.none"); len(g) != 300 || g[299] != want(1992)[0] || g[0] != want(796)[0] {
 		t.Errorf("Last(log.a + log.none, 300) = %d messages from %v, want 300 from %v to %v", len(g), g[:min(len(g), 1)], want(796), want(1992))
-	}
-	// LastOn: the last message on one subject.
-	if m, err := st.LastOn(ctx, "log.a"); err != nil || string(m.Data) != "1992" || m.Seq != seqOf[1992] {
-		t.Errorf("LastOn(log.a) = %s@%d, %v; want %v", m.Data, m.Seq, err, want(1992))
-	}
-	if _, err := st.LastOn(ctx, "log.none"); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("LastOn(log.none) error = %v, want ErrNotFound", err)
 	}
 	// Asking for more than match returns every match, oldest first.
 	all := got("log.a", 1000)

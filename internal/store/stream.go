@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,13 +17,15 @@ type Stream struct {
 }
 
 // Stream opens (creating it if needed) a stream named name that keeps the
-// messages on subjects for maxAge (0: forever).
-func (s *Store) Stream(ctx context.Context, name string, subjects []string, maxAge time.Duration) (*Stream, error) {
+// messages on subjects for maxAge (0: forever), and at most maxMsgs of them
+// (0: no bound), the oldest going first.
+func (s *Store) Stream(ctx context.Context, name string, subjects []string, maxAge time.Duration, maxMsgs int64) (*Stream, error) {
 	_, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:     name,
 		Subjects: subjects,
 		Storage:  jetstream.FileStorage,
 		MaxAge:   maxAge,
+		MaxMsgs:  cmp.Or(maxMsgs, -1),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: stream %s: %w", name, err)
@@ -53,23 +56,6 @@ func purge(ctx context.Context, js jetstream.JetStream, stream, filter string) e
 		return fmt.Errorf("store: purge %s from %s: %w", filter, stream, err)
 	}
 	return nil
-}
-
-// LastOn returns the last message on subject (no wildcards), or
-// ErrNotFound.
-func (st *Stream) LastOn(ctx context.Context, subject string) (StreamMsg, error) {
-	s, err := st.js.Stream(ctx, st.name)
-	if err != nil {
-		return StreamMsg{}, fmt.Errorf("store: stream %s: %w", st.name, err)
-	}
-	m, err := s.GetLastMsgForSubject(ctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return StreamMsg{}, fmt.Errorf("%s: %w", subject, ErrNotFound)
-	}
-	if err != nil {
-		return StreamMsg{}, fmt.Errorf("store: get %s: %w", subject, err)
-	}
-	return StreamMsg{Seq: m.Sequence, Data: m.Data}, nil
 }
 
 // Last returns the last n messages on subjects matching any of filters
