@@ -34,7 +34,7 @@ func (e *env) server(ctx context.Context, args []string) error {
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long in-flight requests may finish after SIGINT or SIGTERM")
 	callbackAllow := fs.String("callback-allow", "", "loopback, private or link-local networks that callbacks may reach, as CIDRs or addresses separated by commas (default: none)")
 	hostNetwork := fs.Bool("allow-host-network", false, "let process functions run with network: host, on the host's network (Gust and the host's services included); by default a deploy that asks for it is refused")
-	maxRecords := fs.Int64("max-invocation-records", async.DefaultMaxRecords, "how many asynchronous invocations' records to keep at most: past it the oldest go first, before their 24 h (0: no bound)")
+	maxRecords := fs.Int64("max-invocation-records", async.DefaultMaxRecords, "how many asynchronous invocations' records, and dead letters, to keep at most: past it the oldest go first, before their 24 h (14 days for dead letters; 0: no bound)")
 	if _, err := parse(fs, args, 0, "gust server [flags]"); err != nil {
 		return err
 	}
