@@ -475,8 +475,10 @@ func (s *Service) dropDuplicates(ctx context.Context, letters []DeadLetter) ([]D
 }
 
 // replay queues dead letter d again and removes it from the dead-letter
-// stream.
+// stream, whether or not the caller still waits: a letter left behind by
+// a replay that went through would start another run.
 func (s *Service) replay(ctx context.Context, tenant string, d DeadLetter) error {
+	ctx = context.WithoutCancel(ctx)
 	job := d.job
 	job.Errors, job.Failed, job.NotBefore = nil, 0, time.Time{}
 	// A replay is a new run of the same invocation: it keeps its id, and is

@@ -270,13 +270,19 @@ type StreamMsg struct {
 	Data []byte
 }
 
-// Delete removes the message with sequence seq from the stream.
+// Delete removes the message with sequence seq from the stream; one that
+// is gone already (deleted, expired, over the stream's bound) is no error.
 func (st *Stream) Delete(ctx context.Context, seq uint64) error {
 	s, err := st.js.Stream(ctx, st.name)
 	if err != nil {
 		return fmt.Errorf("store: stream %s: %w", st.name, err)
 	}
-	if err := s.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if err := s.DeleteMsg(ctx, seq); err != nil {
+		// nats.go's error keeps the server's reason only as text: ask
+		// whether the message is there.
+		if _, gerr := s.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+			return nil
+		}
 		return fmt.Errorf("store: delete from %s: %w", st.name, err)
 	}
 	return nil

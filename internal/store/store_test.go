@@ -616,6 +616,12 @@ func TestStreamLast(t *testing.T) {
 	if err := st.Delete(ctx, seqOf[1996]); err != nil {
 		t.Fatal(err)
 	}
+	// A message gone already, or never there, is no error to delete.
+	for _, seq := range []uint64{seqOf[1996], 1 << 40} {
+		if err := st.Delete(ctx, seq); err != nil {
+			t.Errorf("Delete(%d) of a message that is not there: %v, want nil", seq, err)
+		}
+	}
 	want := func(is ...int) []string {
 		var out []string
 		for _, i := range is {
