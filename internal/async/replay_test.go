@@ -16,15 +16,7 @@ import (
 // listed, and an invocation buried twice is replayed once.
 func TestReplayFindsAnyDeadLetter(t *testing.T) {
 	ctx := t.Context()
-	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	s, err := New(ctx, Deps{Store: st, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newService(t)
 	bury := func(subject, id string) {
 		t.Helper()
 		data, _ := json.Marshal(Job{ID: id, Tenant: "t", Function: "f", Version: 1, Errors: []string{"boom"}})
@@ -64,4 +56,20 @@ func TestReplayFindsAnyDeadLetter(t *testing.T) {
 	if letters, _ := s.Dead(ctx, "t", "f", 5); len(letters) != 5 || letters[4].ID != fmt.Sprintf("later-%d", replayAtMost+49) {
 		t.Errorf("the last 5 letters after the replays: %v", letters)
 	}
+}
+
+// newService returns a Service on a store of its own, with no functions,
+// invoker or tenants: enough for the queue and the dead letters.
+func newService(t *testing.T) *Service {
+	t.Helper()
+	st, err := store.Open(t.Context(), store.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s, err := New(t.Context(), Deps{Store: st, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

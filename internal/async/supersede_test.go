@@ -3,7 +3,6 @@ package async
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,15 +17,7 @@ import (
 // a message with no later one, are not superseded.
 func TestRetrySupersedesItsOriginal(t *testing.T) {
 	ctx := t.Context()
-	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	s, err := New(ctx, Deps{Store: st, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newService(t)
 	queue := func(job Job) {
 		t.Helper()
 		data, _ := json.Marshal(job)
@@ -48,7 +39,7 @@ func TestRetrySupersedesItsOriginal(t *testing.T) {
 	var retried atomic.Bool
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	err = s.queue.Consume(cctx, 4, func(m *store.Message) {
+	err := s.queue.Consume(cctx, 4, func(m *store.Message) {
 		var job Job
 		json.Unmarshal(m.Data, &job)
 		verdicts <- verdict{job.ID, job.Failed, m.Delivered, s.superseded(ctx, m, job)}
