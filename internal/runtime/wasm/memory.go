@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"sync"
 	"syscall"
 
 	"github.com/tetratelabs/wazero/experimental"
@@ -14,7 +15,8 @@ import (
 // space at once: the kernel hands out zeroed pages as the guest touches
 // them, growing never copies, and nothing of it is on the Go heap for the
 // garbage collector to clear or scan. If the mapping fails, the memory is an
-// ordinary slice that grows by copying.
+// ordinary slice that grows by copying. A closed instance's mapping is
+// cleared and kept for the next instance of the same limit (see spares).
 type limitedMemory struct {
 	limit   uint64
 	mapping []byte // the reserved mapping, or nil
@@ -26,6 +28,10 @@ const pageRound = 64 << 10
 
 func (l *limitedMemory) Allocate(capacity, _ uint64) experimental.LinearMemory {
 	reserve := (l.limit + pageRound - 1) / pageRound * pageRound
+	if m := spares.take(reserve); m != nil {
+		l.mapping, l.buf = m, m[:0]
+		return l
+	}
 	m, err := syscall.Mmap(-1, 0, int(reserve), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON|syscall.MAP_NORESERVE)
 	if err == nil {
 		adviseHugePages(m)
@@ -52,13 +58,82 @@ func (l *limitedMemory) Reallocate(size uint64) []byte {
 	return grown
 }
 
-// Free unmaps the memory. wazero calls it when the instance is closed.
+// Free gives the mapping back: cleared, to the spares, or unmapped. wazero
+// calls it when the instance is closed.
 func (l *limitedMemory) Free() {
-	if l.mapping != nil {
+	if l.mapping != nil && !spares.put(l.mapping, len(l.buf)) {
 		syscall.Munmap(l.mapping)
-		l.mapping = nil
 	}
-	l.buf = nil
+	l.mapping, l.buf = nil, nil
+}
+
+// spares are the mappings of closed instances, cleared, for instances to
+// come. A fresh mapping costs a page fault, and a page cleared by the
+// kernel, for every page the guest touches (a Go guest touches some 5 MiB
+// before its first request), and on a virtual machine a fault in the host
+// too when the guest's memory was handed back to it meanwhile; a spare's
+// pages are there. Clearing them costs less, and off the request's path:
+// an instance is closed after its response is sent.
+var spares = &mappingSpares{budget: 64 << 20, byReserve: map[uint64][][]byte{}}
+
+// mappingSpares holds at most budget bytes of touched pages.
+type mappingSpares struct {
+	mu        sync.Mutex
+	budget    int
+	held      int                 // touched bytes of the mappings held
+	byReserve map[uint64][][]byte // each cleared up to its length
+}
+
+// take returns a spare mapping of reserve bytes, or nil.
+func (s *mappingSpares) take(reserve uint64) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := s.byReserve[reserve]
+	if len(list) == 0 {
+		return nil
+	}
+	m := list[len(list)-1]
+	s.byReserve[reserve] = list[:len(list)-1]
+	s.held -= len(m)
+	return m[:cap(m)]
+}
+
+// put keeps mapping, of which the guest touched the first used bytes, if
+// the budget has room, making room by unmapping spares of other sizes (of
+// functions that may no longer run), and reports whether it did.
+func (s *mappingSpares) put(mapping []byte, used int) bool {
+	reserve := uint64(cap(mapping))
+	var evicted [][]byte
+	s.mu.Lock()
+	for size, list := range s.byReserve {
+		if s.held+used <= s.budget {
+			break
+		}
+		if size == reserve {
+			continue
+		}
+		for _, m := range list {
+			s.held -= len(m)
+			evicted = append(evicted, m)
+		}
+		delete(s.byReserve, size)
+	}
+	fits := s.held+used <= s.budget
+	if fits {
+		s.held += used // held while it is cleared, so that the budget holds
+	}
+	s.mu.Unlock()
+	for _, m := range evicted {
+		syscall.Munmap(m[:cap(m)])
+	}
+	if !fits {
+		return false
+	}
+	clear(mapping[:used])
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.byReserve[reserve] = append(s.byReserve[reserve], mapping[:used])
+	return true
 }
 
 var (
