@@ -11,7 +11,6 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
-	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/gust-faas/gust/internal/cgi"
 	"github.com/gust-faas/gust/internal/runtime"
@@ -203,7 +202,7 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 	if err := m.CheckMemory(cfg.Limits.MemoryBytes); err != nil {
 		return nil, err
 	}
-	mem := &limitedMemory{limit: cfg.Limits.MemoryBytes}
+	mem := &limitedMemory{limit: cfg.Limits.MemoryBytes, spares: m.rt.spares}
 	y := newYielder(ctx)
 	mc := wazero.NewModuleConfig().
 		WithName("").
@@ -219,7 +218,7 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 		k, v, _ := strings.Cut(kv, "=")
 		mc = mc.WithEnv(k, v)
 	}
-	mod, err := m.engine.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, mc)
+	mod, err := m.instantiate(ctx, mem, mc)
 	if err == nil {
 		err = call(ctx, mod, "_initialize")
 	}

@@ -42,6 +42,7 @@ type Config struct {
 // context, and is slower.
 type Runtime struct {
 	fast, safe wazero.Runtime
+	spares     *mappingSpares // closed instances' memory
 	decoded    decodedModules
 	wasi       map[string]bool // functions of wasi_snapshot_preview1 that wazero provides
 	host       map[string]bool // functions of the gust host module
@@ -64,9 +65,11 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	r := &Runtime{
 		fast:    wazero.NewRuntimeWithConfig(ctx, rc),
 		safe:    wazero.NewRuntimeWithConfig(ctx, rc.WithCloseOnContextDone(true)),
+		spares:  newMappingSpares(sparesBudget),
 		decoded: decodedModules{dir: cfg.CacheDir},
 	}
 	r.closeFn = func(ctx context.Context) error {
+		r.spares.close() // first: what the runtimes free now is unmapped
 		err := errors.Join(r.fast.Close(ctx), r.safe.Close(ctx))
 		if cache != nil {
 			err = errors.Join(err, cache.Close(ctx))
@@ -202,7 +205,7 @@ func (m *Module) Invoke(ctx context.Context, req *runtime.Request, inv Invocatio
 	if ctx.Err() != nil {
 		return nil, stopped(ctx)
 	}
-	mem := &limitedMemory{limit: inv.Limits.MemoryBytes}
+	mem := &limitedMemory{limit: inv.Limits.MemoryBytes, spares: m.rt.spares}
 	stdout := &cappedBuffer{max: inv.Limits.MaxOutputBytes + cgi.MaxHeaderBytes}
 	y := newYielder(ctx)
 	cfg := wazero.NewModuleConfig().
@@ -221,7 +224,7 @@ func (m *Module) Invoke(ctx context.Context, req *runtime.Request, inv Invocatio
 		k, v, _ := strings.Cut(kv, "=")
 		cfg = cfg.WithEnv(k, v)
 	}
-	mod, err := m.engine.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
+	mod, err := m.instantiate(ctx, mem, cfg)
 	if err == nil {
 		err = call(ctx, mod, "_start")
 	}
@@ -233,6 +236,23 @@ func (m *Module) Invoke(ctx context.Context, req *runtime.Request, inv Invocatio
 		return nil, err
 	}
 	return parseOutput(stdout, inv.Limits.MaxOutputBytes, inv.Stderr)
+}
+
+// instantiate instantiates the module with mem as its memory. If it
+// fails, mem is freed (wazero frees only the memory of a module it made),
+// and a panic inside wazero (it indexes a memory that the allocator
+// refused to make as large as a memory the module does not export needs)
+// is an error.
+func (m *Module) instantiate(ctx context.Context, mem *limitedMemory, cfg wazero.ModuleConfig) (mod api.Module, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			mod, err = nil, fmt.Errorf("wasm: instantiating the module failed: %v", p)
+		}
+		if err != nil {
+			mem.Free()
+		}
+	}()
+	return m.engine.InstantiateModule(experimental.WithMemoryAllocator(ctx, mem), m.compiled, cfg)
 }
 
 // parseOutput parses the CGI response a guest wrote into out, whose body

@@ -244,3 +244,43 @@ func TestCompilationCacheOnDisk(t *testing.T) {
 		t.Fatalf("cache dir has %d entries (%v), want compiled code", len(entries), err)
 	}
 }
+
+// TestHiddenMemoryOverTheLimit: a module whose memory, not exported, needs
+// more than the limit at instantiation fails the request with
+// out_of_memory. wazero panicked inside (a memory the allocator refused),
+// which took down the server when the instance was started outside an HTTP
+// handler (prewarming, async workers).
+func TestHiddenMemoryOverTheLimit(t *testing.T) {
+	module := []byte{
+		0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+		0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // types: () -> ()
+		0x03, 0x02, 0x01, 0x00, // functions: one of type 0
+		0x05, 0x03, 0x01, 0x00, 0x04, // memory: at least 4 pages (256 KiB), not exported
+		0x07, 0x0a, 0x01, 0x06, '_', 's', 't', 'a', 'r', 't', 0x00, 0x00, // export _start
+		0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b, // code: an empty body
+	}
+	ctx := context.Background()
+	rt, err := New(ctx, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	m, err := rt.Compile(ctx, module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := runtime.Limits{MemoryBytes: 128 << 10, MaxOutputBytes: 1 << 20}
+	if err := m.CheckMemory(limits.MemoryBytes); err != nil {
+		t.Skipf("CheckMemory sees the memory now (%v): the instantiation below is not reached", err)
+	}
+	stderr := runtime.NewStderrLog(slog.New(slog.DiscardHandler), 10)
+	req := &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}, Function: "hidden"}
+	for range 2 { // and again: the failure left nothing behind
+		if _, err := m.Invoke(ctx, req, Invocation{Limits: limits, Stderr: stderr}); runtime.KindOf(err) != runtime.OutOfMemory {
+			t.Fatalf("Invoke = %v, want out of memory", err)
+		}
+	}
+	if rt.spares.held != 0 {
+		t.Errorf("the refused memory went to the spares (%d bytes)", rt.spares.held)
+	}
+}
