@@ -312,6 +312,9 @@ func (vp *versionPool) discard(in *instance) {
 		vp.mu.Unlock()
 		vp.wakeOne()
 		vp.releaseModuleIfDone()
+		// A minimum that closing instances held back (they count against
+		// Max) is made up now, not at the scaling loop's next tick.
+		vp.p.scaleOne(vp)
 	}()
 }
 
