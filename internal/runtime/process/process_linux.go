@@ -315,35 +315,37 @@ func (r *Runtime) start(ctx context.Context, bundleDir string, cfg runtime.Confi
 		defer child.Close()
 		fds = append(fds, int(child.Fd()))
 	}
-	if !opts.probe && !cfg.Process.Network {
-		if p := r.spares.take(); p != nil {
-			sb, err := r.configure(ctx, p, fds, cfg, opts)
-			if err == nil {
-				sb.pass = pass
-				return sb, nil
-			}
-			if ctx.Err() != nil {
-				if pass != nil {
-					pass.Close()
-				}
-				return nil, err
-			}
-			// The spare died while it waited, or failed where a new
-			// init may not: start one, as if none had been ready.
+	sb, err := r.fromSpare(ctx, fds, cfg, opts)
+	if sb == nil && (err == nil || ctx.Err() == nil) {
+		// No spare; or it died while it waited, or failed where a new init
+		// may not: start one.
+		var p *initProc
+		if p, err = r.spawn(cfg.Process.Network); err == nil {
+			sb, err = r.configure(ctx, p, fds, cfg, opts)
 		}
 	}
-	p, err := r.spawn(cfg.Process.Network)
-	if err == nil {
-		var sb *sandbox
-		if sb, err = r.configure(ctx, p, fds, cfg, opts); err == nil {
-			sb.pass = pass
-			return sb, nil
+	if err != nil {
+		if pass != nil {
+			pass.Close()
 		}
+		return nil, err
 	}
-	if pass != nil {
-		pass.Close()
+	sb.pass = pass
+	return sb, nil
+}
+
+// fromSpare makes the sandbox of a spare init, or returns nil and no error
+// if none is ready or the sandbox cannot use one (a probe, the host's
+// network).
+func (r *Runtime) fromSpare(ctx context.Context, fds []int, cfg runtime.Config, opts startOptions) (*sandbox, error) {
+	if opts.probe || cfg.Process.Network {
+		return nil, nil
 	}
-	return nil, err
+	p := r.spares.take()
+	if p == nil {
+		return nil, nil
+	}
+	return r.configure(ctx, p, fds, cfg, opts)
 }
 
 // configure makes p the sandbox cfg describes: it sets the cgroup's

@@ -30,18 +30,17 @@ const pageRound = 64 << 10
 
 func (l *limitedMemory) Allocate(capacity, _ uint64) experimental.LinearMemory {
 	reserve := (l.limit + pageRound - 1) / pageRound * pageRound
-	if m := l.spares.take(reserve); m != nil {
-		l.mapping, l.buf = m, m[:0]
-		return l
-	}
-	m, err := syscall.Mmap(-1, 0, int(reserve), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON|syscall.MAP_NORESERVE)
-	if err == nil {
+	m := l.spares.take(reserve)
+	if m == nil {
+		var err error
+		m, err = syscall.Mmap(-1, 0, int(reserve), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON|syscall.MAP_NORESERVE)
+		if err != nil {
+			l.buf = make([]byte, 0, min(capacity, l.limit))
+			return l
+		}
 		adviseHugePages(m)
-		l.mapping = m
-		l.buf = m[:0]
-		return l
 	}
-	l.buf = make([]byte, 0, min(capacity, l.limit))
+	l.mapping, l.buf = m, m[:0]
 	return l
 }
 
