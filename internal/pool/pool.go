@@ -61,13 +61,20 @@ type Target struct {
 	Version  registry.Version
 }
 
-// key names t's pool. A version number alone does not name a version: a
-// function deleted and deployed again, or a tenant deleted and created
-// again, starts over at version 1, with other code and settings, while the
-// old version's pool may still be draining. The digest and the time the
-// version was recorded tell them apart.
-func (t Target) key() string {
-	return t.Tenant + "/" + t.Function + "@" + strconv.Itoa(t.Version.Number) + "/" + t.Version.Digest + "/" + strconv.FormatInt(t.Version.Created.UnixNano(), 10)
+// targetKey names a Target's pool. A version number alone does not name a
+// version: a function deleted and deployed again, or a tenant deleted and
+// created again, starts over at version 1, with other code and settings,
+// while the old version's pool may still be draining. The digest and the
+// time the version was recorded tell them apart. A struct, not a string
+// built from them, so that finding a pool allocates nothing.
+type targetKey struct {
+	tenant, function, digest string
+	number                   int
+	created                  int64
+}
+
+func (t Target) key() targetKey {
+	return targetKey{tenant: t.Tenant, function: t.Function, digest: t.Version.Digest, number: t.Version.Number, created: t.Version.Created.UnixNano()}
 }
 
 // Pool holds the instances of every version on this node. It is safe for
@@ -81,9 +88,9 @@ type Pool struct {
 	now         func() time.Time
 
 	mu       sync.Mutex
-	modules  map[string]*module      // by digest
-	versions map[string]*versionPool // by Target.key
-	active   map[string]bool         // keys of the last Sync
+	modules  map[string]*module // by digest
+	versions map[targetKey]*versionPool
+	active   map[targetKey]bool // keys of the last Sync
 	closed   bool
 	syncs    sync.WaitGroup // Sync's goroutines, which Close cancels and waits for
 	closing  sync.WaitGroup // closes of discarded instances, which Close waits for
@@ -101,7 +108,7 @@ func New(deps Deps) *Pool {
 	background, cancel := context.WithCancel(context.Background())
 	return &Pool{
 		sandboxes: deps.Sandboxes, unavailable: deps.Unavailable, artifacts: deps.Artifacts, secrets: deps.Secrets, log: log, now: time.Now,
-		modules: map[string]*module{}, versions: map[string]*versionPool{},
+		modules: map[string]*module{}, versions: map[targetKey]*versionPool{},
 		background: background, cancel: cancel,
 	}
 }
@@ -231,8 +238,8 @@ func (p *Pool) version(ctx context.Context, t Target) (*versionPool, error) {
 // finish, and a later request to it starts an instance that stops right
 // after. Sync returns at once; instances start in the background.
 func (p *Pool) Sync(active []Target) {
-	want := map[string]Target{}
-	keys := map[string]bool{}
+	want := map[targetKey]Target{}
+	keys := map[targetKey]bool{}
 	for _, t := range active {
 		want[t.key()] = t
 		keys[t.key()] = true
@@ -377,7 +384,7 @@ func (p *Pool) Close() {
 	p.syncs.Wait()
 	p.mu.Lock()
 	vps := p.versions
-	p.versions = map[string]*versionPool{}
+	p.versions = map[targetKey]*versionPool{}
 	p.mu.Unlock()
 	for _, vp := range vps {
 		vp.close()

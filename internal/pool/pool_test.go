@@ -212,7 +212,7 @@ func activate(t testing.TB, p *Pool, targets ...Target) {
 	t.Helper()
 	p.Sync(targets)
 	for _, tg := range targets {
-		waitFor(t, tg.key()+" to be active", func() bool {
+		waitFor(t, fmt.Sprintf("%s/%s version %d to be active", tg.Tenant, tg.Function, tg.Version.Number), func() bool {
 			p.mu.Lock()
 			vp := p.versions[tg.key()]
 			p.mu.Unlock()

@@ -258,25 +258,31 @@ func (m *Module) instantiate(ctx context.Context, mem *limitedMemory, cfg wazero
 // parseOutput parses the CGI response a guest wrote into out, whose body
 // may take at most maxBody bytes (out holds its head too).
 func parseOutput(out *cappedBuffer, maxBody int, stderr *runtime.StderrLog) (*runtime.Response, error) {
-	tooLarge := runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", maxBody)
 	if out.overflow {
-		return nil, tooLarge
+		return nil, tooLarge(maxBody)
 	}
 	resp, err := cgi.ParseResponse(out.Bytes())
 	if err != nil {
 		return nil, &runtime.Error{Kind: runtime.BadResponse, Message: err.Error(), Stderr: stderr.Tail()}
 	}
 	if len(resp.Body) > maxBody {
-		return nil, tooLarge
+		return nil, tooLarge(maxBody)
 	}
 	return resp, nil
+}
+
+func tooLarge(maxBody int) error {
+	return runtime.Errorf(runtime.BadResponse, "response is larger than %d bytes", maxBody)
 }
 
 // classify turns what InstantiateModule returned into a typed error, or nil
 // if the guest ran to a successful exit.
 func classify(ctx context.Context, err error, mem *limitedMemory, stderr *runtime.StderrLog) error {
+	if err == nil {
+		return nil
+	}
 	var exit *sys.ExitError
-	if err == nil || errors.As(err, &exit) && exit.ExitCode() == 0 {
+	if errors.As(err, &exit) && exit.ExitCode() == 0 {
 		return nil
 	}
 	if ctx.Err() != nil {
