@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -226,28 +228,22 @@ func (s *Service) Enqueue(ctx context.Context, job Job, idempotencyKey string) (
 	if !registry.ValidName(job.Tenant) || !validID(job.ID) {
 		return Record{}, false, fmt.Errorf("async: cannot queue invocation %q of tenant %q: not a valid id", job.ID, job.Tenant)
 	}
+	// The writes go on if the client goes away: a key forgotten because the
+	// caller left while its message was stored would let the caller's
+	// retry queue the work a second time. (The store bounds each call.)
+	ctx = context.WithoutCancel(ctx)
 	forget := func() {}
 	if idempotencyKey != "" {
-		sum := sha256.Sum256([]byte(idempotencyKey))
-		k := "idem." + job.Tenant + "." + job.Function + "." + hex.EncodeToString(sum[:16])
-		rev, err := s.results.Create(ctx, k, []byte(job.ID))
-		if errors.Is(err, store.ErrConflict) {
-			e, err := s.results.Get(ctx, k)
-			if err != nil {
-				return Record{}, false, err
-			}
-			rec, err := s.Get(ctx, job.Tenant, string(e.Value))
-			if errors.Is(err, ErrNotFound) {
-				// The first request with the key is queueing it right now.
-				return Record{}, true, ErrPending
-			}
-			return rec, true, err
-		}
+		k := idempotencyEntry(job, idempotencyKey)
+		rev, prior, err := s.claimKey(ctx, k, job)
 		if err != nil {
 			return Record{}, false, err
 		}
+		if prior.ID != "" {
+			return prior, true, nil
+		}
 		// If the invocation is not queued, the key must not keep naming it.
-		forget = func() { s.results.Delete(context.WithoutCancel(ctx), k, rev) }
+		forget = func() { s.results.Delete(ctx, k, rev) }
 	}
 	job.Queued = s.now().UTC()
 	// The caller's credentials, Gust's own headers and the connection's
@@ -261,10 +257,59 @@ func (s *Service) Enqueue(ctx context.Context, job Job, idempotencyKey string) (
 	// The message is the only write: until a worker records the
 	// invocation's progress, Get reads its queued state from the queue.
 	if err := s.queue.Publish(ctx, workSubject(job.Tenant, job.ID), data); err != nil {
+		// A publish that timed out may have been stored all the same.
+		if _, perr := s.queue.Pending(ctx, workSubject(job.Tenant, job.ID)); perr == nil {
+			return queuedRecord(job), false, nil
+		}
 		forget()
 		return Record{}, false, err
 	}
 	return queuedRecord(job), false, nil
+}
+
+// idempotencyEntry is the store's key for an Idempotency-Key of job's
+// function. Its value is the invocation's id and the time it was claimed.
+func idempotencyEntry(job Job, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return "idem." + job.Tenant + "." + job.Function + "." + hex.EncodeToString(sum[:16])
+}
+
+// keyTakeover is how old an idempotency key must be before a request may
+// take it over from one whose invocation never reached the queue (its
+// server stopped between the two writes): longer than the store lets
+// either write take.
+const keyTakeover = 30 * time.Second
+
+// claimKey makes idempotency key k name job's invocation, and returns the
+// key's revision. If k names another invocation, claimKey returns that
+// invocation's record as prior, or ErrPending while it is being queued.
+func (s *Service) claimKey(ctx context.Context, k string, job Job) (rev uint64, prior Record, err error) {
+	value := []byte(job.ID + " " + strconv.FormatInt(s.now().UnixNano(), 10))
+	rev, err = s.results.Create(ctx, k, value)
+	if !errors.Is(err, store.ErrConflict) {
+		return rev, Record{}, err
+	}
+	e, err := s.results.Get(ctx, k)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, Record{}, ErrPending // forgotten just now: the next try creates it
+	}
+	if err != nil {
+		return 0, Record{}, err
+	}
+	id, claimed, _ := strings.Cut(string(e.Value), " ")
+	rec, err := s.Get(ctx, job.Tenant, id)
+	if !errors.Is(err, ErrNotFound) {
+		return 0, rec, err
+	}
+	at, perr := strconv.ParseInt(claimed, 10, 64)
+	if perr != nil || s.now().Sub(time.Unix(0, at)) < keyTakeover {
+		return 0, Record{}, ErrPending // the first request with the key is queueing it right now
+	}
+	rev, err = s.results.Update(ctx, k, value, e.Revision)
+	if errors.Is(err, store.ErrConflict) {
+		return 0, Record{}, ErrPending // another request took it over
+	}
+	return rev, Record{}, err
 }
 
 // ForgetTenant removes what the async service keeps of a deleted tenant:

@@ -6,24 +6,32 @@ import (
 	"fmt"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/gust-faas/gust/internal/store"
+	"github.com/gust-faas/gust/internal/tenant"
 )
 
 // TestReplayFindsAnyDeadLetter: a dead letter is found by its id however
 // many came after it (a replay read only the function's last 10,000), one
 // written before letters had subjects of their own still is, both are
-// listed, and an invocation buried twice is replayed once.
+// listed, an invocation buried twice is replayed once, and a letter of a
+// deleted tenant of the same name is neither listed nor replayed.
 func TestReplayFindsAnyDeadLetter(t *testing.T) {
 	ctx := t.Context()
 	s := newService(t)
+	var queued time.Time
 	bury := func(subject, id string) {
 		t.Helper()
-		data, _ := json.Marshal(Job{ID: id, Tenant: "t", Function: "f", Version: 1, Errors: []string{"boom"}})
+		data, _ := json.Marshal(Job{ID: id, Tenant: "t", Function: "f", Version: 1, Queued: queued, Errors: []string{"boom"}})
 		if err := s.dead.Publish(ctx, subject, data); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// A letter of a tenant t deleted before this one was created.
+	queued = time.Now().Add(-2 * time.Hour)
+	bury(deadSubject("t", "f", "predecessor"), "predecessor")
+	queued = time.Now()
 	bury(legacyDeadSubject("t", "f"), "legacy")
 	bury(deadSubject("t", "f", "first"), "first")
 	for i := range replayAtMost + 50 {
@@ -48,7 +56,7 @@ func TestReplayFindsAnyDeadLetter(t *testing.T) {
 			t.Errorf("a second Replay(%s) = %d, %v; want not found: the letter left the stream", id, n, err)
 		}
 	}
-	for _, id := range []string{"other", "nosuch", "bad.id"} {
+	for _, id := range []string{"other", "nosuch", "bad.id", "predecessor"} {
 		if _, err := s.Replay(ctx, "t", "f", id); !errors.Is(err, ErrNotFound) {
 			t.Errorf("Replay(%q) of function f: %v, want not found", id, err)
 		}
@@ -58,8 +66,9 @@ func TestReplayFindsAnyDeadLetter(t *testing.T) {
 	}
 }
 
-// newService returns a Service on a store of its own, with no functions,
-// invoker or tenants: enough for the queue and the dead letters.
+// newService returns a Service on a store of its own, with tenant t
+// (created an hour ago) and no functions or invoker: enough for the queue
+// and the dead letters.
 func newService(t *testing.T) *Service {
 	t.Helper()
 	st, err := store.Open(t.Context(), store.Config{DataDir: t.TempDir()})
@@ -67,9 +76,18 @@ func newService(t *testing.T) *Service {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	s, err := New(t.Context(), Deps{Store: st, Logger: slog.New(slog.DiscardHandler)})
+	s, err := New(t.Context(), Deps{Store: st, Tenants: tenants{"t": time.Now().Add(-time.Hour)}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// tenants are the tenants of a test, by name, with the time each was
+// created.
+type tenants map[string]time.Time
+
+func (ts tenants) Tenant(name string) (tenant.Tenant, bool) {
+	created, ok := ts[name]
+	return tenant.Tenant{Name: name, Created: created}, ok
 }

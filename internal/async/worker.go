@@ -32,8 +32,8 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		logQueueError(log, m.Ack())
 		return
 	}
-	t, ok := s.tenants.Tenant(job.Tenant)
-	if !ok || job.Queued.Before(t.Created) {
+	t, ok := s.tenantOf(job)
+	if !ok {
 		// Its tenant was deleted (perhaps created again since): nothing
 		// of it may run or reach the dead letters of a new one.
 		logQueueError(log, m.Ack())
@@ -281,6 +281,12 @@ func backoff(base time.Duration, n int) time.Duration {
 
 // bury moves an invocation to the dead-letter stream.
 func (s *Service) bury(ctx context.Context, m *store.Message, job Job, rec Record, reason string, log *slog.Logger) {
+	if _, ok := s.tenantOf(job); !ok {
+		// Its tenant was deleted while it ran, and its dead letters purged:
+		// this one must not reach a new tenant of the same name.
+		logQueueError(log, m.Ack())
+		return
+	}
 	job.Errors = nil
 	for _, a := range rec.Attempts {
 		job.Errors = append(job.Errors, a.Error)
@@ -298,7 +304,13 @@ func (s *Service) bury(ctx context.Context, m *store.Message, job Job, rec Recor
 		return
 	}
 	rec.State = Dead
-	s.record(ctx, rec, log)
+	if err := s.record(ctx, rec, log); err != nil {
+		// Acked without its record, GET would not find the invocation:
+		// delivered again, it is buried again, and a replay runs the
+		// latest letter of the two.
+		logQueueError(log, m.Retry(time.Minute))
+		return
+	}
 	logQueueError(log, m.Ack())
 	log.Warn("async invocation failed every attempt; moved to the dead-letter stream", "attempts", len(rec.Attempts), "err", reason)
 }
@@ -378,22 +390,32 @@ func (s *Service) Dead(ctx context.Context, tenant, function string, limit int) 
 	if !registry.ValidName(tenant) || !registry.ValidName(function) {
 		return nil, nil
 	}
-	return s.letters(ctx, limit, legacyDeadSubject(tenant, function), deadSubject(tenant, function, "*"))
+	return s.letters(ctx, tenant, limit, legacyDeadSubject(tenant, function), deadSubject(tenant, function, "*"))
 }
 
-// letters reads the last limit dead letters on subjects matching filters.
-func (s *Service) letters(ctx context.Context, limit int, filters ...string) ([]DeadLetter, error) {
+// letters reads the last limit dead letters of tenant on subjects matching
+// filters.
+func (s *Service) letters(ctx context.Context, tenant string, limit int, filters ...string) ([]DeadLetter, error) {
 	msgs, err := s.dead.Last(ctx, limit, filters...)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]DeadLetter, 0, len(msgs))
 	for _, m := range msgs {
-		if d, ok := deadLetter(m); ok {
+		d, ok := deadLetter(m)
+		if _, current := s.tenantOf(d.job); ok && current && d.job.Tenant == tenant {
 			out = append(out, d)
 		}
 	}
 	return out, nil
+}
+
+// tenantOf returns job's tenant, and false if it was deleted since job was
+// queued (perhaps created again: a new tenant of the same name sees nothing
+// of its predecessor's).
+func (s *Service) tenantOf(job Job) (tenant.Tenant, bool) {
+	t, ok := s.tenants.Tenant(job.Tenant)
+	return t, ok && !job.Queued.Before(t.Created)
 }
 
 func deadLetter(m store.StreamMsg) (DeadLetter, bool) {
@@ -430,10 +452,10 @@ func (s *Service) Replay(ctx context.Context, tenant, function, id string) (int,
 	case id == "":
 		letters, err = s.Dead(ctx, tenant, function, replayAtMost)
 	case validID(id):
-		letters, err = s.letters(ctx, replayAtMost, deadSubject(tenant, function, id))
+		letters, err = s.letters(ctx, tenant, replayAtMost, deadSubject(tenant, function, id))
 		if err == nil && len(letters) == 0 {
 			// Perhaps one from before dead letters had subjects of their own.
-			letters, err = s.letters(ctx, replayAtMost, legacyDeadSubject(tenant, function))
+			letters, err = s.letters(ctx, tenant, replayAtMost, legacyDeadSubject(tenant, function))
 			letters = slices.DeleteFunc(letters, func(d DeadLetter) bool { return d.ID != id })
 		}
 	}
