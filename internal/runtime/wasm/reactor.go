@@ -242,6 +242,10 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 // writes to stdout and stderr goes to log. Failures are *runtime.Error;
 // after one, the instance is dead.
 func (i *Instance) Invoke(ctx context.Context, req *runtime.Request, log *slog.Logger) (*runtime.Response, error) {
+	if i.mod.IsClosed() {
+		// Its memory may be another instance's by now.
+		return nil, runtime.Errorf(runtime.Crashed, "instance has exited")
+	}
 	i.stderr.Begin(log)
 	i.yielder.set(ctx)
 	st := &callState{head: renderHead(req), body: req.Body, out: cappedBuffer{max: i.limits.MaxOutputBytes + cgi.MaxHeaderBytes}}
@@ -249,6 +253,11 @@ func (i *Instance) Invoke(ctx context.Context, req *runtime.Request, log *slog.L
 	i.stderr.Flush()
 	if err := classify(ctx, err, i.mem, i.stderr); err != nil {
 		return nil, err
+	}
+	if err != nil {
+		// An exit with code 0: a warm instance must not exit, and this one
+		// is closed, whatever it wrote.
+		return nil, &runtime.Error{Kind: runtime.Crashed, Message: "exited with code 0 while serving a request (a reactor's instance must stay up)", Stderr: i.stderr.Tail()}
 	}
 	return parseOutput(&st.out, i.limits.MaxOutputBytes, i.stderr)
 }

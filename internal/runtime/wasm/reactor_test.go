@@ -194,6 +194,7 @@ func TestReactorFailures(t *testing.T) {
 		{"/oom", 20 * time.Second, runtime.OutOfMemory, "64 MiB"},
 		{"/panic", 5 * time.Second, runtime.Crashed, "trapped"},
 		{"/exit", 5 * time.Second, runtime.Crashed, "exited with code 4"},
+		{"/exit0", 5 * time.Second, runtime.Crashed, "exited with code 0"},
 		{"/big", 20 * time.Second, runtime.BadResponse, "larger than"},
 	}
 	m, _ := startReactor(t)
@@ -211,6 +212,16 @@ func TestReactorFailures(t *testing.T) {
 			}
 			if tt.kind == runtime.Timeout && time.Since(start) > tt.timeout+5*time.Second {
 				t.Errorf("guest ran %v past its deadline", time.Since(start))
+			}
+			if strings.HasPrefix(tt.path, "/exit") {
+				// An instance that exited is closed, its memory another's
+				// to take: it is never called again.
+				if inst.Reusable() {
+					t.Errorf("an instance that exited is reusable")
+				}
+				if _, err := callReactor(t, inst, tt.timeout, "GET", "/env", ""); !errors.As(err, &rerr) || rerr.Kind != runtime.Crashed {
+					t.Errorf("a call to an instance that exited: %v, want crashed", err)
+				}
 			}
 		})
 	}

@@ -31,8 +31,8 @@ func (p prepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Instan
 }
 
 // Reusable implements runtime.Instance: a warm instance serves request
-// after request.
-func (i *Instance) Reusable() bool { return true }
+// after request, until it exits.
+func (i *Instance) Reusable() bool { return !i.mod.IsClosed() }
 
 // commandInstance runs one fresh instance of a command module for its one
 // request.

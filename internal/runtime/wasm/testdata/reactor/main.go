@@ -41,6 +41,10 @@ func handle(w http.ResponseWriter, r *http.Request) {
 	case "/exit":
 		fmt.Fprintln(os.Stderr, "exiting mid-request")
 		os.Exit(4)
+	case "/exit0": // a whole response, then an exit that closes the instance
+		io.WriteString(w, "bye")
+		w.(http.Flusher).Flush()
+		os.Exit(0)
 	case "/env":
 		fmt.Fprintf(w, "GREETING=%s ID=%s", os.Getenv("GREETING"), r.Header.Get("X-Gust-Invocation-Id"))
 	case "/headers":
