@@ -11,12 +11,15 @@ import (
 // module is one prepared artifact, shared by every version that runs it.
 type module struct {
 	ready    chan struct{} // closed once prep or err is set
-	kind     string        // the runtime that prepared it
 	prep     runtime.Prepared
 	err      error
 	inflight int
 	dropped  bool // no longer in the map; close when inflight reaches 0
 }
+
+// moduleKey names a prepared module: the same artifact may be deployed to
+// two runtimes (by mistake, or by two tenants), and each prepares its own.
+type moduleKey struct{ kind, digest string }
 
 func (p *Pool) fetch(digest string) func(context.Context) ([]byte, error) {
 	return func(ctx context.Context) ([]byte, error) { return p.artifacts.Get(ctx, digest) }
@@ -47,11 +50,12 @@ func (e *PreparingError) Unwrap() error { return e.Err }
 // (until the pool closes). The caller must release it.
 func (p *Pool) acquire(ctx context.Context, kind, digest string, load func(context.Context) ([]byte, error)) (*module, error) {
 	start := time.Now()
+	key := moduleKey{kind: kind, digest: digest}
 	p.mu.Lock()
-	m, ok := p.modules[digest]
+	m, ok := p.modules[key]
 	if !ok {
-		m = &module{ready: make(chan struct{}), kind: kind}
-		p.modules[digest] = m
+		m = &module{ready: make(chan struct{})}
+		p.modules[key] = m
 	}
 	m.inflight++
 	p.mu.Unlock()
@@ -63,8 +67,8 @@ func (p *Pool) acquire(ctx context.Context, kind, digest string, load func(conte
 			m.prep, m.err = p.prepare(pctx, kind, digest, load)
 			if m.err != nil {
 				p.mu.Lock()
-				if p.modules[digest] == m {
-					delete(p.modules, digest) // let a later call try again
+				if p.modules[key] == m {
+					delete(p.modules, key) // let a later call try again
 				}
 				p.mu.Unlock()
 			}
@@ -76,9 +80,6 @@ func (p *Pool) acquire(ctx context.Context, kind, digest string, load func(conte
 	case <-ctx.Done():
 		p.release(digest, m)
 		return nil, &PreparingError{Waited: time.Since(start), Err: ctx.Err()}
-	}
-	if m.err == nil && m.kind != kind {
-		m.err = runtime.Errorf(runtime.BadArtifact, "this artifact is prepared for runtime %s, not %s", m.kind, kind)
 	}
 	if m.err != nil {
 		p.release(digest, m)

@@ -88,7 +88,7 @@ type Pool struct {
 	now         func() time.Time
 
 	mu       sync.Mutex
-	modules  map[string]*module // by digest
+	modules  map[moduleKey]*module
 	versions map[targetKey]*versionPool
 	active   map[targetKey]bool // keys of the last Sync
 	closed   bool
@@ -108,7 +108,7 @@ func New(deps Deps) *Pool {
 	background, cancel := context.WithCancel(context.Background())
 	return &Pool{
 		sandboxes: deps.Sandboxes, unavailable: deps.Unavailable, artifacts: deps.Artifacts, secrets: deps.Secrets, log: log, now: time.Now,
-		modules: map[string]*module{}, versions: map[targetKey]*versionPool{},
+		modules: map[moduleKey]*module{}, versions: map[targetKey]*versionPool{},
 		background: background, cancel: cancel,
 	}
 }
@@ -358,11 +358,11 @@ func (p *Pool) Stats(tenant, function string) map[int]Stats {
 func (p *Pool) Retain(keep map[string]bool) {
 	p.mu.Lock()
 	var idle []*module
-	for d, m := range p.modules {
-		if keep[d] {
+	for k, m := range p.modules {
+		if keep[k.digest] {
 			continue
 		}
-		delete(p.modules, d)
+		delete(p.modules, k)
 		m.dropped = true
 		if m.inflight == 0 {
 			idle = append(idle, m)
@@ -406,8 +406,8 @@ func (p *Pool) Check(ctx context.Context, spec registry.Spec, digest string, art
 		// Refused: unless a version runs it, let it go now rather than
 		// when a function is removed.
 		p.mu.Lock()
-		if m.inflight == 1 && p.modules[digest] == m {
-			delete(p.modules, digest)
+		if k := (moduleKey{kind: spec.Runtime, digest: digest}); m.inflight == 1 && p.modules[k] == m {
+			delete(p.modules, k)
 			m.dropped = true
 		}
 		p.mu.Unlock()

@@ -1027,3 +1027,29 @@ func TestCompileOutlastingTheTimeout(t *testing.T) {
 		t.Errorf("the first served request was not a cold start")
 	}
 }
+
+// TestArtifactOfTwoRuntimes: the same artifact deployed to another runtime
+// (by mistake, or by another tenant) is refused there, and its module for
+// the first runs on (the refusal was kept in the module both shared, and
+// every later deploy or pool of the artifact failed with it).
+func TestArtifactOfTwoRuntimes(t *testing.T) {
+	p := newPool(t)
+	ctx := t.Context()
+	d := registry.Digest(reactorWasm)
+	wasmSpec := registry.Spec{Name: "a", MemoryMB: 64}.WithDefaults()
+	processSpec := registry.Spec{Name: "b", MemoryMB: 64, Runtime: registry.RuntimeProcess, Command: []string{"x"}}.WithDefaults()
+	if err := p.Check(ctx, wasmSpec, d, reactorWasm); err != nil {
+		t.Fatalf("Check as wasm: %v", err)
+	}
+	if err := p.Check(ctx, processSpec, d, reactorWasm); err == nil {
+		t.Fatalf("Check as a process function: nil error, want the runtime refused")
+	}
+	if err := p.Check(ctx, wasmSpec, d, reactorWasm); err != nil {
+		t.Errorf("Check as wasm after the process deploy: %v", err)
+	}
+	c, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, _, err := call(c, p, target("victim", reactorWasm, nil), "/count"); err != nil {
+		t.Errorf("Invoke of a wasm function of the artifact: %v", err)
+	}
+}
