@@ -250,10 +250,10 @@ func (w *responseWriter) reset() {
 func (w *responseWriter) Header() http.Header { return w.header }
 
 // WriteHeader sets the status; the first call counts. An informational
-// status (1xx, but 101) is not the response's: the ABI carries one
-// response, so it is dropped, as a proxy may.
+// status (1xx) is not the response's: the ABI carries one response, so it
+// is dropped, as a proxy may (101 too: no protocol switch passes the ABI).
 func (w *responseWriter) WriteHeader(status int) {
-	if w.status != 0 || w.wroteHeader || status >= 100 && status < 200 && status != http.StatusSwitchingProtocols {
+	if w.status != 0 || w.wroteHeader || status >= 100 && status < 200 {
 		return
 	}
 	w.status = status
@@ -311,13 +311,15 @@ var tokenByte = func() (t [256]bool) {
 	return t
 }()
 
-// writeHeaderValue writes v with CR, LF and NUL as spaces, as net/http
-// writes header values: a value taken from a request must not add lines
-// (a Status, a Set-Cookie, the body) to the response's head.
+// writeHeaderValue writes v with its control bytes but tab as spaces, as
+// net/http writes CR, LF and NUL: a value taken from a request must not
+// add lines (a Status, a Set-Cookie, the body) to the response's head, nor
+// hold a byte the host refuses (it would answer 502 and discard the
+// instance).
 func writeHeaderValue(v string) {
 	clean := true
 	for i := 0; i < len(v) && clean; i++ {
-		clean = v[i] != '\r' && v[i] != '\n' && v[i] != 0
+		clean = !controlByte(v[i])
 	}
 	if clean {
 		writeBuf.WriteString(v)
@@ -325,12 +327,14 @@ func writeHeaderValue(v string) {
 	}
 	for i := 0; i < len(v); i++ {
 		c := v[i]
-		if c == '\r' || c == '\n' || c == 0 {
+		if controlByte(c) {
 			c = ' '
 		}
 		writeBuf.WriteByte(c)
 	}
 }
+
+func controlByte(c byte) bool { return c < ' ' && c != '\t' || c == 0x7f }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {

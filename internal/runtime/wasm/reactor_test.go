@@ -131,14 +131,15 @@ func TestReactorContentType(t *testing.T) {
 }
 
 // TestReactorHeadIsTheHandlers: a header value with CR or LF cannot add
-// lines to the response's head, a header name that is not a token is
-// dropped, an informational status is not the response's, and a body after
+// lines to the response's head, nor one with another control byte fail
+// the response, a header name that is not a token is dropped, an
+// informational status (101 too) is not the response's, and a body after
 // WriteHeader still has its Content-Type sniffed, as with net/http.
 func TestReactorHeadIsTheHandlers(t *testing.T) {
 	_, inst := startReactor(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	req := &runtime.Request{Method: "GET", Path: "/inject", RawQuery: "v=a%0D%0AStatus:%20302%0D%0ASet-Cookie:%20evil=1%0A%0Abody", Header: http.Header{}}
+	req := &runtime.Request{Method: "GET", Path: "/inject", RawQuery: "v=a%01b%7F%0D%0AStatus:%20302%0D%0ASet-Cookie:%20evil=1%0A%0Abody", Header: http.Header{}}
 	resp, err := inst.Invoke(ctx, req, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -146,8 +147,8 @@ func TestReactorHeadIsTheHandlers(t *testing.T) {
 	if resp.Status != 404 || resp.Header.Get("Set-Cookie") != "" || resp.Header.Get("Bad Name") != "" {
 		t.Errorf("status %d, headers %v: want 404 and no injected header", resp.Status, resp.Header)
 	}
-	if got := resp.Header.Get("X-Echo"); got != "a  Status: 302  Set-Cookie: evil=1  body" {
-		t.Errorf("X-Echo = %q, want the value with its line breaks as spaces", got)
+	if got := resp.Header.Get("X-Echo"); got != "a b   Status: 302  Set-Cookie: evil=1  body" {
+		t.Errorf("X-Echo = %q, want the value with its control bytes as spaces", got)
 	}
 	if got := resp.Header.Get("Content-Type"); got != "text/html; charset=utf-8" || string(resp.Body) != "<!DOCTYPE html><html>missing</html>" {
 		t.Errorf("Content-Type %q, body %q: want the page, sniffed as HTML", got, resp.Body)

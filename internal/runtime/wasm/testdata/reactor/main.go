@@ -72,6 +72,7 @@ func handle(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Echo", r.URL.Query().Get("v"))
 		w.Header()["Bad Name"] = []string{"x"}
 		w.WriteHeader(http.StatusEarlyHints) // informational: not the response's status
+		w.WriteHeader(http.StatusSwitchingProtocols)
 		w.WriteHeader(http.StatusNotFound)
 		io.WriteString(w, "<!DOCTYPE html><html>missing</html>")
 	case "/gc":
