@@ -91,3 +91,35 @@ func (ts tenants) Tenant(name string) (tenant.Tenant, bool) {
 	created, ok := ts[name]
 	return tenant.Tenant{Name: name, Created: created}, ok
 }
+
+// TestReplaysAtOnceQueueOnce: two replays that list the same letter (a
+// second one started while the first, whose caller left, goes on) queue
+// it once, and the record says queued.
+func TestReplaysAtOnceQueueOnce(t *testing.T) {
+	ctx := t.Context()
+	s := newService(t)
+	data, _ := json.Marshal(Job{ID: "once", Tenant: "t", Function: "f", Version: 1, Queued: time.Now(), Errors: []string{"boom"}})
+	if err := s.dead.Publish(ctx, deadSubject("t", "f", "once"), data); err != nil {
+		t.Fatal(err)
+	}
+	letters, err := s.Dead(ctx, "t", "f", 10)
+	if err != nil || len(letters) != 1 {
+		t.Fatalf("Dead: %v, %v", letters, err)
+	}
+	if queued, err := s.replay(ctx, "t", letters[0]); err != nil || !queued {
+		t.Fatalf("the first replay: queued %v, %v", queued, err)
+	}
+	first, err := s.queue.Pending(ctx, workSubject("t", "once"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if queued, err := s.replay(ctx, "t", letters[0]); err != nil || queued {
+		t.Errorf("the second replay of the letter: queued %v, %v; want it left to the first", queued, err)
+	}
+	if last, err := s.queue.Pending(ctx, workSubject("t", "once")); err != nil || last.Seq != first.Seq {
+		t.Errorf("the invocation's last queued message is %d (%v), want the first replay's %d only", last.Seq, err, first.Seq)
+	}
+	if rec, err := s.Get(ctx, "t", "once"); err != nil || rec.State != Queued {
+		t.Errorf("record after the replays: %+v, %v; want queued", rec, err)
+	}
+}

@@ -465,15 +465,20 @@ func (s *Service) Replay(ctx context.Context, tenant, function, id string) (int,
 	if err != nil {
 		return 0, err
 	}
-	for n, d := range letters {
-		if err := s.replay(ctx, tenant, d); err != nil {
+	n := 0
+	for _, d := range letters {
+		queued, err := s.replay(ctx, tenant, d)
+		if err != nil {
 			return n, err
 		}
+		if queued {
+			n++
+		}
 	}
-	if id != "" && len(letters) == 0 {
+	if id != "" && n == 0 {
 		return 0, fmt.Errorf("dead letter %q: %w", id, ErrNotFound)
 	}
-	return len(letters), nil
+	return n, nil
 }
 
 // dropDuplicates returns letters with only the latest of each invocation's,
@@ -498,20 +503,40 @@ func (s *Service) dropDuplicates(ctx context.Context, letters []DeadLetter) ([]D
 
 // replay queues dead letter d again and removes it from the dead-letter
 // stream, whether or not the caller still waits: a letter left behind by
-// a replay that went through would start another run.
-func (s *Service) replay(ctx context.Context, tenant string, d DeadLetter) error {
+// a replay that went through would start another run. It reports false
+// for a letter that another replay, running at the same time, queued.
+func (s *Service) replay(ctx context.Context, tenant string, d DeadLetter) (queued bool, err error) {
 	ctx = context.WithoutCancel(ctx)
 	job := d.job
 	job.Errors, job.Failed, job.NotBefore = nil, 0, time.Time{}
 	// A replay is a new run of the same invocation: it keeps its id, and is
 	// queued now.
 	job.Queued, job.Run = s.now().UTC(), job.Run+1
-	if err := s.put(ctx, queuedRecord(job)); err != nil {
-		return err
+	key := "inv." + job.ID
+	prior, err := s.results.Get(ctx, key)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return false, err
 	}
 	data, _ := json.Marshal(job)
-	if err := s.queue.Publish(ctx, workSubject(tenant, job.ID), data); err != nil {
-		return err
+	// The letter's sequence number names the replay: two replays of it at
+	// once (a second one started while the first, whose caller left, goes
+	// on) queue it once.
+	duplicate, err := s.queue.PublishOnce(ctx, workSubject(tenant, job.ID), data, "replay-"+strconv.FormatUint(d.seq, 10))
+	if err != nil || duplicate {
+		return false, err
 	}
-	return s.dead.Delete(ctx, d.seq)
+	// The record says queued, unless the new run has written its own.
+	rec := queuedRecord(job)
+	rec.Updated = s.now().UTC()
+	data, _ = json.Marshal(rec)
+	if prior.Revision == 0 {
+		_, err = s.results.Create(ctx, key, data)
+	} else {
+		_, err = s.results.Update(ctx, key, data, prior.Revision)
+	}
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		// The run writes its record when it starts.
+		s.log.Warn("could not record a replayed invocation as queued", "invocation_id", job.ID, "err", err)
+	}
+	return true, s.dead.Delete(ctx, d.seq)
 }

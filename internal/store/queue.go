@@ -71,12 +71,24 @@ const maxAckPending = 200_000
 // Publish appends a message and returns once it is stored. Messages carry
 // no id for JetStream's deduplication, whose window would hold an entry for
 // every message (hundreds of megabytes at thousands a second): callers that
-// need a message once make sure of it themselves.
+// need a message once make sure of it themselves, or use PublishOnce where
+// messages are few.
 func (q *Queue) Publish(ctx context.Context, subject string, data []byte) error {
 	if _, err := q.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}); err != nil {
 		return fmt.Errorf("store: publish to %s: %w", subject, err)
 	}
 	return nil
+}
+
+// PublishOnce appends a message unless one with the same id was published
+// in the last two minutes (JetStream's deduplication window), and reports
+// whether it was such a duplicate.
+func (q *Queue) PublishOnce(ctx context.Context, subject string, data []byte, id string) (duplicate bool, err error) {
+	ack, err := q.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}, jetstream.WithMsgID(id))
+	if err != nil {
+		return false, fmt.Errorf("store: publish to %s: %w", subject, err)
+	}
+	return ack.Duplicate, nil
 }
 
 // Purge removes the queued messages on subjects matching filter.
