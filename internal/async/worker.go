@@ -55,10 +55,21 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		logQueueError(log, m.Ack()) // a worker finished it and died before its ack
 		return
 	}
+	if rec.State == Running {
+		// Its worker died mid-invocation; that attempt counts.
+		last := &rec.Attempts[len(rec.Attempts)-1]
+		last.Ended, last.Error = s.now().UTC(), "the worker running it stopped"
+	}
 	fn, ok := s.functions.Lookup(job.Tenant, job.Function)
 	v, vok := fn.Version(job.Version)
 	if !ok || !vok {
 		s.bury(ctx, m, job, rec, fmt.Sprintf("function %s version %d no longer exists", job.Function, job.Version), log)
+		return
+	}
+	if failures := max(len(rec.Attempts), job.Failed); failures > v.Spec.RetryCount() {
+		// Every attempt it may have is spent: its last worker stopped
+		// during the last, or could not move it to the dead letters.
+		s.fail(ctx, m, job, rec, v.Spec, fmt.Sprintf("failed %d attempts", failures), log)
 		return
 	}
 	// Async work gets at most half of a version's instances on this node,
@@ -104,11 +115,6 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 	}
 	defer release()
 
-	if rec.State == Running {
-		// Its worker died mid-invocation; that attempt counts.
-		last := &rec.Attempts[len(rec.Attempts)-1]
-		last.Ended, last.Error = s.now().UTC(), "the worker running it stopped"
-	}
 	rec.State = Running
 	rec.Attempts = append(rec.Attempts, Attempt{Started: s.now().UTC()})
 	settle := func() {}
@@ -136,6 +142,9 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 			// Not the function's fault: try again soon, without counting it.
 			rec.Attempts = rec.Attempts[:len(rec.Attempts)-1]
 			rec.State = Queued
+			if len(rec.Attempts) > 0 {
+				rec.State = Failed // and waiting for its retry
+			}
 			s.record(ctx, rec, log)
 			logQueueError(log, m.Retry(time.Second))
 			return
