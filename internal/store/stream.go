@@ -77,10 +77,15 @@ func (st *Stream) Last(ctx context.Context, n int, filters ...string) ([]StreamM
 			return nil, err
 		}
 	}
+	// The server keeps a consumer until it has been idle for its
+	// threshold (5 minutes by default): one read each time a dashboard
+	// polls would pile them up. This one is deleted once read, and goes
+	// by itself soon if that fails.
 	cons, err := st.js.OrderedConsumer(ctx, st.name, jetstream.OrderedConsumerConfig{
-		FilterSubjects: filters,
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    start,
+		FilterSubjects:    filters,
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       start,
+		InactiveThreshold: 30 * time.Second,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: read %s: %w", st.name, err)
@@ -89,6 +94,11 @@ func (st *Stream) Last(ctx context.Context, n int, filters ...string) ([]StreamM
 	if err != nil {
 		return nil, fmt.Errorf("store: read %s: %w", st.name, err)
 	}
+	defer func() {
+		if ci := cons.CachedInfo(); ci != nil { // a fetch may have made another
+			st.js.DeleteConsumer(context.WithoutCancel(ctx), st.name, ci.Name)
+		}
+	}()
 	pending := info.NumPending
 	out := make([]StreamMsg, 0, min(uint64(n), pending))
 	for pending > 0 {
