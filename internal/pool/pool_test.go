@@ -807,6 +807,51 @@ func TestClosingInstanceHoldsItsSlot(t *testing.T) {
 	}
 }
 
+// TestStoppedIdleInstanceHoldsItsSlot: an idle instance the pool stops (a
+// drain, or its idle_ttl) counts against max_instances until it has
+// closed, as a discarded one does; it did not, and a request started
+// another beside it.
+func TestStoppedIdleInstanceHoldsItsSlot(t *testing.T) {
+	ctx := context.Background()
+	rt, err := wasm.New(ctx, wasm.Config{CacheDir: cacheDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(ctx)
+	gate := make(chan struct{})
+	p := New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: gatedClose{rt, gate}}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}})
+	defer p.Close()
+	tg := target("drained", reactorWasm, func(s *registry.Spec) { s.MaxInstances = 1 })
+	activate(t, p, tg)
+	if _, _, err := call(ctx, p, tg, "/count"); err != nil {
+		t.Fatal(err)
+	}
+	p.Sync(nil) // drained: its idle instance stops
+	waitFor(t, "the idle instance to be stopped", func() bool {
+		p.mu.Lock()
+		vp := p.versions[tg.key()]
+		p.mu.Unlock()
+		vp.mu.Lock()
+		defer vp.mu.Unlock()
+		return len(vp.idle) == 0
+	})
+	next := make(chan error, 1)
+	go func() {
+		_, _, err := call(ctx, p, tg, "/count")
+		next <- err
+	}()
+	select {
+	case err := <-next:
+		close(gate)
+		t.Fatalf("a request ran (%v) while the stopped instance was still closing, past max_instances 1", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(gate)
+	if err := <-next; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestSpentInstanceClosesAfterTheResponse: a request that spends its
 // instance (max_requests) gets its response without waiting for the
 // instance to close; Close waits for it.

@@ -70,14 +70,16 @@ func (vp *versionPool) snapshot() (Policy, State) {
 // apply carries out a scaling decision. StopIdle -1 stops every idle instance.
 func (vp *versionPool) apply(d Decision) {
 	vp.mu.Lock()
-	var stop []*instance
 	n := d.StopIdle
 	if n < 0 || n > len(vp.idle) {
 		n = len(vp.idle)
 	}
 	if n > 0 {
-		// idle is ordered by last use, oldest first.
-		stop = append(stop, vp.idle[:n]...)
+		// idle is ordered by last use, oldest first. Until they have
+		// closed, they count against Max.
+		for _, in := range vp.idle[:n] {
+			vp.discard(in)
+		}
 		vp.idle = append(vp.idle[:0], vp.idle[n:]...)
 	}
 	start := 0
@@ -88,9 +90,6 @@ func (vp *versionPool) apply(d Decision) {
 		vp.starting += start
 	}
 	vp.mu.Unlock()
-	for _, in := range stop {
-		in.close()
-	}
 	for range start {
 		go vp.prewarm()
 	}
