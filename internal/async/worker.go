@@ -171,7 +171,7 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 	if failures := max(len(rec.Attempts), job.Failed+1); failures <= v.Spec.RetryCount() {
 		rec.State = Failed
 		s.record(ctx, rec, log)
-		delay := backoff(time.Duration(v.Spec.RetryDelay), failures)
+		delay := retryDelay(time.Duration(v.Spec.RetryDelay), failures)
 		log.Info("async invocation failed; retrying", "attempt", failures, "retry_in", delay, "err", last.Error)
 		s.retry(ctx, m, job, failures, delay, log)
 		return
@@ -278,6 +278,18 @@ func logQueueError(log *slog.Logger, err error) {
 	if err != nil {
 		log.Warn("work queue call failed; the invocation may be delivered again", "err", err)
 	}
+}
+
+// maxRetryWait bounds the wait before one retry. Doubling alone took the
+// last of 10 retries of 10 minutes to 85 hours, long after the record (24
+// hours) that the caller polls: with it, every retry there may be is over
+// in 8 hours or so.
+const maxRetryWait = time.Hour
+
+// retryDelay is the wait before retry n of a function whose retry_delay is
+// base.
+func retryDelay(base time.Duration, n int) time.Duration {
+	return min(backoff(base, n), maxRetryWait)
 }
 
 // backoff is the delay before retry n (1, 2, ...): base doubled for each
