@@ -1,0 +1,133 @@
+package async
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/gust-faas/gust/internal/pool"
+	"github.com/gust-faas/gust/internal/registry"
+	"github.com/gust-faas/gust/internal/runtime"
+	"github.com/gust-faas/gust/internal/runtime/wasm"
+	"github.com/gust-faas/gust/internal/runtime/wasm/wasmtest"
+	"github.com/gust-faas/gust/internal/tenant"
+)
+
+type functions map[string]registry.Function
+
+func (fs functions) Lookup(tenant, name string) (registry.Function, bool) {
+	f, ok := fs[tenant+"/"+name]
+	return f, ok
+}
+
+type artifacts map[string][]byte
+
+func (a artifacts) Get(_ context.Context, digest string) ([]byte, error) { return a[digest], nil }
+
+// TestSpentAttemptsAreNotRunAgain: an invocation delivered again after its
+// last attempt (its worker stopped during it, or could not move it to the
+// dead letters) goes to the dead letters without running: it ran once more
+// each time, past its retries, and a run that succeeded marked it so.
+func TestSpentAttemptsAreNotRunAgain(t *testing.T) {
+	ctx := t.Context()
+	s, _ := serviceWithPool(t, wasmtest.MustRead(wasmtest.Hello), 2)
+
+	// The third attempt was running when its worker stopped; the message
+	// is the retry queued after the second.
+	queued := time.Now()
+	job := Job{ID: "spent", Tenant: "t", Function: "f", Version: 1, Queued: queued, Failed: 2, Request: runtime.Request{Method: "GET", Path: "/"}}
+	attempts := []Attempt{{Started: queued, Error: "boom"}, {Started: queued, Error: "boom"}, {Started: queued}}
+	if err := s.put(ctx, Record{ID: job.ID, Tenant: "t", Function: "f", Version: 1, State: Running, Attempts: attempts, Created: queued}); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(job)
+	if err := s.queue.Publish(ctx, workSubject("t", job.ID), data); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := s.Start(wctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rec, err := s.Get(ctx, "t", job.ID)
+		if err == nil && rec.State != Running {
+			if rec.State != Dead || len(rec.Attempts) != 3 || rec.Attempts[2].Error != "the worker running it stopped" {
+				t.Fatalf("record: %s with %d attempts %+v; want dead after its 3, not run again", rec.State, len(rec.Attempts), rec.Attempts)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the invocation is still %v (%v)", rec.State, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if letters, err := s.Dead(ctx, "t", "f", 10); err != nil || len(letters) != 1 || letters[0].ID != job.ID {
+		t.Errorf("dead letters: %+v, %v; want the invocation's", letters, err)
+	}
+}
+
+// TestShutdownDoesNotSpendAnAttempt: an attempt that the server's shutdown
+// cut off is not the function's failure: it does not count, and the
+// invocation stays queued for the next start.
+func TestShutdownDoesNotSpendAnAttempt(t *testing.T) {
+	ctx := t.Context()
+	s, p := serviceWithPool(t, wasmtest.MustRead(wasmtest.Reactor), 0)
+	job := Job{ID: "cut", Tenant: "t", Function: "f", Version: 1, Queued: time.Now(), Request: runtime.Request{Method: "GET", Path: "/sleep"}}
+	data, _ := json.Marshal(job)
+	if err := s.queue.Publish(ctx, workSubject("t", job.ID), data); err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	if err := s.Start(wctx); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, job.ID, Running)
+	stop()    // shutting down: the workers stop taking work
+	p.Close() // and at the deadline, the instances are stopped
+	s.Wait(ctx)
+	rec, err := s.Get(ctx, "t", job.ID)
+	if err != nil || rec.State != Queued || len(rec.Attempts) != 0 {
+		t.Errorf("record after the shutdown: %+v, %v; want queued with no attempt spent (retries: 0)", rec, err)
+	}
+	if queued, err := s.queue.Pending(ctx, workSubject("t", job.ID)); err != nil || queued.Data == nil {
+		t.Errorf("the invocation left the queue: %v", err)
+	}
+}
+
+// serviceWithPool returns a Service whose tenant t has function f, version
+// 1 of artifact with the given retries, run by a pool of its own.
+func serviceWithPool(t *testing.T, artifact []byte, retries int) (*Service, *pool.Pool) {
+	t.Helper()
+	s := newService(t)
+	rt, err := wasm.New(t.Context(), wasm.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close(context.Background()) })
+	version := registry.Version{Number: 1, Digest: registry.Digest(artifact), Created: time.Now(),
+		Spec: registry.Spec{Name: "f", MemoryMB: 64, Timeout: registry.Duration(time.Minute), MaxInstances: 2, Retries: &retries}.WithDefaults()}
+	p := pool.New(pool.Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: rt}, Artifacts: artifacts{version.Digest: artifact}})
+	t.Cleanup(p.Close)
+	s.functions = functions{"t/f": {Tenant: "t", Name: "f", Latest: 1, Versions: []registry.Version{version}}}
+	s.invoker, s.limiter = p, tenant.NewLimiter(time.Now)
+	return s, p
+}
+
+// waitState waits until invocation id's record is in state.
+func waitState(t *testing.T, s *Service, id string, state State) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rec, err := s.Get(t.Context(), "t", id)
+		if err == nil && rec.State == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("invocation %s is %v (%v), want %v", id, rec.State, err, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
