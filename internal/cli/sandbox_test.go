@@ -281,11 +281,19 @@ for target in sys.stdin.read().split():
         print(connect(host, port))
 print("== interfaces")
 print(" ".join(name for _, name in socket.if_nameindex()))
+print("== vsock")
+try:
+    v = socket.socket(40, socket.SOCK_STREAM)  # AF_VSOCK: no namespace confines it
+    v.close()
+    print("opened")
+except OSError as e:
+    print("failed:", e)
 `
 
 // TestSandboxNetwork: with network none, a function reaches only its own
 // loopback: not the server, not the host's Postgres, not another host
-// address, and it cannot resolve names.
+// address, and it cannot resolve names nor open a vsock socket (which no
+// network namespace confines).
 func TestSandboxNetwork(t *testing.T) {
 	needProcessRuntime(t)
 	// By default, a tenant cannot ask for the host's network.
@@ -339,6 +347,9 @@ func TestSandboxNetwork(t *testing.T) {
 	}
 	if got := out["resolve:example.com"]; !strings.Contains(got, "failed:") {
 		t.Errorf("resolving example.com in the sandbox: %q, want a failure", got)
+	}
+	if got := out["vsock"]; !strings.Contains(got, "Address family not supported") {
+		t.Errorf("a vsock socket in the sandbox: %q, want the family refused", got)
 	}
 	if got := strings.TrimSpace(out["interfaces"]); got != "lo" {
 		t.Errorf("the sandbox's network interfaces are %q, want lo only", got)

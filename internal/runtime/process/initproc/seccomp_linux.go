@@ -36,10 +36,18 @@ var deniedSyscalls = append([]uintptr{
 const cloneNewFlags = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWUSER |
 	unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP | unix.CLONE_NEWTIME
 
+// socketFamilies are the address families a function may open sockets of.
+// Others fail with EAFNOSUPPORT: vsock above all, which no network
+// namespace confines (a function would reach the hypervisor, or listen
+// where the host's own vsock services do), and the rarely used protocols
+// whose modules a socket call would load.
+var socketFamilies = []uint32{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6, unix.AF_NETLINK}
+
 // seccompFilter is the BPF program: a foreign architecture is killed; a
-// denied call fails with EPERM; clone with a namespace flag fails with
-// EPERM; clone3, whose flags a filter cannot read, fails with ENOSYS, so
-// that the C library falls back to clone; everything else is allowed.
+// denied call fails with EPERM; a socket of a family not in socketFamilies
+// fails with EAFNOSUPPORT; clone with a namespace flag fails with EPERM;
+// clone3, whose flags a filter cannot read, fails with ENOSYS, so that the
+// C library falls back to clone; everything else is allowed.
 func seccompFilter() []unix.SockFilter {
 	const (
 		offNr   = 0
@@ -76,6 +84,16 @@ func seccompFilter() []unix.SockFilter {
 	prog = append(prog,
 		jeq(unix.SYS_CLONE3, 0, 1),
 		ret(unix.SECCOMP_RET_ERRNO|uint32(unix.ENOSYS)),
+		// socket: past its checks of the family, to allow or refuse.
+		jeq(unix.SYS_SOCKET, 0, uint8(len(socketFamilies)+3)),
+		load(offArg0),
+	)
+	for i, family := range socketFamilies {
+		prog = append(prog, jeq(family, uint8(len(socketFamilies)-i), 0)) // to allow
+	}
+	prog = append(prog,
+		ret(unix.SECCOMP_RET_ERRNO|uint32(unix.EAFNOSUPPORT)),
+		allow,
 		jeq(unix.SYS_CLONE, 1, 0),
 		allow,
 		load(offArg0),
