@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"github.com/gust-faas/gust/internal/pool"
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/runtime"
+	"github.com/gust-faas/gust/internal/tenant"
 )
 
 // Summary is a function in a list.
@@ -54,7 +56,7 @@ func (a *API) function(w http.ResponseWriter, r *http.Request, c call) error {
 		}
 		return httperror.WriteJSON(w, http.StatusOK, FunctionDetail{Function: f, Instances: a.Instances.Stats(c.tenant, name)})
 	case http.MethodPut, http.MethodPost:
-		return a.deploy(w, r, c.tenant, name)
+		return a.deploy(w, r, c, name)
 	case http.MethodDelete:
 		err := a.Registry.Delete(r.Context(), c.tenant, name)
 		if errors.Is(err, registry.ErrNotFound) {
@@ -150,7 +152,9 @@ type Deployed struct {
 
 // deploy takes a multipart/form-data body with a "spec" part (JSON) and an
 // "artifact" part (the module).
-func (a *API) deploy(w http.ResponseWriter, r *http.Request, tenant, name string) error {
+func (a *API) deploy(w http.ResponseWriter, r *http.Request, c call, name string) error {
+	tenantName := c.tenant
+	before, _ := a.Tenants.Tenant(tenantName)
 	if !registry.ValidName(name) {
 		return httperror.BadRequest("function name %q is invalid: use 1 to 63 lowercase letters, digits and dashes, starting with a letter", name)
 	}
@@ -170,18 +174,48 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, tenant, name string
 	if spec.Name != name {
 		return httperror.BadRequest("spec names function %q but the URL names %q", spec.Name, name)
 	}
-	if err := a.checkDeploy(tenant, spec); err != nil {
+	// The upload may have taken minutes: the key must still be valid now,
+	// and its tenant still the one it was (a revoked key, or a deleted
+	// tenant, must not deploy).
+	if err := a.stillAuthorized(r, c, tenant.Developer, before); err != nil {
 		return err
 	}
-	res, err := a.Registry.Deploy(r.Context(), tenant, spec, artifact)
+	if err := a.checkDeploy(tenantName, spec); err != nil {
+		return err
+	}
+	res, err := a.Registry.Deploy(r.Context(), tenantName, spec, artifact)
 	if err != nil {
 		return deployError(err)
+	}
+	if err := a.stillAuthorized(r, c, tenant.Developer, before); err != nil {
+		// Deleted while the artifact compiled: a function must not outlive
+		// its tenant, nor pass to a new tenant of the same name.
+		if derr := a.Registry.Delete(context.WithoutCancel(r.Context()), tenantName, name); derr != nil && !errors.Is(derr, registry.ErrNotFound) {
+			a.log.Error("could not remove a function deployed as its tenant was deleted", "tenant", tenantName, "function", name, "err", derr)
+		}
+		return err
 	}
 	status := http.StatusCreated
 	if !res.Created {
 		status = http.StatusOK
 	}
 	return httperror.WriteJSON(w, status, Deployed{Function: res.Function, Version: res.Version, Created: res.Created})
+}
+
+// stillAuthorized checks again, at the end of a long call, that its key is
+// valid and may still do what it did, in the same tenant it began in.
+func (a *API) stillAuthorized(r *http.Request, c call, need tenant.Role, began tenant.Tenant) error {
+	who, err := a.Tenants.Authenticate(tenant.BearerToken(r.Header.Get("Authorization")))
+	if err != nil || who.KeyID != c.who.KeyID {
+		return httperror.New(http.StatusUnauthorized, "unauthorized", "the API key was revoked during the call")
+	}
+	if now, ok := a.Tenants.Tenant(c.tenant); !ok || now.ID != began.ID {
+		return httperror.NotFound("tenant %q was deleted during the call", c.tenant)
+	}
+	if !who.CanActIn(c.tenant, need) {
+		return httperror.New(http.StatusForbidden, "forbidden", "this key's role (%s) cannot do this; it needs %s", who.Role, need)
+	}
+	return nil
 }
 
 // checkDeploy refuses a deploy that would put the tenant over its function

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
@@ -577,5 +579,80 @@ func TestAuditAndCLIAdministration(t *testing.T) {
 	}
 	if out := n.mustGust(t, "key", "ls", "--tenant", "shop"); !strings.Contains(out, "revoked") {
 		t.Errorf("key ls after revoke: %q", out)
+	}
+}
+
+// TestSlowDeployChecksItsKeyAgain: a deploy whose upload outlasts its key
+// (revoked meanwhile) or its tenant (deleted meanwhile) is refused when the
+// upload ends, and leaves no function behind: a departing developer could
+// finish a deploy begun before the revocation, and a function could land
+// in a deleted tenant, served there and inherited by a new tenant of the
+// same name.
+func TestSlowDeployChecksItsKeyAgain(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	artifact := must(os.ReadFile(guestPath))
+	// slowDeploy sends the first half of a deploy with key, runs meanwhile,
+	// sends the rest, and returns the answer's status.
+	slowDeploy := func(key, name string, meanwhile func()) int {
+		t.Helper()
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		mw.WriteField("spec", `{"auth":"none"}`)
+		w, _ := mw.CreateFormFile("artifact", "f.wasm")
+		w.Write(artifact)
+		mw.Close()
+		body := buf.Bytes()
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequest("PUT", n.url+"/v1/functions/"+name, pr)
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		req.ContentLength = int64(len(body))
+		status := make(chan int, 1)
+		go func() {
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				status <- -1
+				return
+			}
+			resp.Body.Close()
+			status <- resp.StatusCode
+		}()
+		pw.Write(body[:len(body)/2])
+		meanwhile()
+		pw.Write(body[len(body)/2:])
+		pw.Close()
+		return <-status
+	}
+
+	n.createTenant(t, "leaving", "")
+	id, dev := n.createKey(t, "leaving", "developer")
+	got := slowDeploy(dev, "backdoor", func() {
+		if a := n.do(t, "DELETE", "/v1/keys/"+id+"?tenant=leaving", "", nil); a.status != 204 && a.status != 200 {
+			t.Fatalf("revoke: %d %s", a.status, a.body)
+		}
+	})
+	if got != 401 {
+		t.Errorf("a deploy whose key was revoked during its upload: %d, want 401", got)
+	}
+	if a := n.do(t, "GET", "/v1/functions/backdoor?tenant=leaving", "", nil); a.status != 404 {
+		t.Errorf("the function of the refused deploy: %d %s, want 404", a.status, a.body)
+	}
+
+	n.createTenant(t, "doomed", "")
+	_, dev = n.createKey(t, "doomed", "developer")
+	got = slowDeploy(dev, "planted", func() {
+		if a := n.do(t, "DELETE", "/v1/tenants/doomed", "", nil); a.status != 204 {
+			t.Fatalf("delete tenant: %d %s", a.status, a.body)
+		}
+	})
+	if got < 400 {
+		t.Errorf("a deploy whose tenant was deleted during its upload: %d, want it refused", got)
+	}
+	n.createTenant(t, "doomed", "")
+	if a := n.do(t, "GET", "/v1/functions?tenant=doomed", "", nil); a.status != 200 || strings.Contains(a.body, "planted") {
+		t.Errorf("the new tenant doomed's functions: %d %s, want none inherited", a.status, a.body)
+	}
+	if a := n.do(t, "GET", "/fn/doomed/planted", "", nil); a.status != 404 {
+		t.Errorf("invoking the refused deploy's function: %d, want 404", a.status)
 	}
 }
