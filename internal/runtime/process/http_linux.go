@@ -48,18 +48,11 @@ type httpInstance struct {
 	s      *httpSandbox
 	limits runtime.Limits
 
-	conn     net.Conn         // nil until the first request, and after a failure
-	lastUsed time.Time        // when conn last finished an exchange
-	lr       io.LimitedReader // bounds what one response may send
-	br       *bufio.Reader
-	bw       *bufio.Writer
+	conn net.Conn         // nil until the first request, and after a failure
+	lr   io.LimitedReader // bounds what one response may send
+	br   *bufio.Reader
+	bw   *bufio.Writer
 }
-
-// idleCheckAfter is how long a kept connection may have been idle before
-// it is checked for a close by the program: servers close idle connections
-// after a few seconds (Node.js after 5, gunicorn after 2), and a request
-// written to such a connection finds only its end.
-const idleCheckAfter = 100 * time.Millisecond
 
 // startHTTP returns a slot of a program that has one free, or starts one.
 func (p *prepared) startHTTP(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
@@ -240,7 +233,11 @@ func (h *httpInstance) Invoke(ctx context.Context, req *runtime.Request, log *sl
 	// With a concurrency above 1, the program's lines go to the latest
 	// invocation's log.
 	h.s.stderr.Begin(log)
-	if h.conn != nil && time.Since(h.lastUsed) > idleCheckAfter && !open(h.conn) {
+	// A kept connection goes unless it is open with nothing unread: servers
+	// close idle connections after a few seconds (Node.js after 5, gunicorn
+	// after 2), and bytes that came after the last response are not this
+	// request's answer.
+	if h.conn != nil && !open(h.conn) {
 		h.dropConn()
 	}
 	reused := h.conn != nil
@@ -256,7 +253,6 @@ func (h *httpInstance) Invoke(ctx context.Context, req *runtime.Request, log *sl
 		h.dropConn()
 		return nil, h.failed(ctx, err)
 	}
-	h.lastUsed = time.Now()
 	return resp, nil
 }
 
@@ -303,6 +299,18 @@ func open(c net.Conn) bool {
 	return perr == unix.EAGAIN
 }
 
+// reusableAfter reports whether a connection may carry another caller's
+// request after req and its response. Not after a request with a body: a
+// program that does not read a body it ignores (Python's http.server does
+// not) takes what the body holds for a request of its own, whose answer a
+// hostile caller could make the next caller's. Not after a response that
+// has no body by definition (to a HEAD, a 204, a 304), which a program
+// may send one with all the same.
+func reusableAfter(req *runtime.Request, resp *http.Response) bool {
+	return len(req.Body) == 0 && req.Method != http.MethodHead &&
+		resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotModified
+}
+
 // closedByPeer reports whether err is the end of a connection the other
 // side closed.
 func closedByPeer(err error) bool {
@@ -327,9 +335,12 @@ func (h *httpInstance) responseLimit() int64 {
 }
 
 // exchange writes req on the connection and reads the response. Nothing
-// of the caller's reaches the request line or a header unescaped, and a
-// connection with anything left unread after the response is dropped, so
-// no request can read another's response.
+// of the caller's reaches the request line or a header unescaped; a
+// connection with anything left unread after the response, or after an
+// exchange a program may frame wrongly (see reusableAfter), is dropped,
+// and a kept one is checked for unread bytes before its next request.
+// (A program that sends what nobody asked for, on its own, can still
+// reach a caller: nothing tells its bytes from an answer.)
 func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error) {
 	method := req.Method
 	if method == "" {
@@ -413,7 +424,7 @@ func (h *httpInstance) exchange(req *runtime.Request) (*runtime.Response, error)
 		h.dropConn()
 		return nil, tooLarge()
 	}
-	if resp.Close || h.br.Buffered() > 0 {
+	if resp.Close || h.br.Buffered() > 0 || !reusableAfter(req, resp) {
 		h.dropConn() // what it sent beyond its answer must not become the next one's
 	}
 	lines := 0

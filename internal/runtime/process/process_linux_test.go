@@ -394,13 +394,13 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
 }
 
 // TestHTTPReplaysOnlySafeRequests: a program that closes every connection
-// after its answer, without saying so, makes the next request on it find
-// the end; a GET goes again on a new connection, a POST (which may have
-// run) fails.
+// shortly after its answer, without saying so, makes the next request,
+// sent meanwhile on the connection that looked open, find the end; a GET
+// goes again on a new connection, a POST (which may have run) fails.
 func TestHTTPReplaysOnlySafeRequests(t *testing.T) {
 	r := newRuntime(t)
 	prep := prepare(t, r, map[string]string{"app.py": `
-import os, socket
+import os, socket, time
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(os.environ["PORT"])))
@@ -415,6 +415,7 @@ while True:
         data += chunk
     if data:
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        time.sleep(0.3)  # the next request comes, and finds the close
     c.close()
 `})
 	inst, ctx := startApp(t, prep)
@@ -628,5 +629,52 @@ func TestSandboxHidesHostCgroups(t *testing.T) {
 		if _, path, _ := strings.Cut(line[strings.IndexByte(line, ':')+1:], ":"); path != "/" {
 			t.Errorf("/proc/self/cgroup in the sandbox says %q, want every path /:\n%s", line, resp.Body)
 		}
+	}
+}
+
+// TestHTTPCallerCannotPlantAResponse: a program that leaves a request body
+// unread (Python's http.server does) takes it for a request of its own;
+// a caller who puts a request in the body must not have its answer reach
+// the next caller, nor may a body sent after a HEAD's answer.
+func TestHTTPCallerCannotPlantAResponse(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{"app.py": `
+import os
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("answer to " + self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)  # after a HEAD too, wrongly
+    do_POST = do_GET  # the body is never read
+    do_HEAD = do_GET
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+`})
+	inst, ctx := startApp(t, prep)
+	invoke := func(method, path, body string) string {
+		t.Helper()
+		resp, err := inst.Invoke(ctx, &runtime.Request{Method: method, Path: path, Header: http.Header{}, Body: []byte(body)}, slog.Default())
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		return string(resp.Body)
+	}
+	if got := invoke("GET", "/warm", ""); got != "answer to /warm" {
+		t.Fatalf("GET /warm: %q", got)
+	}
+	invoke("POST", "/attack", "GET /planted HTTP/1.1\r\nHost: x\r\n\r\n")
+	if got := invoke("GET", "/victim", ""); got != "answer to /victim" {
+		t.Errorf("the caller after a POST with a request in its body got %q, want its own answer", got)
+	}
+	invoke("HEAD", "/head", "")
+	if got := invoke("GET", "/after-head", ""); got != "answer to /after-head" {
+		t.Errorf("the caller after a HEAD got %q, want its own answer", got)
 	}
 }
