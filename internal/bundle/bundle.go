@@ -139,7 +139,7 @@ func (u *unpacker) tarGz(b []byte) error {
 			if n > budget {
 				return &Error{Reason: "the bundle holds too much data after the archive's end"}
 			}
-			return u.checkLinks()
+			return u.finish()
 		}
 		if err != nil {
 			return &Error{Reason: "not a valid tar archive: " + err.Error()}
@@ -195,7 +195,7 @@ func (u *unpacker) zip(b []byte) error {
 			return err
 		}
 	}
-	return u.checkLinks()
+	return u.finish()
 }
 
 func (u *unpacker) zipEntry(f *zip.File, kind entryKind, target string) error {
@@ -343,6 +343,22 @@ func (u *unpacker) checkFolders(dir string) (link string, missing int) {
 		u.real[p] = true
 	}
 	return "", 0
+}
+
+// finish ends an unpacking: every folder gets mode 0755, whatever the
+// server's umask made of it (under 077 the sandbox's user could not enter
+// one), and every link is checked.
+func (u *unpacker) finish() error {
+	err := fs.WalkDir(u.root.FS(), ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		return u.root.Chmod(name, 0o755)
+	})
+	if err != nil {
+		return fmt.Errorf("bundle: cannot set its folders' modes: %w", err)
+	}
+	return u.checkLinks()
 }
 
 // checkLinks makes sure, once every entry is on disk, that each link

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -676,5 +677,22 @@ HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 	invoke("HEAD", "/head", "")
 	if got := invoke("GET", "/after-head", ""); got != "answer to /after-head" {
 		t.Errorf("the caller after a HEAD got %q, want its own answer", got)
+	}
+}
+
+// TestRestrictiveUmask: a server run under umask 077 (systemd's UMask=0077)
+// still runs its functions: the bundle's folders and the sandbox's root
+// get the modes they are made with (under it, /var was 0700 and the
+// program's user could not reach /var/task, nor a folder of the bundle).
+func TestRestrictiveUmask(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{
+		"run.sh*":      "#!/bin/sh\necho 'Content-Type: text/plain'\necho\n. ./lib/greet.sh\n",
+		"lib/greet.sh": "echo greeted\n",
+	})
+	if got := string(runOnce(t, prep, testConfig(runtime.ProtocolStdio, "./run.sh")).Body); got != "greeted\n" {
+		t.Errorf("body = %q, want the program run from its bundle's folder", got)
 	}
 }

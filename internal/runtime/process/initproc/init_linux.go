@@ -73,6 +73,10 @@ func init() {
 // program. It never returns.
 func runInit() {
 	goruntime.LockOSThread() // no_new_privs and seccomp are per thread: exec from this one
+	// The root's folders and the program's files get the modes they are
+	// made with, whatever umask the server runs under (under 077, /var was
+	// 0700 and the program's user could not reach /var/task).
+	unix.Umask(0o022)
 	// Whatever the server inherited and did not mark close-on-exec stops
 	// here, short of the program.
 	unix.CloseRange(fdBundle, ^uint(0), unix.CLOSE_RANGE_CLOEXEC)
