@@ -65,6 +65,10 @@ func (a *API) function(w http.ResponseWriter, r *http.Request, c call) error {
 		if err != nil {
 			return err
 		}
+		// A new function of the same name inherits none of it.
+		if err := a.Async.ForgetFunction(context.WithoutCancel(r.Context()), c.tenant, name); err != nil {
+			a.log.Error("could not remove a deleted function's dead letters and idempotency keys", "tenant", c.tenant, "function", name, "err", err)
+		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
 	default:

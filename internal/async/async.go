@@ -298,11 +298,13 @@ func (s *Service) claimKey(ctx context.Context, k string, job Job) (rev uint64, 
 	}
 	id, claimed, _ := strings.Cut(string(e.Value), " ")
 	rec, err := s.Get(ctx, job.Tenant, id)
-	if !errors.Is(err, ErrNotFound) {
+	// The key of a function deleted since, whose name a new one took, is
+	// taken over at once.
+	stale := err == nil && !s.ofCurrentFunction(Job{Tenant: job.Tenant, Function: job.Function, Queued: rec.Created})
+	if !stale && !errors.Is(err, ErrNotFound) {
 		return 0, rec, err
 	}
-	at, perr := strconv.ParseInt(claimed, 10, 64)
-	if perr != nil || s.now().Sub(time.Unix(0, at)) < keyTakeover {
+	if at, perr := strconv.ParseInt(claimed, 10, 64); !stale && (perr != nil || s.now().Sub(time.Unix(0, at)) < keyTakeover) {
 		return 0, Record{}, ErrPending // the first request with the key is queueing it right now
 	}
 	rev, err = s.results.Update(ctx, k, value, e.Revision)
@@ -324,6 +326,21 @@ func (s *Service) ForgetTenant(ctx context.Context, tenant string) error {
 		s.queue.Purge(ctx, workPrefix+tenant+".>"),
 		s.dead.Purge(ctx, deadPrefix+tenant+".>"),
 		s.results.PurgePrefix(ctx, "idem."+tenant+"."),
+	)
+}
+
+// ForgetFunction removes what the async service keeps of a deleted
+// function: its dead letters and idempotency keys, which a new function of
+// the same name must not inherit. (Its queued invocations are dropped as
+// workers take them.)
+func (s *Service) ForgetFunction(ctx context.Context, tenant, function string) error {
+	if !registry.ValidName(tenant) || !registry.ValidName(function) {
+		return nil
+	}
+	return errors.Join(
+		s.dead.Purge(ctx, legacyDeadSubject(tenant, function)),
+		s.dead.Purge(ctx, deadSubject(tenant, function, ">")),
+		s.results.PurgePrefix(ctx, "idem."+tenant+"."+function+"."),
 	)
 }
 

@@ -68,7 +68,7 @@ func TestReplayFindsAnyDeadLetter(t *testing.T) {
 
 // newService returns a Service on a store of its own, with tenant t
 // (created an hour ago) and no functions or invoker: enough for the queue
-// and the dead letters.
+// and the dead letters (of functions gone altogether).
 func newService(t *testing.T) *Service {
 	t.Helper()
 	st, err := store.Open(t.Context(), store.Config{DataDir: t.TempDir()})
@@ -76,7 +76,7 @@ func newService(t *testing.T) *Service {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	s, err := New(t.Context(), Deps{Store: st, Tenants: tenants{"t": time.Now().Add(-time.Hour)}, Logger: slog.New(slog.DiscardHandler)})
+	s, err := New(t.Context(), Deps{Store: st, Functions: functions{}, Tenants: tenants{"t": time.Now().Add(-time.Hour)}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -61,6 +61,13 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		last.Ended, last.Error = s.now().UTC(), "the worker running it stopped"
 	}
 	fn, ok := s.functions.Lookup(job.Tenant, job.Function)
+	if ok && job.Queued.Before(fn.Created) {
+		// Queued for a function deleted since, whose name a new one took:
+		// its versions start at 1 again, with other code.
+		log.Info("dropping an invocation of a deleted function")
+		logQueueError(log, m.Ack())
+		return
+	}
 	v, vok := fn.Version(job.Version)
 	if !ok || !vok {
 		s.bury(ctx, m, job, rec, fmt.Sprintf("function %s version %d no longer exists", job.Function, job.Version), log)
@@ -425,11 +432,20 @@ func (s *Service) letters(ctx context.Context, tenant string, limit int, filters
 	out := make([]DeadLetter, 0, len(msgs))
 	for _, m := range msgs {
 		d, ok := deadLetter(m)
-		if _, current := s.tenantOf(d.job); ok && current && d.job.Tenant == tenant {
+		if _, current := s.tenantOf(d.job); ok && current && d.job.Tenant == tenant && s.ofCurrentFunction(d.job) {
 			out = append(out, d)
 		}
 	}
 	return out, nil
+}
+
+// ofCurrentFunction reports whether job was queued for the function now
+// called job.Function, not for one deleted before it was created. (A job
+// of a function that is gone altogether is, for the dead letters of its
+// last run.)
+func (s *Service) ofCurrentFunction(job Job) bool {
+	fn, ok := s.functions.Lookup(job.Tenant, job.Function)
+	return !ok || !job.Queued.Before(fn.Created)
 }
 
 // tenantOf returns job's tenant, and false if it was deleted since job was

@@ -544,3 +544,43 @@ func filesContaining(t *testing.T, dir, s string) []string {
 	})
 	return found
 }
+
+// TestFunctionNameReused: a function deleted and deployed again under its
+// name inherits none of its predecessor's async work: no dead letters to
+// list or replay onto the new code, no result for an Idempotency-Key, and
+// no retry queued before the delete, neither run nor buried.
+func TestFunctionNameReused(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	n.deploySpec(t, "f", reactorPath, `"retries":0`)
+	dead, _ := n.enqueue(t, "/fn/default/f/panic", "", "")
+	n.record(t, dead, finished)
+	keyed, _ := n.enqueue(t, "/fn/default/f/ok", "", "same-key")
+	n.record(t, keyed, finished)
+	n.deploySpec(t, "r", reactorPath, `"retries":1,"retry_delay":"1s"`)
+	retried, _ := n.enqueue(t, "/fn/default/r/panic", "", "")
+	n.record(t, retried, func(r async.Record) bool { return r.State == async.Failed })
+	for _, name := range []string{"f", "r"} {
+		if a := n.do(t, "DELETE", "/v1/functions/"+name, "", nil); a.status != 204 {
+			t.Fatalf("delete function %s: %d %s", name, a.status, a.body)
+		}
+	}
+	n.deploySpec(t, "f", reactorPath, `"retries":0`)
+	n.deploySpec(t, "r", reactorPath, `"retries":0`)
+	if out := n.mustGust(t, "dlq", "ls", "f"); strings.Contains(out, dead) {
+		t.Errorf("the new function's dlq ls shows its predecessor's dead letter:\n%s", out)
+	}
+	if a := n.do(t, "POST", "/v1/functions/f/dlq/replay", "", nil); strings.Contains(a.body, `"replayed":1`) {
+		t.Errorf("a replay of the new function replayed its predecessor's letter: %s", a.body)
+	}
+	if again, a := n.enqueue(t, "/fn/default/f/ok", "", "same-key"); a.status != 202 || again == keyed {
+		t.Errorf("the predecessor's Idempotency-Key: %d, invocation %s (the old one %s), want a new invocation", a.status, again, keyed)
+	}
+	// The predecessor's retry comes due and is dropped, not run on the new code.
+	time.Sleep(2 * time.Second)
+	if rec := n.record(t, retried, func(async.Record) bool { return true }); rec.State != async.Failed || len(rec.Attempts) != 1 {
+		t.Errorf("the predecessor's queued retry: %s after %d attempts, want it left failed after its 1, neither run on the new function nor buried in its dead letters", rec.State, len(rec.Attempts))
+	}
+	if out := n.mustGust(t, "dlq", "ls", "r"); strings.Contains(out, retried) {
+		t.Errorf("the new function's dlq ls shows its predecessor's retry:\n%s", out)
+	}
+}
