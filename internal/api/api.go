@@ -63,13 +63,22 @@ type Deps struct {
 // API serves /v1.
 type API struct {
 	Deps
-	log *slog.Logger
+	log     *slog.Logger
+	uploads chan struct{} // a slot for each deploy being read into memory
 }
 
 // New returns an API.
 func New(deps Deps) *API {
-	return &API{Deps: deps, log: deps.Logger}
+	return &API{Deps: deps, log: deps.Logger, uploads: make(chan struct{}, maxUploads)}
 }
+
+// maxUploads bounds the deploys that hold their artifact in memory at once
+// (up to MaxArtifactBytes each, and the compile's own): twenty at once
+// took the server to 4.5 GB. Others wait up to uploadWait for a slot.
+const (
+	maxUploads = 4
+	uploadWait = 30 * time.Second
+)
 
 // call is an authenticated request: who makes it, and the tenant it acts in.
 type call struct {

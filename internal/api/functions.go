@@ -167,6 +167,11 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, c call, name string
 		return httperror.New(http.StatusUnsupportedMediaType, "unsupported_media_type",
 			"a deploy is multipart/form-data with a \"spec\" part (JSON) and an \"artifact\" part")
 	}
+	release, err := a.uploadSlot(w, r)
+	if err != nil {
+		return err
+	}
+	defer release()
 	r.Body = http.MaxBytesReader(w, r.Body, MaxArtifactBytes+maxSpecPartBytes+64<<10)
 	spec, artifact, err := readDeploy(r)
 	if err != nil {
@@ -204,6 +209,22 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, c call, name string
 		status = http.StatusOK
 	}
 	return httperror.WriteJSON(w, status, Deployed{Function: res.Function, Version: res.Version, Created: res.Created})
+}
+
+// uploadSlot waits for one of the maxUploads slots of deploys in memory,
+// at most uploadWait, and returns its release.
+func (a *API) uploadSlot(w http.ResponseWriter, r *http.Request) (release func(), err error) {
+	t := time.NewTimer(uploadWait)
+	defer t.Stop()
+	select {
+	case a.uploads <- struct{}{}:
+		return func() { <-a.uploads }, nil
+	case <-t.C:
+		w.Header().Set("Retry-After", "5")
+		return nil, httperror.New(http.StatusServiceUnavailable, "busy", "%d deploys are being uploaded or compiled on this server; try again in a moment", maxUploads)
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
 }
 
 // stillAuthorized checks again, at the end of a long call, that its key is

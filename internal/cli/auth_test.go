@@ -591,36 +591,11 @@ func TestAuditAndCLIAdministration(t *testing.T) {
 func TestSlowDeployChecksItsKeyAgain(t *testing.T) {
 	n := startNode(t, t.TempDir())
 	artifact := must(os.ReadFile(guestPath))
-	// slowDeploy sends the first half of a deploy with key, runs meanwhile,
-	// sends the rest, and returns the answer's status.
 	slowDeploy := func(key, name string, meanwhile func()) int {
 		t.Helper()
-		var buf bytes.Buffer
-		mw := multipart.NewWriter(&buf)
-		mw.WriteField("spec", `{"auth":"none"}`)
-		w, _ := mw.CreateFormFile("artifact", "f.wasm")
-		w.Write(artifact)
-		mw.Close()
-		body := buf.Bytes()
-		pr, pw := io.Pipe()
-		req, _ := http.NewRequest("PUT", n.url+"/v1/functions/"+name, pr)
-		req.Header.Set("Authorization", "Bearer "+key)
-		req.Header.Set("Content-Type", mw.FormDataContentType())
-		req.ContentLength = int64(len(body))
-		status := make(chan int, 1)
-		go func() {
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				status <- -1
-				return
-			}
-			resp.Body.Close()
-			status <- resp.StatusCode
-		}()
-		pw.Write(body[:len(body)/2])
+		finish, status := n.startSlowDeploy(t, key, name, artifact)
 		meanwhile()
-		pw.Write(body[len(body)/2:])
-		pw.Close()
+		finish()
 		return <-status
 	}
 
@@ -654,5 +629,97 @@ func TestSlowDeployChecksItsKeyAgain(t *testing.T) {
 	}
 	if a := n.do(t, "GET", "/fn/doomed/planted", "", nil); a.status != 404 {
 		t.Errorf("invoking the refused deploy's function: %d, want 404", a.status)
+	}
+}
+
+// startSlowDeploy sends the first half of a deploy of artifact as name
+// with key; finish sends the rest, and the answer's status comes on status.
+func (n *node) startSlowDeploy(t *testing.T, key, name string, artifact []byte) (finish func(), status <-chan int) {
+	t.Helper()
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	mw.WriteField("spec", `{"auth":"none"}`)
+	w, _ := mw.CreateFormFile("artifact", "f.wasm")
+	w.Write(artifact)
+	mw.Close()
+	body := buf.Bytes()
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("PUT", n.url+"/v1/functions/"+name, pr)
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.ContentLength = int64(len(body))
+	answered := make(chan int, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			answered <- -1
+			return
+		}
+		resp.Body.Close()
+		answered <- resp.StatusCode
+	}()
+	pw.Write(body[:len(body)/2])
+	return func() {
+		pw.Write(body[len(body)/2:])
+		pw.Close()
+	}, answered
+}
+
+// TestDeploysInMemoryAreBounded: deploys, which hold their artifact in
+// memory, are read a few at a time (twenty at once took the server to
+// 4.5 GB); the next waits for a slot.
+func TestDeploysInMemoryAreBounded(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	artifact := must(os.ReadFile(guestPath))
+	// Compiled once: a deploy of it takes milliseconds from now on.
+	if a := n.deployRaw(t, "compiled", "{}", artifact); a.status != 201 {
+		t.Fatalf("deploy: %d %s", a.status, a.body)
+	}
+	var finishes []func()
+	var statuses []<-chan int
+	for i := range 4 {
+		finish, status := n.startSlowDeploy(t, n.key, fmt.Sprintf("slow%d", i), artifact)
+		finishes, statuses = append(finishes, finish), append(statuses, status)
+	}
+	time.Sleep(200 * time.Millisecond) // the four hold every slot
+	next := make(chan answer, 1)
+	go func() {
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		mw.WriteField("spec", `{}`)
+		w, _ := mw.CreateFormFile("artifact", "f.wasm")
+		w.Write(artifact)
+		mw.Close()
+		req, _ := http.NewRequest("PUT", n.url+"/v1/functions/fifth", &buf)
+		req.Header.Set("Authorization", "Bearer "+n.key)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			next <- answer{status: -1}
+			return
+		}
+		resp.Body.Close()
+		next <- answer{status: resp.StatusCode}
+	}()
+	select {
+	case a := <-next:
+		for _, finish := range finishes {
+			finish()
+		}
+		t.Fatalf("a fifth deploy beside four uploading ones answered %d at once; want it to wait for a slot", a.status)
+	case <-time.After(500 * time.Millisecond):
+	}
+	finishes[0]()
+	if s := <-statuses[0]; s != 201 {
+		t.Errorf("the first slow deploy: %d", s)
+	}
+	if a := <-next; a.status != 201 {
+		t.Errorf("the fifth deploy, once a slot was free: %d, want 201", a.status)
+	}
+	for i, finish := range finishes[1:] {
+		finish()
+		if s := <-statuses[i+1]; s != 201 {
+			t.Errorf("slow deploy %d: %d", i+1, s)
+		}
 	}
 }
