@@ -18,6 +18,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // Limits bound what a bundle may unpack to.
@@ -439,7 +440,8 @@ func unwrapPath(err error) error {
 }
 
 // Pack returns dir as a .tar.gz: its files, folders and symbolic links,
-// without version-control folders.
+// without version-control folders, owners or times (the same files make
+// the same bytes).
 func Pack(dir string) ([]byte, error) {
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
@@ -473,6 +475,9 @@ func Pack(dir string) ([]byte, error) {
 		}
 		h.Name = filepath.ToSlash(rel)
 		h.Uname, h.Gname, h.Uid, h.Gid = "", "", 0, 0
+		// No times: the same files make the same bundle, so that a deploy
+		// of a folder whose files were only touched adds no version.
+		h.ModTime, h.AccessTime, h.ChangeTime = time.Unix(0, 0), time.Time{}, time.Time{}
 		if err := tw.WriteHeader(h); err != nil {
 			return err
 		}

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // ---------------------------------------------------------------------------
@@ -1609,4 +1610,29 @@ func FuzzUnpack(f *testing.F) {
 			t.Error(p)
 		}
 	})
+}
+
+// TestPackIsReproducible: the same files make the same bundle, whenever
+// they were written, so that redeploying a folder whose files were only
+// touched adds no version.
+func TestPackIsReproducible(t *testing.T) {
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"handler.sh": "echo hi\n", "lib/x.txt": "x"}, nil)
+	first, err := Pack(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Hour)
+	for _, p := range []string{"handler.sh", "lib/x.txt", "lib"} {
+		if err := os.Chtimes(filepath.Join(src, p), later, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second, err := Pack(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(first, second) {
+		t.Errorf("the same files, touched, packed to other bytes")
+	}
 }
