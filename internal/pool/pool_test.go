@@ -769,40 +769,56 @@ func (in gatedCloseInstance) Close(ctx context.Context) error {
 	return in.Instance.Close(ctx)
 }
 
+// newGatedPool returns a pool of the reactor fixture in which closing an
+// instance waits until gate is closed.
+func newGatedPool(t *testing.T) (*Pool, chan struct{}) {
+	t.Helper()
+	rt, err := wasm.New(context.Background(), wasm.Config{CacheDir: cacheDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rt.Close(context.Background()) })
+	gate := make(chan struct{})
+	return New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: gatedClose{rt, gate}}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}}), gate
+}
+
+// waitsForTheClose runs request, which must still wait 200 ms later (for
+// an instance whose close gate holds up), then opens gate and returns
+// request's error.
+func waitsForTheClose(t *testing.T, gate chan struct{}, request func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- request() }()
+	select {
+	case err := <-done:
+		close(gate)
+		t.Fatalf("a request ran (%v) while an instance was still closing, past max_instances 1", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(gate)
+	return <-done
+}
+
 // TestClosingInstanceHoldsItsSlot: an instance still closing counts
 // against max_instances (a process function's program still holds its
 // memory); the next request starts one once it is closed.
 func TestClosingInstanceHoldsItsSlot(t *testing.T) {
 	ctx := context.Background()
-	rt, err := wasm.New(ctx, wasm.Config{CacheDir: cacheDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close(ctx)
-	gate := make(chan struct{})
-	p := New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: gatedClose{rt, gate}}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}})
+	p, gate := newGatedPool(t)
 	defer p.Close()
 	tg := target("one", reactorWasm, func(s *registry.Spec) { s.MaxRequests, s.MaxInstances = 1, 1 })
 	activate(t, p, tg)
 	if _, _, err := call(ctx, p, tg, "/count"); err != nil {
 		t.Fatal(err)
 	}
-	second := make(chan error, 1)
-	go func() {
+	err := waitsForTheClose(t, gate, func() error {
 		_, out, err := call(ctx, p, tg, "/count")
 		if err == nil && !out.Cold {
 			err = errors.New("the second request was not a cold start")
 		}
-		second <- err
-	}()
-	select {
-	case err := <-second:
-		close(gate)
-		t.Fatalf("the second request ran (%v) while the first instance was still closing, past max_instances 1", err)
-	case <-time.After(200 * time.Millisecond):
-	}
-	close(gate)
-	if err := <-second; err != nil {
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
@@ -813,13 +829,7 @@ func TestClosingInstanceHoldsItsSlot(t *testing.T) {
 // another beside it.
 func TestStoppedIdleInstanceHoldsItsSlot(t *testing.T) {
 	ctx := context.Background()
-	rt, err := wasm.New(ctx, wasm.Config{CacheDir: cacheDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close(ctx)
-	gate := make(chan struct{})
-	p := New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: gatedClose{rt, gate}}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}})
+	p, gate := newGatedPool(t)
 	defer p.Close()
 	tg := target("drained", reactorWasm, func(s *registry.Spec) { s.MaxInstances = 1 })
 	activate(t, p, tg)
@@ -835,19 +845,11 @@ func TestStoppedIdleInstanceHoldsItsSlot(t *testing.T) {
 		defer vp.mu.Unlock()
 		return len(vp.idle) == 0
 	})
-	next := make(chan error, 1)
-	go func() {
+	err := waitsForTheClose(t, gate, func() error {
 		_, _, err := call(ctx, p, tg, "/count")
-		next <- err
-	}()
-	select {
-	case err := <-next:
-		close(gate)
-		t.Fatalf("a request ran (%v) while the stopped instance was still closing, past max_instances 1", err)
-	case <-time.After(200 * time.Millisecond):
-	}
-	close(gate)
-	if err := <-next; err != nil {
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
@@ -857,13 +859,7 @@ func TestStoppedIdleInstanceHoldsItsSlot(t *testing.T) {
 // instance to close; Close waits for it.
 func TestSpentInstanceClosesAfterTheResponse(t *testing.T) {
 	ctx := context.Background()
-	rt, err := wasm.New(ctx, wasm.Config{CacheDir: cacheDir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close(ctx)
-	gate := make(chan struct{})
-	p := New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: gatedClose{rt, gate}}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}})
+	p, gate := newGatedPool(t)
 	tg := target("spent", reactorWasm, func(s *registry.Spec) { s.MaxRequests = 1 })
 	activate(t, p, tg)
 	answered := make(chan error, 1)
