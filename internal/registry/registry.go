@@ -432,8 +432,8 @@ func (r *Registry) Delete(ctx context.Context, tenant, name string) error {
 			return err
 		}
 		// The delete marker's revision is not returned; wait until the view
-		// no longer holds the function.
-		if err := r.view.WaitGone(ctx, k); err != nil {
+		// has seen it (or a deploy of the name since).
+		if err := r.view.WaitPast(ctx, k, cur.Revision); err != nil {
 			return err
 		}
 		r.log.Info("function deleted", "tenant", tenant, "function", name)

@@ -147,9 +147,12 @@ func (v *View[T]) WaitApplied(ctx context.Context, key string, rev uint64) error
 	return v.waitUntil(ctx, key, func() bool { return v.applied[key] >= rev })
 }
 
-// WaitGone returns once key is not in the view.
-func (v *View[T]) WaitGone(ctx context.Context, key string) error {
-	return v.waitUntil(ctx, key, func() bool { _, ok := v.items[key]; return !ok })
+// WaitPast returns once the view has applied a change of key after its
+// revision rev: the delete of rev, say, or a write since. (Waiting for the
+// key to be gone could wait for ever while another client writes it
+// again.)
+func (v *View[T]) WaitPast(ctx context.Context, key string, rev uint64) error {
+	return v.WaitApplied(ctx, key, rev+1)
 }
 
 func (v *View[T]) waitUntil(ctx context.Context, key string, done func() bool) error {

@@ -48,19 +48,30 @@ func updateJSON[T any](ctx context.Context, kv *store.KV, key string, change fun
 	}
 }
 
-// deleteKey deletes key whatever its revision; a missing key is not an error.
-func deleteKey(ctx context.Context, kv *store.KV, key string) error {
+// deleteKey deletes key whatever its revision, and returns the revision it
+// deleted; a missing key is not an error (and 0).
+func deleteKey(ctx context.Context, kv *store.KV, key string) (deleted uint64, err error) {
 	for {
 		cur, err := kv.Get(ctx, key)
 		if errors.Is(err, store.ErrNotFound) {
-			return nil
+			return 0, nil
 		}
 		if err != nil {
-			return err
+			return 0, err
 		}
 		err = kv.Delete(ctx, key, cur.Revision)
 		if !errors.Is(err, store.ErrConflict) {
-			return err
+			return cur.Revision, err
 		}
 	}
+}
+
+// deleteSeen deletes key and waits until view has seen the delete, or a
+// write of key since.
+func deleteSeen[T any](ctx context.Context, kv *store.KV, view *store.View[T], key string) error {
+	rev, err := deleteKey(ctx, kv, key)
+	if err != nil || rev == 0 {
+		return err
+	}
+	return view.WaitPast(ctx, key, rev)
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/gust-faas/gust/internal/store"
 )
 
 // MaxSecretBytes bounds a secret's value.
@@ -150,8 +152,15 @@ func (s *Service) SetSecret(ctx context.Context, tenant, name string, value []by
 	now := s.now().UTC()
 	rec := sealedSecret{Tenant: tenant, TenantID: t.ID, Name: name, Sealed: s.sealer.seal(tenant, name, value), Created: now, Updated: now}
 	k := secretKey(tenant, name)
-	rev, err := createJSON(ctx, s.secretsKV, k, rec)
-	if err != nil {
+	var (
+		rev uint64
+		err error
+	)
+	for {
+		rev, err = createJSON(ctx, s.secretsKV, k, rec)
+		if !errors.Is(err, store.ErrConflict) {
+			break
+		}
 		rev, err = updateJSON(ctx, s.secretsKV, k, func(old *sealedSecret) error {
 			if old.TenantID == rec.TenantID {
 				rec.Created = old.Created
@@ -159,6 +168,10 @@ func (s *Service) SetSecret(ctx context.Context, tenant, name string, value []by
 			*old = rec
 			return nil
 		})
+		if !errors.Is(err, ErrNotFound) {
+			break
+		}
+		// Deleted between the two: created again.
 	}
 	if err != nil {
 		return SecretInfo{}, err
@@ -203,11 +216,11 @@ func (s *Service) DeleteSecret(ctx context.Context, tenant, name string) error {
 	if sec, ok := s.secret(tenant, name); !ok || sec.Tenant != tenant {
 		return fmt.Errorf("secret %q: %w", name, ErrNotFound)
 	}
-	if err := deleteKey(ctx, s.secretsKV, k); err != nil {
+	if err := deleteSeen(ctx, s.secretsKV, s.secrets, k); err != nil {
 		return err
 	}
 	s.log.Info("secret deleted", "tenant", tenant, "secret", name)
-	return s.secrets.WaitGone(ctx, k)
+	return nil
 }
 
 // MissingSecretError names a secret a function uses that is not set.

@@ -281,7 +281,7 @@ func putRecord(t *testing.T, s *Service, rec sealedSecret) {
 		t.Fatal(err)
 	}
 	key := secretKey(rec.Tenant, rec.Name)
-	if err := deleteKey(ctx, s.secretsKV, key); err != nil {
+	if _, err := deleteKey(ctx, s.secretsKV, key); err != nil {
 		t.Fatal(err)
 	}
 	rev, err := s.secretsKV.Create(ctx, key, data)
@@ -610,5 +610,39 @@ func TestSetSecretConcurrently(t *testing.T) {
 	}
 	if got := nodes[0].Secrets("acme"); len(got) != 1 {
 		t.Errorf("Secrets(acme) = %+v, want one secret", got)
+	}
+}
+
+// TestDeleteBesideWrites: sets and deletes of one secret at once all
+// succeed: a delete returns once the view has seen it (it waited for the
+// secret to be gone, which a set since could keep from ever being seen,
+// and answered nothing until the client gave up), and a set that finds the
+// secret deleted between its create and its update creates it again (it
+// answered not found).
+func TestDeleteBesideWrites(t *testing.T) {
+	s := newService(t)
+	mustCreateTenant(t, s, "acme", Quotas{})
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for range 200 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if _, err := s.SetSecret(ctx, "acme", "RACE", []byte("v")); err != nil {
+				errs <- fmt.Errorf("set: %w", err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if err := s.DeleteSecret(ctx, "acme", "RACE"); err != nil && !errors.Is(err, ErrNotFound) {
+				errs <- fmt.Errorf("delete: %w", err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("a set or delete beside the others: %v", err)
 	}
 }

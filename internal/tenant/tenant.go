@@ -252,25 +252,16 @@ func (s *Service) DeleteTenant(ctx context.Context, name string) error {
 	// they carry this incarnation's ID, so they never work again.
 	for _, k := range s.keys.List("") {
 		if k.Tenant == name {
-			if err := deleteKey(ctx, s.keysKV, k.ID); err != nil {
-				return err
-			}
-			if err := s.keys.WaitGone(ctx, k.ID); err != nil {
+			if err := deleteSeen(ctx, s.keysKV, s.keys, k.ID); err != nil {
 				return err
 			}
 		}
 	}
 	for _, sec := range s.secrets.List(name + ".") {
 		k := secretKey(name, sec.Name)
-		if err := deleteKey(ctx, s.secretsKV, k); err != nil {
-			return err
-		}
-		if err := s.secrets.WaitGone(ctx, k); err != nil {
+		if err := deleteSeen(ctx, s.secretsKV, s.secrets, k); err != nil {
 			return err
 		}
 	}
-	if err := deleteKey(ctx, s.tenantsKV, name); err != nil {
-		return err
-	}
-	return s.tenants.WaitGone(ctx, name)
+	return deleteSeen(ctx, s.tenantsKV, s.tenants, name)
 }
