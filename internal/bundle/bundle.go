@@ -10,6 +10,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -167,6 +168,13 @@ func (u *unpacker) tarGz(b []byte) error {
 }
 
 func (u *unpacker) zip(b []byte) error {
+	// The reader takes the whole central directory into memory, some 260
+	// bytes an entry: a 64 MiB zip of a million tiny records cost 380 MiB
+	// before the entries were counted. Records the count skips ("./")
+	// leave some slack; past it, the zip is refused unread.
+	if n, ok := zipEntries(b); ok && n > 2*uint64(u.lim.MaxFiles)+100 {
+		return &Error{Reason: fmt.Sprintf("the bundle has %d entries, far more than the %d allowed", n, u.lim.MaxFiles)}
+	}
 	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
 		return &Error{Reason: "not a valid zip archive: " + err.Error()}
@@ -197,6 +205,32 @@ func (u *unpacker) zip(b []byte) error {
 		}
 	}
 	return u.finish()
+}
+
+// zipEntries returns the number of entries a zip's end of central
+// directory record (zip64's, where it has one) declares, and false if it
+// finds none.
+func zipEntries(b []byte) (uint64, bool) {
+	const eocdLen, zip64LocatorLen = 22, 20
+	for i := len(b) - eocdLen; i >= 0 && i >= len(b)-eocdLen-0xffff; i-- {
+		if binary.LittleEndian.Uint32(b[i:]) != 0x06054b50 {
+			continue
+		}
+		n := uint64(binary.LittleEndian.Uint16(b[i+10:]))
+		if n != 0xffff || i < zip64LocatorLen {
+			return n, true
+		}
+		loc := b[i-zip64LocatorLen:]
+		if binary.LittleEndian.Uint32(loc) != 0x07064b50 {
+			return n, true
+		}
+		off := binary.LittleEndian.Uint64(loc[8:])
+		if off > uint64(len(b)) || uint64(len(b))-off < 56 || binary.LittleEndian.Uint32(b[off:]) != 0x06064b50 {
+			return 0, false
+		}
+		return binary.LittleEndian.Uint64(b[off+32:]), true
+	}
+	return 0, false
 }
 
 func (u *unpacker) zipEntry(f *zip.File, kind entryKind, target string) error {

@@ -1636,3 +1636,27 @@ func TestPackIsReproducible(t *testing.T) {
 		t.Errorf("the same files, touched, packed to other bytes")
 	}
 }
+
+// TestZipEntriesCountedFirst: a zip whose end record declares far more
+// entries than allowed is refused before its central directory is read
+// (a 64 MiB zip of a million tiny records took 380 MiB to read), and a
+// truncated or foreign tail is left to the zip reader.
+func TestZipEntriesCountedFirst(t *testing.T) {
+	var ents []ent
+	for i := range 300 {
+		ents = append(ents, aFile(fmt.Sprintf("f%d", i), "x"))
+	}
+	b := zipOf(t, ents...)
+	if n, ok := zipEntries(b); !ok || n != 300 {
+		t.Fatalf("zipEntries = %d, %v; want 300", n, ok)
+	}
+	err := Unpack(b, t.TempDir(), Limits{MaxBytes: 1 << 20, MaxFiles: 10, MaxRatio: 200})
+	if err == nil || !strings.Contains(err.Error(), "300 entries, far more than the 10 allowed") {
+		t.Errorf("Unpack of 300 entries with MaxFiles 10: %v", err)
+	}
+	for _, tail := range [][]byte{nil, []byte("PK\x05\x06"), b[:len(b)-5], bytes.Repeat([]byte{0}, 100)} {
+		if n, ok := zipEntries(tail); ok {
+			t.Errorf("zipEntries of %d bytes without a whole end record = %d, true", len(tail), n)
+		}
+	}
+}
