@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/gust-faas/gust/internal/httperror"
@@ -172,6 +173,10 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, c call, name string
 		return err
 	}
 	defer release()
+	// A slow upload must not hold its slot for ever.
+	if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(UploadTimeout)); err != nil {
+		a.log.Warn("a deploy's upload has no deadline", "err", err)
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxArtifactBytes+maxSpecPartBytes+64<<10)
 	spec, artifact, err := readDeploy(r)
 	if err != nil {
@@ -325,7 +330,14 @@ func readPart(r io.Reader, limit int64) ([]byte, error) {
 	return data, nil
 }
 
+// UploadTimeout is how long a deploy's body may take to arrive: 64 MiB at
+// about 220 KB/s (a variable for tests).
+var UploadTimeout = 5 * time.Minute
+
 func partError(what string, err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return httperror.New(http.StatusRequestTimeout, "request_timeout", "the deploy's body did not arrive within %s", UploadTimeout)
+	}
 	var maxErr *http.MaxBytesError
 	if errors.Is(err, errPartTooLarge) || errors.As(err, &maxErr) {
 		return httperror.New(http.StatusRequestEntityTooLarge, "payload_too_large", "%s is too large: an artifact may be at most %d MiB, a spec %d KiB", what, MaxArtifactBytes>>20, maxSpecPartBytes>>10)

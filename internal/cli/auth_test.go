@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gust-faas/gust/internal/api"
 )
 
 // createKey creates a key through the API as n's admin and returns its id
@@ -721,5 +723,39 @@ func TestDeploysInMemoryAreBounded(t *testing.T) {
 		if s := <-statuses[i+1]; s != 201 {
 			t.Errorf("slow deploy %d: %d", i+1, s)
 		}
+	}
+}
+
+// TestSlowDeployTimesOut: a deploy whose body stops arriving is answered
+// 408 once api.UploadTimeout has passed, and frees its upload slot.
+func TestSlowDeployTimesOut(t *testing.T) {
+	saved := api.UploadTimeout
+	api.UploadTimeout = 300 * time.Millisecond
+	defer func() { api.UploadTimeout = saved }()
+	n := startNode(t, t.TempDir())
+	artifact := must(os.ReadFile(guestPath))
+	var finishes []func()
+	var statuses []<-chan int
+	for i := range 4 { // every upload slot
+		finish, status := n.startSlowDeploy(t, n.key, fmt.Sprintf("stalled%d", i), artifact)
+		finishes, statuses = append(finishes, finish), append(statuses, status)
+	}
+	defer func() {
+		for _, finish := range finishes {
+			finish()
+		}
+	}()
+	for i, status := range statuses {
+		select {
+		case s := <-status:
+			if s != 408 {
+				t.Errorf("stalled deploy %d: %d, want 408", i, s)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("stalled deploy %d: no answer 10 s after its body stopped", i)
+		}
+	}
+	if a := n.deployRaw(t, "after", "{}", artifact); a.status != 201 {
+		t.Errorf("a deploy after the stalled ones timed out: %d %s, want 201 (their slots freed)", a.status, a.body)
 	}
 }
