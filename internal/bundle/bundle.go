@@ -172,8 +172,9 @@ func (u *unpacker) zip(b []byte) error {
 	// bytes an entry: a 64 MiB zip of a million tiny records cost 380 MiB
 	// before the entries were counted. Records the count skips ("./")
 	// leave some slack; past it, the zip is refused unread.
-	if n, ok := zipEntries(b); ok && n > 2*uint64(u.lim.MaxFiles)+100 {
-		return &Error{Reason: fmt.Sprintf("the bundle has %d entries, far more than the %d allowed", n, u.lim.MaxFiles)}
+	slack := 2*u.lim.MaxFiles + 100
+	if n, ok := zipEntries(b, slack); ok && n > slack {
+		return &Error{Reason: fmt.Sprintf("the bundle has more than %d entries, far more than the %d allowed", slack, u.lim.MaxFiles)}
 	}
 	zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b)))
 	if err != nil {
@@ -207,30 +208,47 @@ func (u *unpacker) zip(b []byte) error {
 	return u.finish()
 }
 
-// zipEntries returns the number of entries a zip's end of central
-// directory record (zip64's, where it has one) declares, and false if it
-// finds none.
-func zipEntries(b []byte) (uint64, bool) {
-	const eocdLen, zip64LocatorLen = 22, 20
-	for i := len(b) - eocdLen; i >= 0 && i >= len(b)-eocdLen-0xffff; i-- {
-		if binary.LittleEndian.Uint32(b[i:]) != 0x06054b50 {
-			continue
+// zipEntries counts a zip's central directory records as archive/zip
+// finds them (it reads records from where the end record points until one
+// does not parse, whatever count the end record declares), stopping past
+// limit; false if it finds no end record.
+func zipEntries(b []byte, limit int) (int, bool) {
+	const eocdLen, locatorLen, zip64EndLen, headerLen = 22, 20, 56, 46
+	u16 := func(i uint64) uint64 { return uint64(binary.LittleEndian.Uint16(b[i:])) }
+	u32 := func(i uint64) uint64 { return uint64(binary.LittleEndian.Uint32(b[i:])) }
+	u64 := func(i uint64) uint64 { return binary.LittleEndian.Uint64(b[i:]) }
+	size := uint64(len(b))
+	end := -1
+	for i := len(b) - eocdLen; i >= 0 && i >= len(b)-65*1024; i-- {
+		if u32(uint64(i)) == 0x06054b50 {
+			end = i
+			break
 		}
-		n := uint64(binary.LittleEndian.Uint16(b[i+10:]))
-		if n != 0xffff || i < zip64LocatorLen {
-			return n, true
-		}
-		loc := b[i-zip64LocatorLen:]
-		if binary.LittleEndian.Uint32(loc) != 0x07064b50 {
-			return n, true
-		}
-		off := binary.LittleEndian.Uint64(loc[8:])
-		if off > uint64(len(b)) || uint64(len(b))-off < 56 || binary.LittleEndian.Uint32(b[off:]) != 0x06064b50 {
-			return 0, false
-		}
-		return binary.LittleEndian.Uint64(b[off+32:]), true
 	}
-	return 0, false
+	if end < 0 {
+		return 0, false
+	}
+	endOff := uint64(end)
+	dirSize, dirOff := u32(endOff+12), u32(endOff+16)
+	if u16(endOff+10) == 0xffff || dirSize == 0xffff || dirOff == 0xffffffff {
+		if endOff >= locatorLen && u32(endOff-locatorLen) == 0x07064b50 {
+			if p := u64(endOff - locatorLen + 8); p <= size && size-p >= zip64EndLen && u32(p) == 0x06064b50 {
+				dirSize, dirOff, endOff = u64(p+40), u64(p+48), p
+			}
+		}
+	}
+	if dirSize > endOff {
+		return 0, false // the reader refuses it
+	}
+	start := endOff - dirSize // the directory, where the end record says it ends
+	if start > dirOff && dirOff+4 <= size && u32(dirOff) == 0x02014b50 {
+		start = dirOff // as the reader does, for a base offset that looks wrong
+	}
+	n := 0
+	for p := start; p+headerLen <= size && u32(p) == 0x02014b50 && n <= limit; n++ {
+		p += headerLen + u16(p+28) + u16(p+30) + u16(p+32)
+	}
+	return n, true
 }
 
 func (u *unpacker) zipEntry(f *zip.File, kind entryKind, target string) error {

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -1637,25 +1638,40 @@ func TestPackIsReproducible(t *testing.T) {
 	}
 }
 
-// TestZipEntriesCountedFirst: a zip whose end record declares far more
-// entries than allowed is refused before its central directory is read
-// (a 64 MiB zip of a million tiny records took 380 MiB to read), and a
-// truncated or foreign tail is left to the zip reader.
+// TestZipEntriesCountedFirst: a zip with far more entries than allowed is
+// refused before the zip reader takes its central directory into memory
+// (a 64 MiB zip of a million tiny records took 380 MiB), counted as the
+// reader counts them, whatever count its end record declares; a truncated
+// or foreign tail is left to the reader.
 func TestZipEntriesCountedFirst(t *testing.T) {
 	var ents []ent
 	for i := range 300 {
 		ents = append(ents, aFile(fmt.Sprintf("f%d", i), "x"))
 	}
 	b := zipOf(t, ents...)
-	if n, ok := zipEntries(b); !ok || n != 300 {
+	if n, ok := zipEntries(b, 1000); !ok || n != 300 {
 		t.Fatalf("zipEntries = %d, %v; want 300", n, ok)
 	}
-	err := Unpack(b, t.TempDir(), Limits{MaxBytes: 1 << 20, MaxFiles: 10, MaxRatio: 200})
-	if err == nil || !strings.Contains(err.Error(), "300 entries, far more than the 10 allowed") {
-		t.Errorf("Unpack of 300 entries with MaxFiles 10: %v", err)
+	if n, ok := zipEntries(b, 10); !ok || n != 11 {
+		t.Errorf("zipEntries with limit 10 = %d, %v; want it to stop at 11", n, ok)
+	}
+	// The end record may declare any count modulo 65536: the reader reads
+	// records until one fails.
+	lying := bytes.Clone(b)
+	eocd := bytes.LastIndex(lying, []byte("PK\x05\x06"))
+	binary.LittleEndian.PutUint16(lying[eocd+8:], 3)
+	binary.LittleEndian.PutUint16(lying[eocd+10:], 3)
+	if n, ok := zipEntries(lying, 1000); !ok || n != 300 {
+		t.Errorf("zipEntries of a zip that declares 3 entries = %d, %v; want its 300", n, ok)
+	}
+	for _, zb := range [][]byte{b, lying} {
+		err := Unpack(zb, t.TempDir(), Limits{MaxBytes: 1 << 20, MaxFiles: 10, MaxRatio: 200})
+		if err == nil || !strings.Contains(err.Error(), "more than 120 entries, far more than the 10 allowed") {
+			t.Errorf("Unpack of 300 entries with MaxFiles 10: %v", err)
+		}
 	}
 	for _, tail := range [][]byte{nil, []byte("PK\x05\x06"), b[:len(b)-5], bytes.Repeat([]byte{0}, 100)} {
-		if n, ok := zipEntries(tail); ok {
+		if n, ok := zipEntries(tail, 1000); ok {
 			t.Errorf("zipEntries of %d bytes without a whole end record = %d, true", len(tail), n)
 		}
 	}
