@@ -190,7 +190,8 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, c call, name string
 	}
 	// The upload may have taken minutes: the key must still be valid now,
 	// and its tenant still the one it was (a revoked key, or a deleted
-	// tenant, must not deploy).
+	// tenant, must not deploy). A key revoked during the compile that
+	// follows came too late to stop it.
 	if err := a.stillAuthorized(r, c, tenant.Developer, before); err != nil {
 		return err
 	}
@@ -201,13 +202,16 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, c call, name string
 	if err != nil {
 		return deployError(err)
 	}
-	if err := a.stillAuthorized(r, c, tenant.Developer, before); err != nil {
-		// Deleted while the artifact compiled: a function must not outlive
-		// its tenant, nor pass to a new tenant of the same name.
-		if derr := a.Registry.Delete(context.WithoutCancel(r.Context()), tenantName, name); derr != nil && !errors.Is(derr, registry.ErrNotFound) {
-			a.log.Error("could not remove a function deployed as its tenant was deleted", "tenant", tenantName, "function", name, "err", derr)
+	if now, ok := a.Tenants.Tenant(tenantName); !ok || now.ID != before.ID {
+		// The tenant was deleted while the artifact compiled: a function
+		// must not outlive it. Created again since, the name may be the new
+		// tenant's function, unless this deploy made it.
+		if !ok || res.Created && res.Version.Number == 1 {
+			if err := a.Registry.Delete(context.WithoutCancel(r.Context()), tenantName, name); err != nil && !errors.Is(err, registry.ErrNotFound) {
+				a.log.Error("could not remove a function deployed as its tenant was deleted", "tenant", tenantName, "function", name, "err", err)
+			}
 		}
-		return err
+		return httperror.NotFound("tenant %q was deleted during the deploy", tenantName)
 	}
 	status := http.StatusCreated
 	if !res.Created {

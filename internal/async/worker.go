@@ -560,8 +560,13 @@ func (s *Service) replay(ctx context.Context, tenant string, d DeadLetter) (queu
 	// once (a second one started while the first, whose caller left, goes
 	// on) queue it once.
 	duplicate, err := s.queue.PublishOnce(ctx, workSubject(tenant, job.ID), data, "replay-"+strconv.FormatUint(d.seq, 10))
-	if err != nil || duplicate {
+	if err != nil {
 		return false, err
+	}
+	if duplicate {
+		// Queued by the other replay, or by an earlier try of this one
+		// whose delete failed: the letter goes all the same.
+		return false, s.dead.Delete(ctx, d.seq)
 	}
 	// The record says queued, unless the new run has written its own.
 	rec := queuedRecord(job)
