@@ -83,7 +83,7 @@ func (vp *versionPool) apply(d Decision) {
 		vp.idle = append(vp.idle[:0], vp.idle[n:]...)
 	}
 	start := 0
-	if !vp.closed {
+	if !vp.closed && vp.p.background.Err() == nil { // not once the pool closes
 		// The decision was made on a snapshot: requests may have started
 		// instances since.
 		start = max(0, min(d.Start, vp.policy.Max-(len(vp.idle)+vp.busy+vp.starting+vp.closing)))
