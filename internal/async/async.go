@@ -298,13 +298,13 @@ func (s *Service) claimKey(ctx context.Context, k string, job Job) (rev uint64, 
 	}
 	id, claimed, _ := strings.Cut(string(e.Value), " ")
 	rec, err := s.Get(ctx, job.Tenant, id)
-	// The key of a function deleted since, whose name a new one took, is
-	// taken over at once.
-	stale := err == nil && !s.ofCurrentFunction(Job{Tenant: job.Tenant, Function: job.Function, Queued: rec.Created})
-	if !stale && !errors.Is(err, ErrNotFound) {
+	switch {
+	case err == nil && !s.ofCurrentFunction(job.Tenant, job.Function, rec.Created):
+		// The key of a function deleted since, whose name a new one took:
+		// taken over at once.
+	case !errors.Is(err, ErrNotFound):
 		return 0, rec, err
-	}
-	if at, perr := strconv.ParseInt(claimed, 10, 64); !stale && (perr != nil || s.now().Sub(time.Unix(0, at)) < keyTakeover) {
+	case !s.claimedBefore(claimed, keyTakeover):
 		return 0, Record{}, ErrPending // the first request with the key is queueing it right now
 	}
 	rev, err = s.results.Update(ctx, k, value, e.Revision)
@@ -312,6 +312,14 @@ func (s *Service) claimKey(ctx context.Context, k string, job Job) (rev uint64, 
 		return 0, Record{}, ErrPending // another request took it over
 	}
 	return rev, Record{}, err
+}
+
+// claimedBefore reports whether a key claimed at claimed (Unix
+// nanoseconds; a key from before keys had the time is not) was claimed at
+// least d ago.
+func (s *Service) claimedBefore(claimed string, d time.Duration) bool {
+	at, err := strconv.ParseInt(claimed, 10, 64)
+	return err == nil && s.now().Sub(time.Unix(0, at)) >= d
 }
 
 // ForgetTenant removes what the async service keeps of a deleted tenant:
@@ -386,7 +394,7 @@ func (s *Service) Get(ctx context.Context, tenant, id string) (Record, error) {
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return Record{}, err
 	}
-	e, err := s.results.Get(ctx, "inv."+id)
+	e, err := s.results.Get(ctx, recordKey(id))
 	if errors.Is(err, store.ErrNotFound) && queued.Data != nil {
 		var job Job
 		if err := json.Unmarshal(queued.Data, &job); err != nil {
@@ -411,13 +419,35 @@ func (s *Service) Get(ctx context.Context, tenant, id string) (Record, error) {
 	return rec, nil
 }
 
+// recordKey is the store's key of invocation id's record.
+func recordKey(id string) string { return "inv." + id }
+
+// put writes rec, whatever the record stored.
 func (s *Service) put(ctx context.Context, rec Record) error {
+	return s.putOver(ctx, rec, anyRevision)
+}
+
+// anyRevision makes putOver write whatever the record stored.
+const anyRevision = ^uint64(0)
+
+// putOver writes rec only over revision rev of its record (0: only where
+// there is none; anyRevision: whatever there is); otherwise it returns
+// store.ErrConflict.
+func (s *Service) putOver(ctx context.Context, rec Record, rev uint64) error {
 	rec.Updated = s.now().UTC()
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return err
 	}
-	_, err = s.results.Put(context.WithoutCancel(ctx), "inv."+rec.ID, data)
+	ctx, key := context.WithoutCancel(ctx), recordKey(rec.ID)
+	switch rev {
+	case anyRevision:
+		_, err = s.results.Put(ctx, key, data)
+	case 0:
+		_, err = s.results.Create(ctx, key, data)
+	default:
+		_, err = s.results.Update(ctx, key, data, rev)
+	}
 	return err
 }
 

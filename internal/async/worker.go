@@ -432,20 +432,20 @@ func (s *Service) letters(ctx context.Context, tenant string, limit int, filters
 	out := make([]DeadLetter, 0, len(msgs))
 	for _, m := range msgs {
 		d, ok := deadLetter(m)
-		if _, current := s.tenantOf(d.job); ok && current && d.job.Tenant == tenant && s.ofCurrentFunction(d.job) {
+		if _, current := s.tenantOf(d.job); ok && current && d.job.Tenant == tenant && s.ofCurrentFunction(tenant, d.job.Function, d.job.Queued) {
 			out = append(out, d)
 		}
 	}
 	return out, nil
 }
 
-// ofCurrentFunction reports whether job was queued for the function now
-// called job.Function, not for one deleted before it was created. (A job
-// of a function that is gone altogether is, for the dead letters of its
-// last run.)
-func (s *Service) ofCurrentFunction(job Job) bool {
-	fn, ok := s.functions.Lookup(job.Tenant, job.Function)
-	return !ok || !job.Queued.Before(fn.Created)
+// ofCurrentFunction reports whether work queued at queued was for the
+// function now called function, not for one deleted before it was
+// created. (Work of a function that is gone altogether is, for the dead
+// letters of its last run.)
+func (s *Service) ofCurrentFunction(tenant, function string, queued time.Time) bool {
+	fn, ok := s.functions.Lookup(tenant, function)
+	return !ok || !queued.Before(fn.Created)
 }
 
 // tenantOf returns job's tenant, and false if it was deleted since job was
@@ -550,8 +550,7 @@ func (s *Service) replay(ctx context.Context, tenant string, d DeadLetter) (queu
 	// A replay is a new run of the same invocation: it keeps its id, and is
 	// queued now.
 	job.Queued, job.Run = s.now().UTC(), job.Run+1
-	key := "inv." + job.ID
-	prior, err := s.results.Get(ctx, key)
+	prior, err := s.results.Get(ctx, recordKey(job.ID))
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return false, err
 	}
@@ -569,15 +568,7 @@ func (s *Service) replay(ctx context.Context, tenant string, d DeadLetter) (queu
 		return false, s.dead.Delete(ctx, d.seq)
 	}
 	// The record says queued, unless the new run has written its own.
-	rec := queuedRecord(job)
-	rec.Updated = s.now().UTC()
-	data, _ = json.Marshal(rec)
-	if prior.Revision == 0 {
-		_, err = s.results.Create(ctx, key, data)
-	} else {
-		_, err = s.results.Update(ctx, key, data, prior.Revision)
-	}
-	if err != nil && !errors.Is(err, store.ErrConflict) {
+	if err := s.putOver(ctx, queuedRecord(job), prior.Revision); err != nil && !errors.Is(err, store.ErrConflict) {
 		// The run writes its record when it starts.
 		s.log.Warn("could not record a replayed invocation as queued", "invocation_id", job.ID, "err", err)
 	}
