@@ -395,6 +395,15 @@ func (s *Service) Get(ctx context.Context, tenant, id string) (Record, error) {
 		return Record{}, err
 	}
 	e, err := s.results.Get(ctx, recordKey(id))
+	if errors.Is(err, store.ErrNotFound) && queued.Data == nil {
+		// Unrecorded (its record could not be written), its retry may
+		// wait for its time.
+		later, lerr := s.queue.Later(ctx, workSubject(tenant, id))
+		if lerr != nil && !errors.Is(lerr, store.ErrNotFound) {
+			return Record{}, lerr
+		}
+		queued = later
+	}
 	if errors.Is(err, store.ErrNotFound) && queued.Data != nil {
 		var job Job
 		if err := json.Unmarshal(queued.Data, &job); err != nil {

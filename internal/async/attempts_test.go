@@ -119,7 +119,7 @@ func serviceWithPool(t *testing.T, artifact []byte, retries int) (*Service, *poo
 // waitState waits until invocation id's record is in state.
 func waitState(t *testing.T, s *Service, id string, state State) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // the first waits for the module's compilation
 	for {
 		rec, err := s.Get(t.Context(), "t", id)
 		if err == nil && rec.State == state {

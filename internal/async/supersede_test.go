@@ -77,3 +77,46 @@ func TestRetrySupersedesItsOriginal(t *testing.T) {
 		}
 	}
 }
+
+// TestWaitingRetrySupersedesItsOriginal: a retry waiting in the queue's
+// schedule for its time supersedes the message of the attempt before it,
+// delivered again because its worker stopped before the ack.
+func TestWaitingRetrySupersedesItsOriginal(t *testing.T) {
+	ctx := t.Context()
+	s := newService(t)
+	original := Job{ID: "c", Tenant: "t", Function: "f", Version: 1}
+	data, _ := json.Marshal(original)
+	if err := s.queue.Publish(ctx, workSubject("t", "c"), data); err != nil {
+		t.Fatal(err)
+	}
+	verdicts := make(chan bool, 4)
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	err := s.queue.Consume(cctx, 2, func(m *store.Message) {
+		verdicts <- s.superseded(ctx, m, original)
+		if m.Delivered > 1 {
+			m.Ack()
+			return
+		}
+		retry := original
+		retry.Failed, retry.NotBefore = 1, time.Now().Add(time.Hour)
+		data, _ := json.Marshal(retry)
+		if err := s.queue.PublishAt(ctx, workSubject("t", "c"), data, retry.NotBefore); err != nil {
+			t.Error(err)
+		}
+		m.Retry(0) // the worker stops before the ack
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []bool{false, true} {
+		select {
+		case got := <-verdicts:
+			if got != want {
+				t.Errorf("delivery %d: superseded = %t, want %t", i+1, got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the queue did not deliver the message again")
+		}
+	}
+}

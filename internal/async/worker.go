@@ -196,19 +196,32 @@ func (s *Service) superseded(ctx context.Context, m *store.Message, job Job) boo
 	if m.Seq == 0 || m.Delivered <= 1 && job.Failed == 0 {
 		return false
 	}
-	latest, err := s.queue.Pending(ctx, workSubject(job.Tenant, job.ID))
-	return err == nil && latest.Seq > m.Seq
+	subject := workSubject(job.Tenant, job.ID)
+	if latest, err := s.queue.Pending(ctx, subject); err == nil && latest.Seq > m.Seq {
+		return true
+	}
+	later, err := s.queue.Later(ctx, subject) // a retry waiting for its time
+	return err == nil && later.Seq > m.Seq
 }
 
 // retry queues job again, after its failures, to run no sooner than delay
 // from now, and acknowledges m. If it cannot, m is delivered again after
 // delay, counting on the record for its failures. A stop between the two leaves
 // m to be delivered again, which the retry supersedes.
+//
+// A retry due in deferAfter or more waits in the queue's schedule: one
+// that waited for its time as a delivered message would hold one of the
+// queue's pending deliveries, which every tenant shares, for up to an hour.
 func (s *Service) retry(ctx context.Context, m *store.Message, job Job, failures int, delay time.Duration, log *slog.Logger) {
 	job.Failed, job.NotBefore = failures, s.now().Add(delay).UTC()
 	data, err := json.Marshal(job)
 	if err == nil {
-		err = s.queue.Publish(context.WithoutCancel(ctx), workSubject(job.Tenant, job.ID), data)
+		ctx, subject := context.WithoutCancel(ctx), workSubject(job.Tenant, job.ID)
+		if delay >= deferAfter {
+			err = s.queue.PublishAt(ctx, subject, data, job.NotBefore)
+		} else {
+			err = s.queue.Publish(ctx, subject, data)
+		}
 	}
 	if err != nil {
 		log.Warn("could not queue the retry; the invocation's record keeps its failures", "err", err)
@@ -293,6 +306,12 @@ func logQueueError(log *slog.Logger, err error) {
 // hours) that the caller polls: with it, every retry there may be is over
 // in 8 hours or so.
 const maxRetryWait = time.Hour
+
+// deferAfter is the shortest retry delay for which the retry waits in the
+// queue's schedule rather than as a delivered message. The schedule fires
+// to the second, and a moment late: shorter waits, each holding a pending
+// delivery briefly, stay exact.
+const deferAfter = 10 * time.Second
 
 // retryDelay is the wait before retry n of a function whose retry_delay is
 // base.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,38 +36,49 @@ type QueueConfig struct {
 	// AckWait is how long a delivered message may go without an ack or a
 	// check-in before it is delivered again.
 	AckWait time.Duration
+	// MaxAckPending bounds the messages delivered and not yet acknowledged,
+	// those waiting for a Retry included (0: 200,000). At the bound the
+	// queue hands out nothing new.
+	MaxAckPending int
 }
+
+// laterPrefix is what a message published with PublishAt waits under,
+// until its time: laterPrefix + its subject.
+const laterPrefix = "later."
 
 // Queue opens (creating it if needed) a work queue.
 func (s *Store) Queue(ctx context.Context, cfg QueueConfig) (*Queue, error) {
+	subjects := slices.Clone(cfg.Subjects)
+	for _, subject := range cfg.Subjects {
+		subjects = append(subjects, laterPrefix+subject)
+	}
 	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:      cfg.Name,
-		Subjects:  cfg.Subjects,
-		Retention: jetstream.WorkQueuePolicy,
-		Storage:   jetstream.FileStorage,
+		Name:              cfg.Name,
+		Subjects:          subjects,
+		Retention:         jetstream.WorkQueuePolicy,
+		Storage:           jetstream.FileStorage,
+		AllowMsgSchedules: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: queue %s: %w", cfg.Name, err)
 	}
+	if cfg.MaxAckPending == 0 {
+		// The server keeps some 50 bytes per pending message.
+		cfg.MaxAckPending = 200_000
+	}
 	c, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:    "workers",
-		AckPolicy:  jetstream.AckExplicitPolicy,
-		AckWait:    cfg.AckWait,
-		MaxDeliver: -1,
-		// Messages waiting to be retried count as pending: at the limit the
-		// consumer hands out nothing new, for every tenant. The server
-		// keeps some 50 bytes per pending message.
-		MaxAckPending: maxAckPending,
+		Durable:        "workers",
+		FilterSubjects: cfg.Subjects, // not the messages waiting for their time
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        cfg.AckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  cfg.MaxAckPending,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: queue %s: consumer: %w", cfg.Name, err)
 	}
 	return &Queue{js: s.js, stream: st, consumer: c, ackWait: cfg.AckWait}, nil
 }
-
-// maxAckPending bounds the messages delivered and not yet acknowledged,
-// those waiting for a retry included.
-const maxAckPending = 200_000
 
 // Publish appends a message and returns once it is stored. Messages carry
 // no id for JetStream's deduplication, whose window would hold an entry for
@@ -91,10 +103,30 @@ func (q *Queue) PublishOnce(ctx context.Context, subject string, data []byte, id
 	return ack.Duplicate, nil
 }
 
-// Purge removes the queued messages on subjects matching filter.
+// PublishAt appends a message that the queue hands out on subject no
+// sooner than at (rounded up to the second). Until then it waits in the
+// stream apart from the queued messages, holding none of the consumer's
+// MaxAckPending: work deferred for long, however much of it, cannot stop
+// the queue from handing out the rest. A later PublishAt for the same
+// subject replaces one whose time has not come.
+func (q *Queue) PublishAt(ctx context.Context, subject string, data []byte, at time.Time) error {
+	if whole := at.Truncate(time.Second); whole.Before(at) {
+		at = whole.Add(time.Second)
+	}
+	msg := &nats.Msg{Subject: laterPrefix + subject, Data: data}
+	if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(subject)); err != nil {
+		return fmt.Errorf("store: publish to %s at %s: %w", subject, at.Format(time.RFC3339), err)
+	}
+	return nil
+}
+
+// Purge removes the messages on subjects matching filter, those waiting
+// for their time included.
 func (q *Queue) Purge(ctx context.Context, filter string) error {
-	if err := q.stream.Purge(ctx, jetstream.WithPurgeSubject(filter)); err != nil {
-		return fmt.Errorf("store: purge %s: %w", filter, err)
+	for _, f := range []string{filter, laterPrefix + filter} {
+		if err := q.stream.Purge(ctx, jetstream.WithPurgeSubject(f)); err != nil {
+			return fmt.Errorf("store: purge %s: %w", f, err)
+		}
 	}
 	return nil
 }
@@ -103,6 +135,17 @@ func (q *Queue) Purge(ctx context.Context, filter string) error {
 // still queued, or ErrNotFound once every message on it has been
 // acknowledged.
 func (q *Queue) Pending(ctx context.Context, subject string) (StreamMsg, error) {
+	return q.last(ctx, subject)
+}
+
+// Later returns the message that PublishAt left to be queued on subject
+// (no wildcards) when its time comes, or ErrNotFound if none is waiting.
+func (q *Queue) Later(ctx context.Context, subject string) (StreamMsg, error) {
+	return q.last(ctx, laterPrefix+subject)
+}
+
+// last returns the last message on subject.
+func (q *Queue) last(ctx context.Context, subject string) (StreamMsg, error) {
 	m, err := q.stream.GetLastMsgForSubject(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return StreamMsg{}, fmt.Errorf("%s: %w", subject, ErrNotFound)

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync"
 	"testing"
@@ -56,5 +57,70 @@ func TestQueueHoldsWhatItTakes(t *testing.T) {
 		if n := runs[strconv.Itoa(i)]; n != 1 {
 			t.Errorf("message %d ran %d times, want once (runs: %v)", i, n, runs)
 		}
+	}
+}
+
+// TestPublishAtWaitsForItsTime: a message published for later reaches the
+// workers no sooner than its time; until then it can be read back, a later
+// one for the same subject replaces it, and a purge removes it.
+func TestPublishAtWaitsForItsTime(t *testing.T) {
+	s := openStore(t, store.Config{DataDir: t.TempDir()})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	q, err := s.Queue(ctx, store.QueueConfig{Name: "later", Subjects: []string{"jobs.>"}, AckWait: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Add(1500 * time.Millisecond)
+	for _, p := range []struct {
+		subject, data string
+		at            time.Time
+	}{
+		{"jobs.a", "replaced", at.Add(time.Hour)},
+		{"jobs.a", "due", at},
+		{"jobs.b", "purged", at},
+	} {
+		if err := q.PublishAt(ctx, p.subject, []byte(p.data), p.at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m, err := q.Later(ctx, "jobs.a"); err != nil || string(m.Data) != "due" {
+		t.Errorf("waiting on jobs.a: %q, %v; want the last published, due", m.Data, err)
+	}
+	if _, err := q.Pending(ctx, "jobs.a"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("jobs.a is queued before its time: %v", err)
+	}
+	if err := q.Purge(ctx, "jobs.b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Later(ctx, "jobs.b"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("jobs.b still waits after its purge: %v", err)
+	}
+	type delivery struct {
+		data string
+		at   time.Time
+	}
+	got := make(chan delivery, 4)
+	if err := q.Consume(ctx, 2, func(m *store.Message) {
+		got <- delivery{string(m.Data), time.Now()}
+		m.Ack()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-got:
+		if d.data != "due" || d.at.Before(at) {
+			t.Errorf("delivered %q at %v, want due no sooner than %v", d.data, d.at.Format(time.StampMilli), at.Format(time.StampMilli))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the message published for later never arrived")
+	}
+	select {
+	case d := <-got:
+		t.Errorf("delivered %q as well, want only the last published for jobs.a", d.data)
+	case <-time.After(2 * time.Second):
+	}
+	if _, err := q.Later(ctx, "jobs.a"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("jobs.a still waits once delivered: %v", err)
 	}
 }
