@@ -17,6 +17,10 @@ const yieldBudget = 1000
 // with wazero's own termination checks instead.
 var errCannotInstrument = errors.New("module cannot be instrumented")
 
+// errInvalid is returned for modules that name globals they do not have:
+// invalid, but valid once instrumented, with the budget under that name.
+var errInvalid = errors.New("invalid module")
+
 // instrument returns a copy of a WebAssembly module in which every loop
 // iteration and every function call counts down a new global, and every
 // yieldBudget of them calls
@@ -26,25 +30,13 @@ var errCannotInstrument = errors.New("module cannot be instrumented")
 // code that never calls out cannot be preempted, and would stall the host's
 // garbage collector. wazero's own mechanism (WithCloseOnContextDone) calls
 // out at every iteration, which makes code compiled from Go several times
-// slower. Function and global indices are unchanged: nothing is imported,
-// and the global is appended after the others.
+// slower. Bulk operations count by the length they fill or copy. Function
+// and global indices are unchanged: nothing is imported, and the globals
+// are appended after the others.
 func instrument(module []byte) ([]byte, error) {
-	if len(module) < 8 || !bytes.Equal(module[:4], []byte("\x00asm")) {
-		return nil, errors.New("not a WebAssembly module")
-	}
-	var sections []section
-	r := &reader{b: module, i: 8}
-	for r.i < len(r.b) {
-		id := r.byte()
-		size := r.u32()
-		if r.err != nil || r.i+int(size) > len(r.b) {
-			return nil, errors.New("truncated section")
-		}
-		sections = append(sections, section{id: id, body: r.b[r.i : r.i+int(size)]})
-		r.i += int(size)
-	}
-	if r.err != nil {
-		return nil, r.err
+	sections, err := splitSections(module)
+	if err != nil {
+		return nil, err
 	}
 	importedGlobals, definedGlobals := 0, 0
 	yieldFunc := -1
@@ -71,12 +63,15 @@ func instrument(module []byte) ([]byte, error) {
 	if yieldFunc < 0 {
 		return nil, fmt.Errorf("%w: it does not import %s.sched_yield", errCannotInstrument, wasiModule)
 	}
-	g := leb(uint32(importedGlobals + definedGlobals))
+	// Two globals are added: the budget, and a scratch one that keeps the
+	// length of a bulk operation while it is counted.
+	globals := uint32(importedGlobals + definedGlobals)
+	g, scratch := leb(globals), leb(globals+1)
 	budget := append([]byte{0x41}, leb(yieldBudget)...) // i32.const yieldBudget
 	var check []byte
-	// if budget == 0 { drop(sched_yield()); budget = yieldBudget }
+	// if budget <= 0 { drop(sched_yield()); budget = yieldBudget }
 	check = append(append(check, 0x23), g...)
-	check = append(check, 0x45, 0x04, 0x40, 0x10)
+	check = append(check, 0x41, 0x00, 0x4C, 0x04, 0x40, 0x10)
 	check = append(check, leb(uint32(yieldFunc))...)
 	check = append(check, 0x1A)
 	check = append(append(append(check, budget...), 0x24), g...)
@@ -84,15 +79,30 @@ func instrument(module []byte) ([]byte, error) {
 	// budget--
 	check = append(append(check, 0x23), g...)
 	check = append(append(check, 0x41, 0x01, 0x6B, 0x24), g...)
-	newGlobal := append(append([]byte{0x7F, 0x01}, budget...), 0x0B) // mut i32 = yieldBudget
+	// Before a bulk operation, whose length is on top of the stack:
+	// budget -= length >> bulkShift, then the check.
+	var bulk []byte
+	bulk = append(append(bulk, 0x24), scratch...)
+	bulk = append(append(bulk, 0x23), scratch...)
+	bulk = append(append(bulk, 0x23), g...)
+	bulk = append(append(bulk, 0x23), scratch...)
+	bulk = append(bulk, 0x41, bulkShift, 0x76, 0x6B, 0x24) // i32.const bulkShift, i32.shr_u, i32.sub, global.set
+	bulk = append(append(bulk, g...), check...)
+	newGlobals := append(append([]byte{0x7F, 0x01}, budget...), 0x0B) // mut i32 = yieldBudget
+	newGlobals = append(newGlobals, 0x7F, 0x01, 0x41, 0x00, 0x0B)     // mut i32 = 0
+	ins := instrumenter{check: check, bulk: bulk, globals: globals}
 
 	var out []section
 	for _, s := range sections {
 		switch s.id {
 		case 6:
-			s.body = appendToVector(s.body, newGlobal)
+			s.body = appendToVector(s.body, newGlobals, 2)
+		case 7:
+			if err := checkExports(s.body, globals); err != nil {
+				return nil, err
+			}
 		case 10:
-			body, err := instrumentCode(s.body, check)
+			body, err := ins.code(s.body)
 			if err != nil {
 				return nil, err
 			}
@@ -106,26 +116,56 @@ func instrument(module []byte) ([]byte, error) {
 			// The global section follows the memory section (5) and comes
 			// before the others, but for custom sections (0) and the data
 			// count (12), which sits before the code.
-			out = append(out, section{id: 6, body: append([]byte{1}, newGlobal...)})
+			out = append(out, section{id: 6, body: append([]byte{2}, newGlobals...)})
 			hasGlobalSection = true
 		}
 		out = append(out, s)
 	}
 	if !hasGlobalSection {
-		out = append(out, section{id: 6, body: append([]byte{1}, newGlobal...)})
+		out = append(out, section{id: 6, body: append([]byte{2}, newGlobals...)})
 	}
-	buf := append([]byte(nil), module[:8]...)
-	for _, s := range out {
+	return assemble(module[:8], out), nil
+}
+
+// assemble encodes a module from its header and sections.
+func assemble(header []byte, sections []section) []byte {
+	buf := append([]byte(nil), header...)
+	for _, s := range sections {
 		buf = append(buf, s.id)
 		buf = append(buf, leb(uint32(len(s.body)))...)
 		buf = append(buf, s.body...)
 	}
-	return buf, nil
+	return buf
 }
+
+// bulkShift makes a bulk memory or table operation (fill, copy, init)
+// count one loop iteration for each 64 KiB (or 8 Ki table entries) it
+// moves, besides its own: a loop of a thousand fills over the whole memory
+// would otherwise run for many seconds between two calls to the host.
+const bulkShift = 16
 
 type section struct {
 	id   byte
 	body []byte
+}
+
+// splitSections returns a module's sections, in order.
+func splitSections(module []byte) ([]section, error) {
+	if len(module) < 8 || !bytes.Equal(module[:4], []byte("\x00asm")) {
+		return nil, errors.New("not a WebAssembly module")
+	}
+	var sections []section
+	r := &reader{b: module, i: 8}
+	for r.i < len(r.b) {
+		id := r.byte()
+		size := r.u32()
+		if r.err != nil || r.i+int(size) > len(r.b) {
+			return nil, errors.New("truncated section")
+		}
+		sections = append(sections, section{id: id, body: r.b[r.i : r.i+int(size)]})
+		r.i += int(size)
+	}
+	return sections, r.err
 }
 
 // maxDataGap is the widest run of zeros mergeData fills to join two data
@@ -209,12 +249,26 @@ func mergeData(body []byte) []byte {
 	return out
 }
 
-// appendToVector adds one encoded element to a section that is a vector.
-func appendToVector(body, elem []byte) []byte {
+// appendToVector adds n encoded elements to a section that is a vector.
+func appendToVector(body, elems []byte, n uint32) []byte {
 	r := &reader{b: body}
-	n := r.u32()
-	out := append(leb(n+1), body[r.i:]...)
-	return append(out, elem...)
+	count := r.u32()
+	out := append(leb(count+n), body[r.i:]...)
+	return append(out, elems...)
+}
+
+// checkExports refuses a module that exports a global it does not have
+// (index globals or above): instrument's own would take its place.
+func checkExports(body []byte, globals uint32) error {
+	r := &reader{b: body}
+	for range r.count() {
+		r.name()
+		kind, index := r.byte(), r.u32()
+		if kind == 0x03 && index >= globals && r.err == nil {
+			return fmt.Errorf("%w: it exports global %d, and has %d", errInvalid, index, globals)
+		}
+	}
+	return r.err
 }
 
 const wasiModule = "wasi_snapshot_preview1"
@@ -252,8 +306,15 @@ func scanImports(body []byte) (globals, yield int, err error) {
 	return globals, yield, r.err
 }
 
-// instrumentCode rewrites the code section's function bodies.
-func instrumentCode(body, check []byte) ([]byte, error) {
+// instrumenter rewrites function bodies.
+type instrumenter struct {
+	check   []byte // at function entries and loop heads
+	bulk    []byte // before bulk operations
+	globals uint32 // the module's own; the indices from here on are instrument's
+}
+
+// code rewrites the code section's function bodies.
+func (ins instrumenter) code(body []byte) ([]byte, error) {
 	r := &reader{b: body}
 	n := r.count()
 	out := leb(uint32(n))
@@ -262,7 +323,7 @@ func instrumentCode(body, check []byte) ([]byte, error) {
 		if r.err != nil || r.i+size > len(r.b) {
 			return nil, errors.New("truncated function body")
 		}
-		fn, err := instrumentFunction(r.b[r.i:r.i+size], check)
+		fn, err := ins.function(r.b[r.i : r.i+size])
 		if err != nil {
 			return nil, err
 		}
@@ -273,17 +334,17 @@ func instrumentCode(body, check []byte) ([]byte, error) {
 	return out, r.err
 }
 
-func instrumentFunction(fn, check []byte) ([]byte, error) {
+func (ins instrumenter) function(fn []byte) ([]byte, error) {
 	r := &reader{b: fn}
 	for range r.count() { // local declarations
 		r.u32()
 		r.byte()
 	}
-	out := make([]byte, 0, len(fn)+len(fn)/8+len(check))
+	out := make([]byte, 0, len(fn)+len(fn)/8+len(ins.check))
 	out = append(out, fn[:r.i]...)
 	// At entry too: recursion (or a tail call back to itself) repeats
 	// without a loop, and would otherwise never call out.
-	out = append(out, check...)
+	out = append(out, ins.check...)
 	for r.i < len(r.b) && r.err == nil {
 		start := r.i
 		op := r.byte()
@@ -291,10 +352,17 @@ func instrumentFunction(fn, check []byte) ([]byte, error) {
 		case op == 0x03: // loop
 			r.blockType()
 			out = append(out, r.b[start:r.i]...)
-			out = append(out, check...)
+			out = append(out, ins.check...)
 			continue
 		case op == 0x02 || op == 0x04: // block, if
 			r.blockType()
+		case op == 0x23 || op == 0x24: // global.get, global.set
+			// An index past the module's own globals makes the module
+			// invalid, but would name the budget in its instrumented
+			// copy, and reset it for ever.
+			if index := r.u32(); index >= ins.globals && r.err == nil {
+				return nil, fmt.Errorf("%w: it uses global %d, and has %d", errInvalid, index, ins.globals)
+			}
 		case op == 0x0C || op == 0x0D || op == 0x10 || op == 0x12 || (op >= 0x20 && op <= 0x26) || op == 0xD2:
 			r.u32()
 		case op == 0x0E: // br_table
@@ -323,8 +391,12 @@ func instrumentFunction(fn, check []byte) ([]byte, error) {
 		case op == 0xD0: // ref.null
 			r.byte()
 		case op == 0xFC:
-			if err := r.prefixFC(); err != nil {
+			sub, err := r.prefixFC()
+			if err != nil {
 				return nil, err
+			}
+			if bulkOp(sub) {
+				out = append(out, ins.bulk...)
 			}
 		case op <= 0x01 || op == 0x05 || op == 0x0B || op == 0x0F || op == 0x1A || op == 0x1B || (op >= 0x45 && op <= 0xC4) || op == 0xD1:
 			// no immediates
@@ -466,8 +538,21 @@ func (r *reader) blockType() {
 	}
 }
 
-func (r *reader) prefixFC() error {
-	switch sub := r.u32(); {
+// bulkOp reports whether the 0xFC instruction sub fills, copies or
+// initializes a length of memory or table given on top of the stack.
+func bulkOp(sub uint32) bool {
+	switch sub {
+	case 8, 10, 11, 12, 14, 17: // memory.init, memory.copy, memory.fill, table.init, table.copy, table.fill
+		return true
+	}
+	return false
+}
+
+// prefixFC reads an instruction prefixed with 0xFC, past the prefix, and
+// returns its number.
+func (r *reader) prefixFC() (uint32, error) {
+	sub := r.u32()
+	switch {
 	case sub <= 7: // saturating truncations
 	case sub == 8: // memory.init
 		r.u32()
@@ -478,9 +563,9 @@ func (r *reader) prefixFC() error {
 		r.u32()
 		r.u32()
 	default:
-		return fmt.Errorf("%w (0xFC %d)", errCannotInstrument, sub)
+		return 0, fmt.Errorf("%w (0xFC %d)", errCannotInstrument, sub)
 	}
-	return nil
+	return sub, r.err
 }
 
 func leb(v uint32) []byte {

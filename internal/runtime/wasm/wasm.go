@@ -117,11 +117,18 @@ func (r *Runtime) Compile(ctx context.Context, artifact []byte) (*Module, error)
 	if !bytes.HasPrefix(artifact, []byte("\x00asm")) {
 		return nil, runtime.Errorf(runtime.BadArtifact, "artifact is not a WebAssembly module (it does not start with \\0asm)")
 	}
+	artifact, err := boundTables(artifact)
+	if err != nil {
+		return nil, err
+	}
 	engine, code := r.fast, artifact
-	if instrumented, err := instrument(artifact); err == nil {
+	switch instrumented, err := instrument(artifact); {
+	case err == nil:
 		code = instrumented
-	} else {
-		engine = r.safe
+	case errors.Is(err, errInvalid):
+		return nil, &runtime.Error{Kind: runtime.BadArtifact, Message: "invalid WebAssembly module", Err: err}
+	default:
+		engine = r.safe // wazero's own checks stop it, and its decoder judges it
 	}
 	// Compiled first in a child process with limited memory and time, and
 	// into the same compilation cache: then here, from the cache.
