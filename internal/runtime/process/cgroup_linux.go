@@ -59,7 +59,7 @@ func openCgroups() (*cgroups, error) {
 			return nil, fmt.Errorf("cgroup v2: %w", err)
 		}
 		for _, dir := range []string{parent, base, filepath.Join(base, cg.mine)} {
-			if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+memory +cpu +pids"), 0); err != nil {
+			if err := writeControl(filepath.Join(dir, "cgroup.subtree_control"), "+memory +cpu +pids"); err != nil {
 				return nil, fmt.Errorf("cgroup v2: cannot enable the memory, cpu and pids controllers in %s: %w", dir, err)
 			}
 		}
@@ -215,17 +215,30 @@ func (c *cgroup) weight(normal bool) [2]string {
 	return [2]string{file, least}
 }
 
-// write writes w[1] to the file w[0]; a swap limit the kernel lacks (swap
-// accounting off) is skipped.
+// write writes w[1] to the file w[0].
 func (c *cgroup) write(w [2]string) error {
-	if err := os.WriteFile(w[0], []byte(w[1]), 0); err != nil {
-		if errors.Is(err, os.ErrNotExist) && strings.Contains(w[0], "swap") {
-			return nil
-		}
+	if err := writeControl(w[0], w[1]); err != nil {
 		return fmt.Errorf("cgroup: %w", err)
 	}
 	return nil
 }
+
+// writeControl writes value to an existing control file: os.WriteFile
+// would try to create a missing one, which cgroupfs refuses with EACCES,
+// not ENOENT.
+func writeControl(path, value string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(value)
+	return errors.Join(err, f.Close())
+}
+
+// optional are the control files setLimits skips where the kernel lacks
+// them: the swap limits (swap accounting off), and cgroup v1's limit on
+// socket buffers (kernel memory accounting off).
+var optional = map[string]bool{"memory.swap.max": true, "memory.memsw.limit_in_bytes": true, "memory.kmem.tcp.limit_in_bytes": true}
 
 // setLimits limits the cgroup's memory (without swap), CPU and processes.
 func (c *cgroup) setLimits(lim cgroupLimits) error {
@@ -245,7 +258,12 @@ func (c *cgroup) setLimits(lim cgroupLimits) error {
 	} else {
 		writes = [][2]string{
 			{filepath.Join(c.dirs["memory"], "memory.limit_in_bytes"), mem},
-			{filepath.Join(c.dirs["memory"], "memory.memsw.limit_in_bytes"), mem}, // no swap; absent where swap accounting is off
+			{filepath.Join(c.dirs["memory"], "memory.memsw.limit_in_bytes"), mem}, // no swap
+			// Socket buffers count towards the limit only once they have
+			// one of their own (cgroup v2 counts them anyway): a program
+			// could otherwise buffer gigabytes in sockets to itself, and
+			// press every socket on the host.
+			{filepath.Join(c.dirs["memory"], "memory.kmem.tcp.limit_in_bytes"), mem},
 			{filepath.Join(c.dirs["memory"], "memory.swappiness"), "0"},
 			{filepath.Join(c.dirs["pids"], "pids.max"), strconv.Itoa(lim.pids)},
 			{filepath.Join(c.dirs["cpu"], "cpu.cfs_period_us"), strconv.FormatInt(period, 10)},
@@ -255,6 +273,9 @@ func (c *cgroup) setLimits(lim cgroupLimits) error {
 	}
 	for _, w := range writes {
 		if err := c.write(w); err != nil {
+			if optional[filepath.Base(w[0])] && errors.Is(err, os.ErrNotExist) {
+				continue
+			}
 			return err
 		}
 	}
@@ -263,9 +284,9 @@ func (c *cgroup) setLimits(lim cgroupLimits) error {
 
 // add moves pid into the cgroup.
 func (c *cgroup) add(pid int) error {
-	p := []byte(strconv.Itoa(pid))
+	p := strconv.Itoa(pid)
 	for _, dir := range c.dirs {
-		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), p, 0); err != nil {
+		if err := writeControl(filepath.Join(dir, "cgroup.procs"), p); err != nil {
 			return fmt.Errorf("cgroup: %w", err)
 		}
 	}
@@ -296,7 +317,7 @@ func (c *cgroup) oomKills() int {
 // kill ends every process of the cgroup.
 func (c *cgroup) kill() {
 	for _, dir := range c.dirs {
-		if c.v2 && os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0) == nil {
+		if c.v2 && writeControl(filepath.Join(dir, "cgroup.kill"), "1") == nil {
 			continue
 		}
 		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))

@@ -696,3 +696,59 @@ func TestRestrictiveUmask(t *testing.T) {
 		t.Errorf("body = %q, want the program run from its bundle's folder", got)
 	}
 }
+
+// TestSocketBuffersCountAgainstMemory: what a program buffers in sockets to
+// itself counts towards its memory limit (cgroup v1 counted it only with a
+// limit of its own), and it may open no more than 1024 files: a 64 MiB
+// function filling hundreds of loopback connections once held gigabytes of
+// the host's memory, and pressed every socket on the host.
+func TestSocketBuffersCountAgainstMemory(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{"fill.py": `
+import resource, socket
+print("Content-Type: text/plain\n")
+print("nofile=%d" % resource.getrlimit(resource.RLIMIT_NOFILE)[0], flush=True)
+pairs, total = [], 0
+chunk = b"x" * 65536
+try:
+    while total < (512 << 20) and len(pairs) < 400:
+        l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(1)
+        a = socket.create_connection(l.getsockname()); b, _ = l.accept(); l.close()
+        a.setblocking(False)
+        pairs.append((a, b))
+        try:
+            while True:
+                total += a.send(chunk)
+        except BlockingIOError:
+            pass
+except OSError as e:
+    print("stopped: %s" % e)
+print("buffered=%dMiB" % (total >> 20))
+`})
+	cfg := testConfig(runtime.ProtocolStdio, "python3", "fill.py")
+	cfg.Limits.MemoryBytes = 64 << 20
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	inst, err := prep.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	defer inst.Close(ctx)
+	resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}}, slog.Default())
+	if err != nil {
+		t.Logf("the program was stopped: %v", err) // by its memory limit: fine
+		return
+	}
+	t.Logf("the program says:\n%s", resp.Body)
+	var nofile, buffered int
+	for line := range strings.SplitSeq(string(resp.Body), "\n") {
+		fmt.Sscanf(line, "nofile=%d", &nofile)
+		fmt.Sscanf(line, "buffered=%dMiB", &buffered)
+	}
+	if nofile != 1024 {
+		t.Errorf("the program may open %d files, want 1024:\n%s", nofile, resp.Body)
+	}
+	if buffered > 128 {
+		t.Errorf("a 64 MiB function buffered %d MiB in sockets:\n%s", buffered, resp.Body)
+	}
+}

@@ -399,6 +399,20 @@ func loopbackUp() error {
 	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
+// maxOpenFiles is how many files the program may have open at once, as
+// on AWS Lambda, rather than the server's own limit: thousands of sockets
+// could hold gigabytes of buffers.
+const maxOpenFiles = 1024
+
+// setResourceLimits sets the limits the program inherits: no core dumps,
+// and maxOpenFiles.
+func setResourceLimits() error {
+	if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}); err != nil {
+		return err
+	}
+	return unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: maxOpenFiles, Max: maxOpenFiles})
+}
+
 // execProgram drops to the sandbox's user, installs the seccomp filter
 // and executes the function's program in /var/task. It returns only on
 // failure.
@@ -411,7 +425,7 @@ func execProgram(cfg Config, msg Exec) error {
 	if err != nil {
 		return err
 	}
-	if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}); err != nil {
+	if err := setResourceLimits(); err != nil {
 		return err
 	}
 	if err := unix.Setgroups(nil); err != nil {

@@ -30,7 +30,7 @@ func dropPrivileges() error {
 	if err := unix.Chdir("/var/task"); err != nil {
 		return err
 	}
-	if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}); err != nil {
+	if err := setResourceLimits(); err != nil {
 		return err
 	}
 	// The syscall package's calls change every thread.
