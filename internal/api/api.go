@@ -5,13 +5,16 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gust-faas/gust/internal/async"
 	"github.com/gust-faas/gust/internal/audit"
@@ -26,15 +29,19 @@ const MaxArtifactBytes = 64 << 20
 
 const (
 	maxSpecPartBytes = 256 << 10
-	maxJSONBodyBytes = tenant.MaxSecretBytes*2 + 4<<10
+	// JSON escapes a byte in up to 6 ("\u00e9", as Go writes <, > and &,
+	// and Python every non-ASCII character): room for the largest secret
+	// however its client escapes it.
+	maxJSONBodyBytes = tenant.MaxSecretBytes*6 + 4<<10
 )
 
 // Registry is what the API needs of the registry.
 type Registry interface {
-	Deploy(ctx context.Context, tenant string, spec registry.Spec, artifact []byte) (registry.DeployResult, error)
+	Deploy(ctx context.Context, tenant, tenantID string, spec registry.Spec, artifact []byte) (registry.DeployResult, error)
 	Get(tenant, name string) (registry.Function, bool)
 	List(tenant string) []registry.Function
 	Delete(ctx context.Context, tenant, name string) error
+	DeleteOf(ctx context.Context, tenant, tenantID, name string) error
 	SetAlias(ctx context.Context, tenant, fn, alias string, a registry.Alias) (registry.Function, error)
 	DeleteAlias(ctx context.Context, tenant, fn, alias string) (registry.Function, error)
 	Rollback(ctx context.Context, tenant, fn string) (registry.DeployResult, error)
@@ -64,21 +71,26 @@ type Deps struct {
 type API struct {
 	Deps
 	log     *slog.Logger
-	uploads chan struct{} // a slot for each deploy being read into memory
+	uploads *uploadSlots // a slot for each deploy being read into memory
 }
 
 // New returns an API.
 func New(deps Deps) *API {
-	return &API{Deps: deps, log: deps.Logger, uploads: make(chan struct{}, maxUploads)}
+	return &API{Deps: deps, log: deps.Logger, uploads: newUploadSlots(maxUploads, maxTenantUploads)}
 }
 
 // maxUploads bounds the deploys that hold their artifact in memory at once
 // (up to MaxArtifactBytes each, and the compile's own): twenty at once
-// took the server to 4.5 GB. Others wait up to uploadWait for a slot.
+// took the server to 4.5 GB. One tenant may hold maxTenantUploads of them.
+// Others wait up to UploadWait for a slot.
 const (
-	maxUploads = 4
-	uploadWait = 30 * time.Second
+	maxUploads       = 4
+	maxTenantUploads = 2
 )
+
+// UploadWait is how long a deploy waits for an upload slot before it is
+// answered 503.
+var UploadWait = 30 * time.Second
 
 // call is an authenticated request: who makes it, and the tenant it acts in.
 type call struct {
@@ -215,19 +227,29 @@ func (a *API) whoami(w http.ResponseWriter, r *http.Request, c call) error {
 	return httperror.WriteJSON(w, http.StatusOK, Whoami{KeyID: c.who.KeyID, Tenant: c.who.Tenant, Role: c.who.Role})
 }
 
-// decodeJSON reads a JSON request body into v, refusing unknown fields,
-// trailing data and bodies over maxJSONBodyBytes.
+// decodeJSON reads a JSON object from the request body into v, refusing
+// bodies over maxJSONBodyBytes, invalid UTF-8 (which the decoder would
+// quietly replace), anything but an object (null would leave v as it
+// was), unknown fields and trailing data.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSONBodyBytes))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxJSONBodyBytes))
 	var maxErr *http.MaxBytesError
 	switch {
 	case errors.As(err, &maxErr):
 		return httperror.New(http.StatusRequestEntityTooLarge, "payload_too_large", "request body is larger than %d bytes", maxJSONBodyBytes)
 	case err != nil:
+		return httperror.BadRequest("could not read the request body: %v", err)
+	case !utf8.Valid(body):
+		return httperror.BadRequest("request body is not valid UTF-8")
+	case !bytes.HasPrefix(bytes.TrimLeft(body, " \t\r\n"), []byte("{")):
+		return httperror.BadRequest("request body is not a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		return httperror.BadRequest("request body is not valid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
-	case dec.More():
+	}
+	if _, err := dec.Token(); err != io.EOF {
 		return httperror.BadRequest("request body is not valid JSON: data after the object")
 	}
 	return nil

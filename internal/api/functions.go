@@ -168,7 +168,7 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, c call, name string
 		return httperror.New(http.StatusUnsupportedMediaType, "unsupported_media_type",
 			"a deploy is multipart/form-data with a \"spec\" part (JSON) and an \"artifact\" part")
 	}
-	release, err := a.uploadSlot(w, r)
+	release, err := a.uploadSlot(w, r, tenantName)
 	if err != nil {
 		return err
 	}
@@ -198,19 +198,17 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, c call, name string
 	if err := a.checkDeploy(tenantName, spec); err != nil {
 		return err
 	}
-	res, err := a.Registry.Deploy(r.Context(), tenantName, spec, artifact)
+	res, err := a.Registry.Deploy(r.Context(), tenantName, before.ID, spec, artifact)
+	if errors.Is(err, registry.ErrTenantChanged) {
+		return httperror.NotFound("tenant %q was deleted during the deploy", tenantName)
+	}
 	if err != nil {
 		return deployError(err)
 	}
 	if now, ok := a.Tenants.Tenant(tenantName); !ok || now.ID != before.ID {
 		// The tenant was deleted while the artifact compiled: a function
-		// must not outlive it. Created again since, the name may be the new
-		// tenant's function, unless this deploy made it.
-		if !ok || res.Created && res.Version.Number == 1 {
-			if err := a.Registry.Delete(context.WithoutCancel(r.Context()), tenantName, name); err != nil && !errors.Is(err, registry.ErrNotFound) {
-				a.log.Error("could not remove a function deployed as its tenant was deleted", "tenant", tenantName, "function", name, "err", err)
-			}
-		}
+		// must not outlive it (a new tenant of the name has its own).
+		a.removeLeftover(r.Context(), tenantName, before.ID, name)
 		return httperror.NotFound("tenant %q was deleted during the deploy", tenantName)
 	}
 	status := http.StatusCreated
@@ -220,20 +218,29 @@ func (a *API) deploy(w http.ResponseWriter, r *http.Request, c call, name string
 	return httperror.WriteJSON(w, status, Deployed{Function: res.Function, Version: res.Version, Created: res.Created})
 }
 
-// uploadSlot waits for one of the maxUploads slots of deploys in memory,
-// at most uploadWait, and returns its release.
-func (a *API) uploadSlot(w http.ResponseWriter, r *http.Request) (release func(), err error) {
-	t := time.NewTimer(uploadWait)
-	defer t.Stop()
-	select {
-	case a.uploads <- struct{}{}:
-		return func() { <-a.uploads }, nil
-	case <-t.C:
-		w.Header().Set("Retry-After", "5")
-		return nil, httperror.New(http.StatusServiceUnavailable, "busy", "%d deploys are being uploaded or compiled on this server; try again in a moment", maxUploads)
-	case <-r.Context().Done():
+// removeLeftover deletes function name of the tenant whose ID is
+// tenantID, deleted since: a deploy that raced the delete wrote it.
+func (a *API) removeLeftover(ctx context.Context, tenantName, tenantID, name string) {
+	if err := a.Registry.DeleteOf(context.WithoutCancel(ctx), tenantName, tenantID, name); err != nil && !errors.Is(err, registry.ErrNotFound) {
+		a.log.Error("could not remove a function deployed as its tenant was deleted", "tenant", tenantName, "function", name, "err", err)
+	}
+}
+
+// uploadSlot waits for a slot of a deploy in memory, at most UploadWait,
+// and returns its release.
+func (a *API) uploadSlot(w http.ResponseWriter, r *http.Request, tenantName string) (release func(), err error) {
+	release, ok, tenantFull := a.uploads.take(r.Context(), tenantName, UploadWait)
+	switch {
+	case ok:
+		return release, nil
+	case r.Context().Err() != nil:
 		return nil, r.Context().Err()
 	}
+	w.Header().Set("Retry-After", "5")
+	if tenantFull {
+		return nil, httperror.New(http.StatusServiceUnavailable, "busy", "tenant %q has %d deploys being uploaded or compiled; try again once one ends", tenantName, maxTenantUploads)
+	}
+	return nil, httperror.New(http.StatusServiceUnavailable, "busy", "%d deploys are being uploaded or compiled on this server; try again in a moment", maxUploads)
 }
 
 // stillAuthorized checks again, at the end of a long call, that its key is
@@ -290,8 +297,10 @@ func readDeploy(r *http.Request) (registry.Spec, []byte, error) {
 		if err != nil {
 			return registry.Spec{}, nil, partError("the multipart body", err)
 		}
-		switch part.FormName() {
-		case "spec":
+		switch name := part.FormName(); {
+		case name == "spec" && gotSpec || name == "artifact" && gotArt:
+			return registry.Spec{}, nil, httperror.BadRequest("the multipart body has more than one %q part", name)
+		case name == "spec":
 			data, err := readPart(part, maxSpecPartBytes)
 			if err != nil {
 				return registry.Spec{}, nil, partError("the spec", err)
@@ -302,7 +311,7 @@ func readDeploy(r *http.Request) (registry.Spec, []byte, error) {
 				return registry.Spec{}, nil, httperror.BadRequest("%v", err)
 			}
 			gotSpec = true
-		case "artifact":
+		case name == "artifact":
 			artifact, err = readPart(part, MaxArtifactBytes)
 			if err != nil {
 				return registry.Spec{}, nil, partError("the artifact", err)

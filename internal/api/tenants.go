@@ -50,7 +50,7 @@ func (a *API) tenantsEndpoint(w http.ResponseWriter, r *http.Request, c call) er
 
 // TenantUpdate is the body of PUT /v1/tenants/{name}.
 type TenantUpdate struct {
-	Quotas tenant.Quotas `json:"quotas"`
+	Quotas *tenant.Quotas `json:"quotas"` // required: {} lifts every quota
 }
 
 func (a *API) tenantEndpoint(w http.ResponseWriter, r *http.Request, c call) error {
@@ -67,7 +67,10 @@ func (a *API) tenantEndpoint(w http.ResponseWriter, r *http.Request, c call) err
 		if err := decodeJSON(w, r, &u); err != nil {
 			return err
 		}
-		t, err := a.Tenants.SetQuotas(r.Context(), name, u.Quotas)
+		if u.Quotas == nil {
+			return httperror.BadRequest(`the body must give the tenant's "quotas" ({} for none)`)
+		}
+		t, err := a.Tenants.SetQuotas(r.Context(), name, *u.Quotas)
 		if err != nil {
 			return tenantError(err)
 		}
@@ -85,6 +88,14 @@ func (a *API) tenantEndpoint(w http.ResponseWriter, r *http.Request, c call) err
 		}
 		if err := a.Tenants.DeleteTenant(r.Context(), name); err != nil {
 			return tenantError(err)
+		}
+		// A deploy that began before the delete may have written its
+		// function after the check above, and checked its tenant before
+		// the delete: gone now, the tenant takes it along.
+		for _, f := range a.Registry.List(name) {
+			if f.TenantID == t.ID {
+				a.removeLeftover(r.Context(), name, t.ID, f.Name)
+			}
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
@@ -177,7 +188,7 @@ type SecretList struct {
 
 // SecretValue is the body of PUT /v1/secrets/{name}.
 type SecretValue struct {
-	Value string `json:"value"`
+	Value *string `json:"value"` // required: a body without it must not empty the secret
 }
 
 func (a *API) secretsEndpoint(w http.ResponseWriter, r *http.Request, c call) error {
@@ -195,7 +206,13 @@ func (a *API) secretEndpoint(w http.ResponseWriter, r *http.Request, c call) err
 		if err := decodeJSON(w, r, &v); err != nil {
 			return err
 		}
-		info, err := a.Tenants.SetSecret(r.Context(), c.tenant, name, []byte(v.Value))
+		if v.Value == nil {
+			return httperror.BadRequest(`the body must give the secret's "value" (a string)`)
+		}
+		if len(*v.Value) > tenant.MaxSecretBytes {
+			return httperror.New(http.StatusRequestEntityTooLarge, "payload_too_large", "a secret's value is at most %d bytes; this one has %d", tenant.MaxSecretBytes, len(*v.Value))
+		}
+		info, err := a.Tenants.SetSecret(r.Context(), c.tenant, name, []byte(*v.Value))
 		if err != nil {
 			return tenantError(err)
 		}

@@ -169,7 +169,7 @@ func (e *env) tenantSet(ctx context.Context, args []string, create bool) error {
 				q.Burst = given.Burst
 			}
 		})
-		_, err = c.callJSON(ctx, http.MethodPut, path, api.TenantUpdate{Quotas: q}, &t)
+		_, err = c.callJSON(ctx, http.MethodPut, path, api.TenantUpdate{Quotas: &q}, &t)
 	}
 	if err != nil {
 		return err
@@ -274,7 +274,7 @@ func (e *env) secretCmd(ctx context.Context, args []string) error {
 				return fmt.Errorf("secret %s: the value is not UTF-8 text; a secret becomes an environment variable: encode binary values, for example with base64", pos[0])
 			}
 			var info tenant.SecretInfo
-			if _, err := c.callJSON(ctx, http.MethodPut, "/v1/secrets/"+url.PathEscape(pos[0]), api.SecretValue{Value: string(value)}, &info); err != nil {
+			if _, err := c.callJSON(ctx, http.MethodPut, "/v1/secrets/"+url.PathEscape(pos[0]), api.SecretValue{Value: new(string(value))}, &info); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "secret %s set\n", info.Name)

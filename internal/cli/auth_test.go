@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gust-faas/gust/internal/api"
+	"github.com/gust-faas/gust/internal/tenant"
 )
 
 // createKey creates a key through the API as n's admin and returns its id
@@ -204,6 +205,8 @@ func TestRoles(t *testing.T) {
 		{n.key, "admin creates a tenant twice", "POST", "/v1/tenants", `{"name":"team"}`, 409},
 		{n.key, "admin deletes a tenant with functions", "DELETE", "/v1/tenants/team", "", 409},
 		{n.key, "admin sets negative quotas", "PUT", "/v1/tenants/team", `{"quotas":{"max_functions":-1}}`, 400},
+		{n.key, "admin sets quotas without quotas", "PUT", "/v1/tenants/team", `{}`, 400},
+		{n.key, "admin sets quotas to null", "PUT", "/v1/tenants/team", `null`, 400},
 		{n.key, "admin deletes the default tenant", "DELETE", "/v1/tenants/default", "", 400},
 	}
 	for _, tt := range tests {
@@ -422,6 +425,21 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	if a := n.do(t, "PUT", "/v1/secrets/NUL", "application/json", strings.NewReader(`{"value":"a\u0000b"}`)); a.status != 400 || !strings.Contains(a.msg, "NUL") {
 		t.Errorf("a secret with a NUL byte: %d %q, want 400 saying why", a.status, a.msg)
+	}
+	// Bodies that once changed a secret: no value (which emptied it),
+	// bytes that are not UTF-8 (replaced), data after the object (ignored).
+	for _, body := range []string{`{}`, `null`, `{"value":null}`, "{\"value\":\"ab\xffcd\"}", `{"value":"x"}}]`, `[{"value":"x"}]`} {
+		if a := n.do(t, "PUT", "/v1/secrets/DB_PASSWORD", "application/json", strings.NewReader(body)); a.status != 400 || a.msg == "" {
+			t.Errorf("PUT secret %q: %d %q, want 400 saying what is wrong", body, a.status, a.msg)
+		}
+	}
+	if a := n.do(t, "GET", "/fn/default/uses/secret", "", nil); a.body != fmt.Sprintf("%x\n", sha256.Sum256([]byte(values[len(values)-1]))) {
+		t.Errorf("after the refused bodies, the function sees a secret hashing to %q, want the last value set", a.body)
+	}
+	// The largest secret fits however its client escapes it: Go's JSON
+	// writes & as 6 bytes.
+	if code, _, errOut := n.gust(t, strings.Repeat("&", tenant.MaxSecretBytes), "secret", "set", "AMP"); code != 0 {
+		t.Errorf("secret set of %d ampersands: %d %q, want it set", tenant.MaxSecretBytes, code, errOut)
 	}
 	code, out, errOut := n.gust(t, "", "secret", "rm", "DB_PASSWORD")
 	record(out, errOut)
@@ -671,17 +689,28 @@ func (n *node) startSlowDeploy(t *testing.T, key, name string, artifact []byte) 
 // memory, are read a few at a time (twenty at once took the server to
 // 4.5 GB); the next waits for a slot.
 func TestDeploysInMemoryAreBounded(t *testing.T) {
+	saved := api.UploadWait
+	api.UploadWait = 2 * time.Second
+	defer func() { api.UploadWait = saved }()
 	n := startNode(t, t.TempDir())
 	artifact := must(os.ReadFile(guestPath))
 	// Compiled once: a deploy of it takes milliseconds from now on.
 	if a := n.deployRaw(t, "compiled", "{}", artifact); a.status != 201 {
 		t.Fatalf("deploy: %d %s", a.status, a.body)
 	}
+	// A tenant holds two slots at most: the four are two tenants'.
+	n.createTenant(t, "other", "")
 	var finishes []func()
 	var statuses []<-chan int
-	for i := range 4 {
-		finish, status := n.startSlowDeploy(t, n.key, fmt.Sprintf("slow%d", i), artifact)
+	for i, name := range []string{"slow0", "slow1", "slow2?tenant=other", "slow3?tenant=other"} {
+		finish, status := n.startSlowDeploy(t, n.key, name, artifact)
 		finishes, statuses = append(finishes, finish), append(statuses, status)
+		if i == 1 {
+			// A third of the same tenant waits for one of its own.
+			if a := n.deployRaw(t, "third", "{}", artifact); a.status != 503 || !strings.Contains(a.msg, `tenant "default" has 2 deploys`) {
+				t.Errorf("a tenant's third deploy beside two uploading ones: %d %q, want 503 naming the tenant's share", a.status, a.msg)
+			}
+		}
 	}
 	time.Sleep(200 * time.Millisecond) // the four hold every slot
 	next := make(chan answer, 1)
@@ -736,7 +765,7 @@ func TestSlowDeployTimesOut(t *testing.T) {
 	artifact := must(os.ReadFile(guestPath))
 	var finishes []func()
 	var statuses []<-chan int
-	for i := range 4 { // every upload slot
+	for i := range 4 { // twice a tenant's share of the upload slots
 		finish, status := n.startSlowDeploy(t, n.key, fmt.Sprintf("stalled%d", i), artifact)
 		finishes, statuses = append(finishes, finish), append(statuses, status)
 	}

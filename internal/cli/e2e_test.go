@@ -304,6 +304,16 @@ func TestBadInput(t *testing.T) {
 		}, 422, "bad_artifact", "invalid WebAssembly module: compiling it needs more than"},
 		{"memory below module minimum", func() answer { return n.deployRaw(t, "x", `{"memory_mb":16}`, append([]byte(nil), helloWasm...)) }, 201, "", ""},
 		{"oversized artifact", func() answer { return n.deployRaw(t, "x", `{}`, hugeArtifact) }, 413, "payload_too_large", "64 MiB"},
+		{"two specs", func() answer {
+			var buf bytes.Buffer
+			mw := multipart.NewWriter(&buf)
+			mw.WriteField("spec", `{"memory_mb":64}`)
+			mw.WriteField("spec", `{"memory_mb":128}`)
+			w, _ := mw.CreateFormFile("artifact", "f.wasm")
+			w.Write(helloWasm)
+			mw.Close()
+			return n.do(t, "PUT", "/v1/functions/x", mw.FormDataContentType(), &buf)
+		}, 400, "bad_request", `more than one "spec" part`},
 		{"not multipart", func() answer { return n.do(t, "PUT", "/v1/functions/x", "application/json", strings.NewReader(`{}`)) }, 415, "unsupported_media_type", "multipart"},
 		{"unknown function", func() answer { return n.do(t, "GET", "/fn/default/nope", "", nil) }, 404, "not_found", `"nope" not found`},
 		{"unknown tenant", func() answer { return n.do(t, "GET", "/fn/other/hello", "", nil) }, 404, "not_found", "not found"},

@@ -135,7 +135,8 @@ func deployDemo(ctx context.Context, srv *server.Server, log *slog.Logger) error
 		if err != nil {
 			return err
 		}
-		res, err := srv.Registry().Deploy(ctx, tenant.Default, fn.Spec, fn.Artifact)
+		t, _ := srv.Tenants().Tenant(tenant.Default)
+		res, err := srv.Registry().Deploy(ctx, tenant.Default, t.ID, fn.Spec, fn.Artifact)
 		if err != nil {
 			return fmt.Errorf("deploy %s: %w", name, err)
 		}

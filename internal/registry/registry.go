@@ -26,7 +26,10 @@ const (
 
 // Function is a deployed function and its immutable versions.
 type Function struct {
-	Tenant   string           `json:"tenant"`
+	Tenant string `json:"tenant"`
+	// TenantID is the ID of the tenant of that name the function belongs
+	// to: a new tenant of the same name never inherits it.
+	TenantID string           `json:"tenant_id,omitempty"`
 	Name     string           `json:"name"`
 	Latest   int              `json:"latest"`
 	Versions []Version        `json:"versions"`
@@ -73,6 +76,10 @@ type Checker interface {
 
 // ErrNotFound is returned for a function or version that does not exist.
 var ErrNotFound = errors.New("not found")
+
+// ErrTenantChanged is returned for a deploy to a function of a tenant that
+// was deleted, and created again under its name, since the deploy began.
+var ErrTenantChanged = errors.New("its tenant was deleted and created again")
 
 // InvalidError is a deploy refused for what it asked: a bad spec or artifact.
 type InvalidError struct{ Err error }
@@ -273,7 +280,11 @@ func (r *Registry) check(ctx context.Context, tenant string, spec Spec, digest s
 // Deploy records a new version of spec.Name in tenant, running artifact. The
 // artifact is checked (compiled) and stored, its digest verified, before the
 // version record is written; if any step fails, the function is unchanged.
-func (r *Registry) Deploy(ctx context.Context, tenant string, spec Spec, artifact []byte) (DeployResult, error) {
+// tenantID is the ID of the tenant as the deploy began: a function it
+// creates carries it, and a function of another tenant of that name (the
+// tenant was deleted and created again meanwhile) gets no version but
+// ErrTenantChanged. "" skips the check.
+func (r *Registry) Deploy(ctx context.Context, tenant, tenantID string, spec Spec, artifact []byte) (DeployResult, error) {
 	if !ValidName(tenant) {
 		return DeployResult{}, &InvalidError{fmt.Errorf("tenant %q is invalid", tenant)}
 	}
@@ -303,7 +314,7 @@ func (r *Registry) Deploy(ctx context.Context, tenant string, spec Spec, artifac
 		}
 	}
 	for {
-		res, rev, err := r.addVersion(ctx, k, tenant, spec, digest, int64(len(artifact)))
+		res, rev, err := r.addVersion(ctx, k, tenant, tenantID, spec, digest, int64(len(artifact)))
 		if errors.Is(err, store.ErrConflict) {
 			continue // another deploy won the race; read again and retry
 		}
@@ -326,18 +337,24 @@ func (r *Registry) Deploy(ctx context.Context, tenant string, spec Spec, artifac
 	}
 }
 
-func (r *Registry) addVersion(ctx context.Context, k, tenant string, spec Spec, digest string, size int64) (DeployResult, uint64, error) {
+func (r *Registry) addVersion(ctx context.Context, k, tenant, tenantID string, spec Spec, digest string, size int64) (DeployResult, uint64, error) {
 	now := r.now().UTC()
 	cur, err := r.functions.Get(ctx, k)
 	var f Function
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		f = Function{Tenant: tenant, Name: spec.Name, Created: now}
+		f = Function{Tenant: tenant, TenantID: tenantID, Name: spec.Name, Created: now}
 	case err != nil:
 		return DeployResult{}, 0, err
 	default:
 		if err := json.Unmarshal(cur.Value, &f); err != nil {
 			return DeployResult{}, 0, fmt.Errorf("registry: record %s: %w", k, err)
+		}
+		if !f.of(tenantID) {
+			return DeployResult{}, 0, fmt.Errorf("function %s: %w", spec.Name, ErrTenantChanged)
+		}
+		if f.TenantID == "" {
+			f.TenantID = tenantID // recorded before functions carried it
 		}
 		if latest, ok := f.Version(0); ok && latest.Digest == digest && sameSpec(latest.Spec, spec) {
 			return DeployResult{Function: f, Version: latest}, cur.Revision, nil
@@ -409,9 +426,22 @@ func sameSpec(a, b Spec) bool {
 	return string(ja) == string(jb)
 }
 
+// of reports whether f belongs to the tenant whose ID is tenantID (""
+// stands for any, and a function recorded before functions carried the
+// ID belongs to any).
+func (f *Function) of(tenantID string) bool {
+	return tenantID == "" || f.TenantID == "" || f.TenantID == tenantID
+}
+
 // Delete removes a function and all its versions. Nodes stop routing to it
 // as soon as their view sees the delete.
 func (r *Registry) Delete(ctx context.Context, tenant, name string) error {
+	return r.DeleteOf(ctx, tenant, "", name)
+}
+
+// DeleteOf removes a function as Delete does if it belongs to the tenant
+// whose ID is tenantID (any, for ""); another's is ErrNotFound.
+func (r *Registry) DeleteOf(ctx context.Context, tenant, tenantID, name string) error {
 	if !ValidName(tenant) || !ValidName(name) {
 		return fmt.Errorf("function %s: %w", name, ErrNotFound)
 	}
@@ -423,6 +453,13 @@ func (r *Registry) Delete(ctx context.Context, tenant, name string) error {
 		}
 		if err != nil {
 			return err
+		}
+		var f Function
+		if err := json.Unmarshal(cur.Value, &f); err != nil {
+			return fmt.Errorf("registry: record %s: %w", k, err)
+		}
+		if !f.of(tenantID) {
+			return fmt.Errorf("function %s: %w", name, ErrNotFound)
 		}
 		err = r.functions.Delete(ctx, k, cur.Revision)
 		if errors.Is(err, store.ErrConflict) {

@@ -121,7 +121,7 @@ func startNodeWith(t *testing.T, s *store.Store, c registry.Checker) *node {
 
 func deploy(t *testing.T, r *registry.Registry, tenant, name, artifact string) registry.DeployResult {
 	t.Helper()
-	res, err := r.Deploy(t.Context(), tenant, registry.Spec{Name: name}, []byte(artifact))
+	res, err := r.Deploy(t.Context(), tenant, "", registry.Spec{Name: name}, []byte(artifact))
 	if err != nil {
 		t.Fatalf("Deploy(%s, %s, %q) error = %v, want nil", tenant, name, artifact, err)
 	}
@@ -253,7 +253,7 @@ func TestDeployKeepsRecentVersions(t *testing.T) {
 		return registry.Spec{Name: "big", Env: map[string]string{"PAD": strings.Repeat(strconv.Itoa(i%10), 60<<10)}}
 	}
 	for i := 1; i <= 80; i++ {
-		if _, err := n.reg.Deploy(ctx, "default", big(i), []byte("ok")); err != nil {
+		if _, err := n.reg.Deploy(ctx, "default", "", big(i), []byte("ok")); err != nil {
 			t.Fatalf("deploy %d of a large spec: %v", i, err)
 		}
 	}
@@ -290,7 +290,7 @@ func TestDeployUnchangedRecordsNothing(t *testing.T) {
 		{"back to an older version's artifact", withEnv, "ok-a", true, 4},
 	}
 	for _, st := range steps {
-		res, err := n.reg.Deploy(ctx, tenant, st.spec, []byte(st.artifact))
+		res, err := n.reg.Deploy(ctx, tenant, "", st.spec, []byte(st.artifact))
 		if err != nil {
 			t.Fatalf("%s: Deploy error = %v, want nil", st.name, err)
 		}
@@ -313,7 +313,7 @@ func TestDeployCheckFailureChangesNothing(t *testing.T) {
 	deploy(t, n.reg, tenant, "hello", "ok-1")
 
 	for _, name := range []string{"hello", "fresh"} {
-		_, err := n.reg.Deploy(ctx, tenant, registry.Spec{Name: name}, []byte("bad"))
+		_, err := n.reg.Deploy(ctx, tenant, "", registry.Spec{Name: name}, []byte("bad"))
 		if !errors.Is(err, errNotOK) {
 			t.Errorf("Deploy(%s, %q) error = %v, want the checker's %v", name, "bad", err, errNotOK)
 		}
@@ -357,7 +357,7 @@ func TestDeployInvalid(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := n.checker.calls.Load()
-			_, err := n.reg.Deploy(t.Context(), "default", tt.spec, tt.artifact)
+			_, err := n.reg.Deploy(t.Context(), "default", "", tt.spec, tt.artifact)
 			var invalid *registry.InvalidError
 			if !errors.As(err, &invalid) {
 				t.Errorf("Deploy(%+v, %q) error = %#v, want a *registry.InvalidError", tt.spec, tt.artifact, err)
@@ -432,7 +432,7 @@ func TestListPerTenantSorted(t *testing.T) {
 func TestTenantMustBeAName(t *testing.T) {
 	n := startNode(t, openRegistryStore(t, t.TempDir()))
 	for _, tenant := range []string{"a.b", "A", "", "a*", "a>"} {
-		_, err := n.reg.Deploy(t.Context(), tenant, registry.Spec{Name: "c"}, []byte("ok"))
+		_, err := n.reg.Deploy(t.Context(), tenant, "", registry.Spec{Name: "c"}, []byte("ok"))
 		var invalid *registry.InvalidError
 		if !errors.As(err, &invalid) {
 			t.Errorf("Deploy(tenant %q) error = %v, want a *registry.InvalidError", tenant, err)
@@ -660,7 +660,7 @@ func TestDeployHammer(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range deploys {
 		wg.Go(func() {
-			results[i], errs[i] = nodes[i%2].reg.Deploy(t.Context(), tenant,
+			results[i], errs[i] = nodes[i%2].reg.Deploy(t.Context(), tenant, "",
 				registry.Spec{Name: "hot"}, fmt.Appendf(nil, "ok-%d", i))
 		})
 	}
@@ -769,7 +769,7 @@ func TestDeployChecksOneAtATimePerTenant(t *testing.T) {
 	ctx := t.Context()
 	slow := make(chan error, 1)
 	go func() {
-		_, err := n.reg.Deploy(ctx, "a", registry.Spec{Name: "slow"}, []byte("slow module"))
+		_, err := n.reg.Deploy(ctx, "a", "", registry.Spec{Name: "slow"}, []byte("slow module"))
 		slow <- err
 	}()
 	if got := <-entered; got != "slow module" {
@@ -778,11 +778,11 @@ func TestDeployChecksOneAtATimePerTenant(t *testing.T) {
 
 	waitCtx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
-	_, err := n.reg.Deploy(waitCtx, "a", registry.Spec{Name: "other"}, []byte("quick module"))
+	_, err := n.reg.Deploy(waitCtx, "a", "", registry.Spec{Name: "other"}, []byte("quick module"))
 	if err == nil || !strings.Contains(err.Error(), "waiting for this tenant's other deploys") {
 		t.Errorf("tenant a's second deploy while its first is checked = %v, want an error saying it waited", err)
 	}
-	if _, err := n.reg.Deploy(ctx, "b", registry.Spec{Name: "fn"}, []byte("b's module")); err != nil {
+	if _, err := n.reg.Deploy(ctx, "b", "", registry.Spec{Name: "fn"}, []byte("b's module")); err != nil {
 		t.Errorf("tenant b's deploy while tenant a's is checked = %v, want nil", err)
 	}
 	if got := <-entered; got != "b's module" {
@@ -793,10 +793,46 @@ func TestDeployChecksOneAtATimePerTenant(t *testing.T) {
 	if err := <-slow; err != nil {
 		t.Fatalf("the slow deploy = %v", err)
 	}
-	if _, err := n.reg.Deploy(ctx, "a", registry.Spec{Name: "other"}, []byte("quick module")); err != nil {
+	if _, err := n.reg.Deploy(ctx, "a", "", registry.Spec{Name: "other"}, []byte("quick module")); err != nil {
 		t.Errorf("tenant a's deploy once its first is done = %v, want nil", err)
 	}
 	if fns := n.reg.List("a"); len(fns) != 2 {
 		t.Errorf("tenant a has %d functions, want 2 (slow and other)", len(fns))
+	}
+}
+
+// TestDeployKeepsToItsTenant: a function belongs to the tenant (by ID) that
+// created it. A deploy that began in a tenant deleted and created again
+// since adds no version to the new tenant's function of that name (it once
+// could, and the new tenant's secrets reached its code), and deletes it
+// only if it is the old tenant's.
+func TestDeployKeepsToItsTenant(t *testing.T) {
+	ctx := t.Context()
+	n := startNode(t, openRegistryStore(t, t.TempDir()))
+	res, err := n.reg.Deploy(ctx, "shop", "new-id", registry.Spec{Name: "app"}, []byte("ok: the new tenant's"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Function.TenantID != "new-id" {
+		t.Errorf("the function belongs to %q, want new-id", res.Function.TenantID)
+	}
+	_, err = n.reg.Deploy(ctx, "shop", "old-id", registry.Spec{Name: "app"}, []byte("ok: the old tenant's"))
+	if !errors.Is(err, registry.ErrTenantChanged) {
+		t.Errorf("a deploy of the old tenant = %v, want ErrTenantChanged", err)
+	}
+	if err := n.reg.DeleteOf(ctx, "shop", "old-id", "app"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("the old tenant's delete = %v, want ErrNotFound", err)
+	}
+	if f, ok := n.reg.Get("shop", "app"); !ok || f.Latest != 1 || f.Versions[0].Digest != registry.Digest([]byte("ok: the new tenant's")) {
+		t.Fatalf("the new tenant's function: %+v, %t; want its own version 1 alone", f, ok)
+	}
+	if _, err := n.reg.Deploy(ctx, "shop", "new-id", registry.Spec{Name: "app"}, []byte("ok: its second")); err != nil {
+		t.Errorf("the new tenant's second deploy: %v", err)
+	}
+	if err := n.reg.DeleteOf(ctx, "shop", "new-id", "app"); err != nil {
+		t.Errorf("the new tenant's delete: %v", err)
+	}
+	if _, ok := n.reg.Get("shop", "app"); ok {
+		t.Error("the function is still there after its tenant's delete")
 	}
 }

@@ -119,10 +119,18 @@ func (s *Service) Authenticate(token string) (Principal, error) {
 	if k.Revoked != nil || (k.Expires != nil && !now.Before(*k.Expires)) {
 		return Principal{}, ErrUnauthenticated
 	}
-	if t, ok := s.tenants.Get(k.Tenant); !ok || t.ID != k.TenantID {
+	if !s.live(k) {
 		return Principal{}, ErrUnauthenticated
 	}
 	return Principal{KeyID: k.ID, Tenant: k.Tenant, Role: k.Role}, nil
+}
+
+// live reports whether k was made in its tenant as it is now: the keys of
+// a deleted tenant that its delete missed (made while it ran) belong to no
+// tenant created since under the name.
+func (s *Service) live(k Key) bool {
+	t, ok := s.tenants.Get(k.Tenant)
+	return ok && t.ID == k.TenantID
 }
 
 // NewKey describes a key to create.
@@ -181,7 +189,7 @@ func randomToken(n int) string {
 func (s *Service) Keys(tenant string) []KeyInfo {
 	var out []KeyInfo
 	for _, k := range s.keys.List("") {
-		if tenant == "" || k.Tenant == tenant {
+		if (tenant == "" || k.Tenant == tenant) && s.live(k) {
 			out = append(out, k.Info())
 		}
 	}
@@ -191,7 +199,10 @@ func (s *Service) Keys(tenant string) []KeyInfo {
 // Key returns a key's record.
 func (s *Service) Key(id string) (KeyInfo, bool) {
 	k, ok := s.keys.Get(id)
-	return k.Info(), ok
+	if !ok || !s.live(k) {
+		return KeyInfo{}, false
+	}
+	return k.Info(), true
 }
 
 // RevokeKey revokes a key at once on every node. It is kept, marked revoked,

@@ -640,7 +640,7 @@ func TestRevokeWhileAuthenticating(t *testing.T) {
 // CreateKey on one node and DeleteTenant on another: CreateKey checks the
 // tenant in its view, DeleteTenant lists and deletes the tenant's keys, and
 // then CreateKey's write lands. The key left behind must never authenticate,
-// not even once a new tenant of the same name is created.
+// nor be listed, not even once a new tenant of the same name is created.
 func TestKeyDoesNotOutliveItsTenant(t *testing.T) {
 	clock := newFakeClock()
 	s := startService(t, openStore(t), serviceOpts{clock: clock})
@@ -667,6 +667,13 @@ func TestKeyDoesNotOutliveItsTenant(t *testing.T) {
 	mustCreateTenant(t, s, "acme", Quotas{})
 	if p, err := s.Authenticate(token); err != ErrUnauthenticated {
 		t.Errorf("Authenticate(key of the deleted acme) in the new acme = %+v, %v, want ErrUnauthenticated", p, err)
+	}
+	// Nor do the new acme's owners see it, to revoke or rename it as theirs.
+	if keys := s.Keys("acme"); len(keys) != 0 {
+		t.Errorf("Keys(acme) in the new acme = %+v, want none: the key is the deleted acme's", keys)
+	}
+	if k, ok := s.Key(id); ok {
+		t.Errorf("Key(%s) in the new acme = %+v, want none", id, k)
 	}
 }
 

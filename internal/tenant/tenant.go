@@ -80,8 +80,15 @@ func (q Quotas) Validate() error {
 	if q.Burst > 0 && q.RatePerSecond == 0 {
 		errs = append(errs, errors.New("burst needs a rate_per_second"))
 	}
+	if q.RatePerSecond > 0 && q.RatePerSecond < MinRatePerSecond {
+		errs = append(errs, fmt.Errorf("rate_per_second %g is below %g (one request in %v); 0 is no limit", q.RatePerSecond, MinRatePerSecond, time.Duration(float64(time.Second)/MinRatePerSecond)))
+	}
 	return errors.Join(errs...)
 }
+
+// MinRatePerSecond is the lowest rate_per_second: the wait a slower rate
+// gives a refused request to try again once overflowed Retry-After.
+const MinRatePerSecond = 0.001
 
 // Errors the tenant package returns.
 var (

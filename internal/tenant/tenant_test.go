@@ -265,6 +265,9 @@ func TestQuotasValidate(t *testing.T) {
 		{"negative rate", Quotas{RatePerSecond: -0.5}, false},
 		{"negative burst", Quotas{Burst: -1, RatePerSecond: 1}, false},
 		{"burst without rate", Quotas{Burst: 3}, false},
+		{"the slowest rate", Quotas{RatePerSecond: MinRatePerSecond}, true},
+		// Its Retry-After overflowed: one second, for a tenant blocked for ever.
+		{"a rate too slow to wait for", Quotas{RatePerSecond: 1e-300}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
