@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -348,6 +349,10 @@ func (r *Runtime) fromSpare(ctx context.Context, fds []int, cfg runtime.Config, 
 	return r.configure(ctx, p, fds, cfg, opts)
 }
 
+// outputDrain is how long a sandbox's output is read after its init has
+// exited.
+const outputDrain = time.Second
+
 // configure makes p the sandbox cfg describes: it sets the cgroup's
 // limits, sends the init the descriptors fds (the bundle's mount, and for
 // serve the socket of the requests' streams) and its configuration, and
@@ -359,9 +364,22 @@ func (r *Runtime) configure(ctx context.Context, p *initProc, fds []int, cfg run
 		output = io.Discard
 	}
 	go func() {
-		io.Copy(output, p.output)
-		p.output.Close()
+		copied := make(chan struct{})
+		go func() {
+			io.Copy(output, p.output)
+			close(copied)
+		}()
 		<-p.waited
+		// Every process of the sandbox is gone with its init, but a
+		// descriptor of the pipe may outlive them in a unix socket's
+		// queue until the kernel collects it: what they wrote is read,
+		// and no more is waited for.
+		select {
+		case <-copied:
+		case <-time.After(outputDrain):
+		}
+		p.output.Close()
+		<-copied
 		sb.err = p.err
 		close(sb.done)
 	}()

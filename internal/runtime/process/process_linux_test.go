@@ -752,3 +752,43 @@ print("buffered=%dMiB" % (total >> 20))
 		t.Errorf("a 64 MiB function buffered %d MiB in sockets:\n%s", buffered, resp.Body)
 	}
 }
+
+// TestCloseDoesNotWaitForAHiddenPipe: a program that parks its stdout and
+// stderr in a unix socket's own queue (a cycle only the kernel's collector
+// breaks, whenever it runs) keeps the host's output pipe open after every
+// process of its sandbox has died; closing its instance does not wait for
+// the collector (it once took from milliseconds to over ten seconds, with
+// the instance's cgroup and its slot in the pool held meanwhile).
+func TestCloseDoesNotWaitForAHiddenPipe(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{"app.py": `
+import array, os, socket
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+b.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [a.fileno(), 1, 2]))])
+a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [b.fileno(), 1, 2]))])
+a.close(); b.close()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(os.environ["PORT"]))); s.listen(5)
+while True:
+    c, _ = s.accept()
+    c.recv(65536)
+    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    c.close()
+`})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for round := range 3 {
+		inst, err := prep.Start(ctx, testConfig(runtime.ProtocolHTTP, "python3", "app.py"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}}, slog.Default()); err != nil || string(resp.Body) != "ok" {
+			t.Fatalf("round %d: Invoke = %v, %v", round, resp, err)
+		}
+		start := time.Now()
+		inst.Close(ctx)
+		if took := time.Since(start); took > 3*outputDrain {
+			t.Errorf("round %d: Close took %v, want it done about %v after the sandbox died", round, took, outputDrain)
+		}
+	}
+}

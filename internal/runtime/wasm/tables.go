@@ -21,7 +21,7 @@ const maxTableEntries = 1 << 20
 func boundTables(module []byte) ([]byte, error) {
 	sections, err := splitSections(module)
 	if err != nil {
-		return nil, runtime.Errorf(runtime.BadArtifact, "invalid WebAssembly module: %v", err)
+		return module, nil // for wazero's decoder to refuse, saying more
 	}
 	changed := false
 	for i, s := range sections {
