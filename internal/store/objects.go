@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,17 +34,45 @@ func (o *Objects) Put(ctx context.Context, name string, data []byte) error {
 }
 
 // Get returns the object named name, or ErrNotFound. JetStream verifies its
-// digest while reading.
+// digest while reading. It returns when ctx is done, or after
+// objectReadTimeout: the client's read heeds its context only at a chunk
+// or at the context's deadline, so a chunk that never came (an object
+// damaged, a consumer stalled) held a deploy, or a server's shutdown, for
+// ever.
 func (o *Objects) Get(ctx context.Context, name string) ([]byte, error) {
-	data, err := o.obs.GetBytes(ctx, name)
+	ctx, cancel := context.WithTimeout(ctx, objectReadTimeout)
+	defer cancel()
+	res, err := o.obs.Get(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, fmt.Errorf("object %s: %w", name, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("store: get object %s: %w", name, err)
 	}
-	return data, nil
+	type read struct {
+		data []byte
+		err  error
+	}
+	done := make(chan read, 1)
+	go func() { // left behind if ctx ends first, until objectReadTimeout
+		defer res.Close()
+		data, err := io.ReadAll(res)
+		done <- read{data, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("store: get object %s: %w", name, r.err)
+		}
+		return r.data, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("store: get object %s: %w", name, ctx.Err())
+	}
 }
+
+// objectReadTimeout bounds reading an object: 64 MiB take well under a
+// second.
+const objectReadTimeout = 2 * time.Minute
 
 // ObjectInfo names an object and when it was last written or touched.
 type ObjectInfo struct {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gust-faas/gust/internal/store"
 )
@@ -736,4 +737,59 @@ func TestKVWithTTLMaxKeys(t *testing.T) {
 	kv = open(s, 0) // unbounded again
 	put(kv, "h", "i", "j")
 	want(kv, "f g h i j", "")
+}
+
+// TestObjectGetEndsWithItsContext: reading an object whose chunks never
+// come (here purged behind the store's back) ends when the caller's
+// context does: the client's read looked at its context only every five
+// seconds, and with no context to end it (a deploy's compile, a pool's
+// preparation) read on for ever, holding the server's shutdown.
+func TestObjectGetEndsWithItsContext(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	s := openStore(t, store.Config{DataDir: t.TempDir(), Listen: addr, Token: "secret-token"})
+	ctx := t.Context()
+	objs, err := s.Objects(ctx, "arts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := objs.Put(ctx, "a", bytes.Repeat([]byte("x"), 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect("nats://"+addr, nats.Token("secret-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "OBJ_arts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject("$O.arts.C.>")); err != nil {
+		t.Fatal(err)
+	}
+	getCtx, cancel := context.WithCancel(ctx) // no deadline: a shutdown's
+	done := make(chan error, 1)
+	go func() {
+		_, err := objs.Get(getCtx, "a")
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Get = %v, want it canceled", err)
+		}
+	case <-time.After(2 * time.Second): // the client's read looks at its context every 5 s
+		t.Fatal("Get of an object whose chunks never come went on after its context ended")
+	}
 }
