@@ -196,12 +196,14 @@ func (s *Service) superseded(ctx context.Context, m *store.Message, job Job) boo
 	if m.Seq == 0 || m.Delivered <= 1 && job.Failed == 0 {
 		return false
 	}
+	// A retry waiting for its time first: when its time comes, it is
+	// queued before it stops waiting, so one of the two reads finds it.
 	subject := workSubject(job.Tenant, job.ID)
-	if latest, err := s.queue.Pending(ctx, subject); err == nil && latest.Seq > m.Seq {
+	if later, err := s.queue.Later(ctx, subject); err == nil && later.Seq > m.Seq {
 		return true
 	}
-	later, err := s.queue.Later(ctx, subject) // a retry waiting for its time
-	return err == nil && later.Seq > m.Seq
+	latest, err := s.queue.Pending(ctx, subject)
+	return err == nil && latest.Seq > m.Seq
 }
 
 // retry queues job again, after its failures, to run no sooner than delay

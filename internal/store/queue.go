@@ -66,14 +66,24 @@ func (s *Store) Queue(ctx context.Context, cfg QueueConfig) (*Queue, error) {
 		// The server keeps some 50 bytes per pending message.
 		cfg.MaxAckPending = 200_000
 	}
-	c, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:        "workers",
-		FilterSubjects: cfg.Subjects, // not the messages waiting for their time
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        cfg.AckWait,
-		MaxDeliver:     -1,
-		MaxAckPending:  cfg.MaxAckPending,
-	})
+	cc := jetstream.ConsumerConfig{
+		Durable:       "workers",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: cfg.MaxAckPending,
+	}
+	// Not the messages waiting for their time. One subject goes in
+	// FilterSubject: the server's answer to an update that adds
+	// FilterSubjects to a consumer without a filter (a data dir from
+	// before PublishAt) does not list them, and nats.go takes that for a
+	// server without the feature.
+	if len(cfg.Subjects) == 1 {
+		cc.FilterSubject = cfg.Subjects[0]
+	} else {
+		cc.FilterSubjects = cfg.Subjects
+	}
+	c, err := st.CreateOrUpdateConsumer(ctx, cc)
 	if err != nil {
 		return nil, fmt.Errorf("store: queue %s: consumer: %w", cfg.Name, err)
 	}

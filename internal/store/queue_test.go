@@ -3,10 +3,14 @@ package store_test
 import (
 	"context"
 	"errors"
+	"net"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gust-faas/gust/internal/store"
 )
@@ -122,5 +126,70 @@ func TestPublishAtWaitsForItsTime(t *testing.T) {
 	}
 	if _, err := q.Later(ctx, "jobs.a"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("jobs.a still waits once delivered: %v", err)
+	}
+}
+
+// TestQueueOpensAnOlderQueue: a queue made before PublishAt (its consumer
+// had no filter) opens on the first start after the upgrade (which once
+// failed: nats.go took the server's answer for a refusal), and hands out
+// what is published for later only when its time comes.
+func TestQueueOpensAnOlderQueue(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	// The queue as the earlier version made it, on a server since stopped.
+	old, err := store.Open(ctx, store.Config{DataDir: dir, Listen: addr, Token: "secret-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect("nats://"+addr, nats.Token("secret-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "old", Subjects: []string{"old.>"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "workers", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 10 * time.Second, MaxDeliver: -1, MaxAckPending: 200_000}); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openStore(t, store.Config{DataDir: dir})
+	q, err := s.Queue(ctx, store.QueueConfig{Name: "old", Subjects: []string{"old.>"}, AckWait: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("opening the older queue: %v", err)
+	}
+	at := time.Now().Add(time.Second)
+	if err := q.PublishAt(ctx, "old.a", []byte("later"), at); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan time.Time, 2)
+	if err := q.Consume(ctx, 1, func(m *store.Message) {
+		got <- time.Now()
+		m.Ack()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case when := <-got:
+		if when.Before(at) {
+			t.Errorf("the message for later came at %v, before its time %v", when.Format(time.StampMilli), at.Format(time.StampMilli))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the message for later never came")
 	}
 }
