@@ -103,6 +103,28 @@ func Unpack(b []byte, dir string, lim Limits) error {
 	return err
 }
 
+// cappedReader reads up to left bytes from r, and then fails, with left
+// set to -1.
+type cappedReader struct {
+	r    io.Reader
+	left int64
+}
+
+var errCapped = errors.New("the archive inflates too far")
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		c.left = -1
+		return 0, errCapped
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
+}
+
 type unpacker struct {
 	root  *os.Root
 	lim   Limits
@@ -123,13 +145,21 @@ const (
 )
 
 func (u *unpacker) tarGz(b []byte) error {
-	zr, err := gzip.NewReader(bytes.NewReader(b))
+	gz, err := gzip.NewReader(bytes.NewReader(b))
 	if err != nil {
 		return &Error{Reason: "not a valid gzip stream: " + err.Error()}
 	}
+	// Headers count too: records that hold only headers (PAX, global
+	// ones) cost the reader as files do, and a few MiB of gzip once
+	// inflated to gigabytes of them.
+	streamCap := u.budget() + int64(u.lim.MaxFiles+1)*3*512
+	zr := &cappedReader{r: gz, left: streamCap}
 	tr := tar.NewReader(zr)
 	for {
 		h, err := tr.Next()
+		if zr.left < 0 {
+			return &Error{Reason: fmt.Sprintf("the archive inflates to more than %s, files and headers together", sizeString(streamCap))}
+		}
 		if err == io.EOF {
 			// Read to the gzip trailer: its checksum covers everything.
 			// What follows the archive counts against the same budget.
@@ -228,27 +258,35 @@ func zipEntries(b []byte, limit int) (int, bool) {
 	if end < 0 {
 		return 0, false
 	}
+	// The directory the end record names, and the one its zip64 record
+	// names, which the reader takes or not by fields of its own (the
+	// disks'): both are counted, and the larger count holds, so that no
+	// field the count overlooks can point it at an empty directory while
+	// the reader takes a full one.
+	type directory struct{ size, off, end uint64 }
 	endOff := uint64(end)
-	dirSize, dirOff := u32(endOff+12), u32(endOff+16)
-	if u16(endOff+10) == 0xffff || dirSize == 0xffff || dirOff == 0xffffffff {
-		if endOff >= locatorLen && u32(endOff-locatorLen) == 0x07064b50 {
-			if p := u64(endOff - locatorLen + 8); p <= size && size-p >= zip64EndLen && u32(p) == 0x06064b50 {
-				dirSize, dirOff, endOff = u64(p+40), u64(p+48), p
-			}
+	dirs := []directory{{u32(endOff + 12), u32(endOff + 16), endOff}}
+	if endOff >= locatorLen && u32(endOff-locatorLen) == 0x07064b50 {
+		if p := u64(endOff - locatorLen + 8); p <= size && size-p >= zip64EndLen && u32(p) == 0x06064b50 {
+			dirs = append(dirs, directory{u64(p + 40), u64(p + 48), p})
 		}
 	}
-	if dirSize > endOff {
-		return 0, false // the reader refuses it
+	most, found := 0, false
+	for _, d := range dirs {
+		if d.size > d.end {
+			continue // the reader refuses it
+		}
+		start := d.end - d.size // the directory, where the end record says it ends
+		if start > d.off && d.off <= size-4 && u32(d.off) == 0x02014b50 {
+			start = d.off // as the reader does, for a base offset that looks wrong
+		}
+		n := 0
+		for p := start; p+headerLen <= size && u32(p) == 0x02014b50 && n <= limit; n++ {
+			p += headerLen + u16(p+28) + u16(p+30) + u16(p+32)
+		}
+		most, found = max(most, n), true
 	}
-	start := endOff - dirSize // the directory, where the end record says it ends
-	if start > dirOff && dirOff+4 <= size && u32(dirOff) == 0x02014b50 {
-		start = dirOff // as the reader does, for a base offset that looks wrong
-	}
-	n := 0
-	for p := start; p+headerLen <= size && u32(p) == 0x02014b50 && n <= limit; n++ {
-		p += headerLen + u16(p+28) + u16(p+30) + u16(p+32)
-	}
-	return n, true
+	return most, found
 }
 
 func (u *unpacker) zipEntry(f *zip.File, kind entryKind, target string) error {
@@ -495,10 +533,15 @@ func unwrapPath(err error) error {
 // without version-control folders, owners or times (the same files make
 // the same bytes).
 func Pack(dir string) ([]byte, error) {
+	// A root that is a symbolic link is followed (the walk would not).
+	dir, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, err
+	}
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(zw)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

@@ -1676,3 +1676,101 @@ func TestZipEntriesCountedFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestZipEntriesFollowEveryDirectory: a zip whose zip64 record points at
+// an empty directory, with a field (its disk) that has the reader ignore
+// that record and read the real, full one, is counted by the full one and
+// refused unread (the reader took 350 MiB for a 60 MiB zip of a million
+// records before the first was looked at).
+func TestZipEntriesFollowEveryDirectory(t *testing.T) {
+	const records = 0xffff // the end record's count says "see the zip64 record", and the reader checks it modulo 65536
+	var b bytes.Buffer
+	b.Write(binary.LittleEndian.AppendUint32(make([]byte, 0, 30), 0x04034b50))
+	b.Write(make([]byte, 26))
+	header := binary.LittleEndian.AppendUint32(nil, 0x02014b50)
+	header = append(header, make([]byte, 42)...)
+	for range records {
+		b.Write(header)
+	}
+	dirSize := b.Len() - 30
+	z64 := b.Len()
+	rec := binary.LittleEndian.AppendUint32(nil, 0x06064b50)
+	rec = binary.LittleEndian.AppendUint64(rec, 44)
+	rec = append(rec, make([]byte, 36)...)
+	rec = binary.LittleEndian.AppendUint64(rec, uint64(z64)) // an empty directory, at the record itself
+	b.Write(rec)
+	loc := binary.LittleEndian.AppendUint32(nil, 0x07064b50)
+	loc = binary.LittleEndian.AppendUint32(loc, 1) // the disk: the reader skips the zip64 record
+	loc = binary.LittleEndian.AppendUint64(loc, uint64(z64))
+	loc = binary.LittleEndian.AppendUint32(loc, 1)
+	b.Write(loc)
+	end := binary.LittleEndian.AppendUint32(nil, 0x06054b50)
+	end = append(end, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff)
+	end = binary.LittleEndian.AppendUint32(end, uint32(dirSize+len(rec)+len(loc)))
+	end = binary.LittleEndian.AppendUint32(end, 30)
+	end = append(end, 0, 0)
+	b.Write(end)
+	zr, err := zip.NewReader(bytes.NewReader(b.Bytes()), int64(b.Len()))
+	if err != nil {
+		t.Fatalf("the reader refuses the zip: %v; the test wants it to read all %d entries", err, records)
+	}
+	if len(zr.File) != records {
+		t.Fatalf("the reader takes the zip as %d entries; the test wants it to read all %d", len(zr.File), records)
+	}
+	if n, ok := zipEntries(b.Bytes(), 1000); !ok || n != 1001 {
+		t.Errorf("zipEntries with limit 1000 = %d, %v; want it past the limit, counting what the reader reads", n, ok)
+	}
+	err = Unpack(b.Bytes(), t.TempDir(), Limits{MaxBytes: 1 << 20, MaxFiles: 10, MaxRatio: 200})
+	if err == nil || !strings.Contains(err.Error(), "far more than the 10 allowed") {
+		t.Errorf("Unpack = %v, want it refused for its entries", err)
+	}
+}
+
+// TestTarHeadersCountTowardsTheBudget: records that hold only headers
+// (PAX global headers, here a thousand of 256 KiB) inflate within the
+// bundle's budget, not without bound: 4 MiB of gzip once made the server
+// inflate and parse 4 GB.
+func TestTarHeadersCountTowardsTheBudget(t *testing.T) {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	tw := tar.NewWriter(zw)
+	comment := strings.Repeat("a", 256<<10)
+	for range 1000 {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeXGlobalHeader, Name: "g", PAXRecords: map[string]string{"comment": comment}, Format: tar.FormatPAX}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "app", Size: 2, Mode: 0o755})
+	tw.Write([]byte("ok"))
+	tw.Close()
+	zw.Close()
+	err := Unpack(buf.Bytes(), t.TempDir(), Limits{MaxBytes: 64 << 20, MaxFiles: 100, MaxRatio: 200})
+	if err == nil || !strings.Contains(err.Error(), "files and headers together") {
+		t.Errorf("Unpack of %d bytes inflating to 256 MiB of headers = %v, want it refused", buf.Len(), err)
+	}
+}
+
+// TestPackFollowsALinkedFolder: a function's folder given through a
+// symbolic link is packed whole (the walk did not follow its root, and
+// the bundle was empty).
+func TestPackFollowsALinkedFolder(t *testing.T) {
+	dir := t.TempDir()
+	fn := filepath.Join(dir, "fn")
+	os.Mkdir(fn, 0o755)
+	os.WriteFile(filepath.Join(fn, "main.py"), []byte("print('hi')\n"), 0o644)
+	link := filepath.Join(dir, "fnlink")
+	if err := os.Symlink(fn, link); err != nil {
+		t.Fatal(err)
+	}
+	direct, err := Pack(fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	linked, err := Pack(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(direct, linked) {
+		t.Errorf("Pack through a link: %d bytes, want the folder's %d", len(linked), len(direct))
+	}
+}
