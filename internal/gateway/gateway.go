@@ -136,6 +136,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 	}
 	*attrs = append(*attrs, slog.String("tenant", tenantName), slog.String("function", name))
 	fn, found := g.Functions.Lookup(tenantName, name)
+	t, tenantFound := g.Tenants.Tenant(tenantName)
+	if fn.TenantID != "" && fn.TenantID != t.ID || !tenantFound {
+		// Another tenant's of this name, deleted since: not this one's,
+		// whatever a node's view still holds.
+		found = false
+	}
 	a, hasAlias := fn.Aliases[alias]
 	if hasAlias {
 		version = a.Pick()
@@ -174,7 +180,6 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 	}
 	// A queued invocation counts towards the request rate now, and towards
 	// concurrency and memory when a worker runs it.
-	t, _ := g.Tenants.Tenant(tenantName)
 	wantAsync := preferAsync(r.Header)
 	limit := v.Spec.MaxBodyBytes
 	if wantAsync {
