@@ -3,13 +3,11 @@ package store_test
 import (
 	"context"
 	"errors"
-	"net"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/gust-faas/gust/internal/store"
@@ -134,13 +132,7 @@ func TestPublishAtWaitsForItsTime(t *testing.T) {
 // failed: nats.go took the server's answer for a refusal), and hands out
 // what is published for later only when its time comes.
 func TestQueueOpensAnOlderQueue(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	dir := t.TempDir()
+	addr, dir := freeAddr(t), t.TempDir()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	// The queue as the earlier version made it, on a server since stopped.
@@ -148,14 +140,7 @@ func TestQueueOpensAnOlderQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect("nats://"+addr, nats.Token("secret-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStreamClient(t, addr, "secret-token")
 	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "old", Subjects: []string{"old.>"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +148,7 @@ func TestQueueOpensAnOlderQueue(t *testing.T) {
 	if _, err := st.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "workers", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 10 * time.Second, MaxDeliver: -1, MaxAckPending: 200_000}); err != nil {
 		t.Fatal(err)
 	}
-	nc.Close()
+	js.Conn().Close() // before its server stops
 	if err := old.Close(); err != nil {
 		t.Fatal(err)
 	}

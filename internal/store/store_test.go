@@ -556,6 +556,23 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
+// jetStreamClient connects to the NATS port of a store at addr, as another
+// program would, for a test to reach behind the store's back. The
+// connection closes when the test ends.
+func jetStreamClient(t *testing.T, addr, token string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect("nats://"+addr, nats.Token(token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 // listeningSockets returns the local addresses of the TCP sockets this
 // process is listening on, sorted.
 func listeningSockets(t *testing.T) []string {
@@ -745,12 +762,7 @@ func TestKVWithTTLMaxKeys(t *testing.T) {
 // seconds, and with no context to end it (a deploy's compile, a pool's
 // preparation) read on for ever, holding the server's shutdown.
 func TestObjectGetEndsWithItsContext(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	s := openStore(t, store.Config{DataDir: t.TempDir(), Listen: addr, Token: "secret-token"})
 	ctx := t.Context()
 	objs, err := s.Objects(ctx, "arts")
@@ -760,15 +772,7 @@ func TestObjectGetEndsWithItsContext(t *testing.T) {
 	if err := objs.Put(ctx, "a", bytes.Repeat([]byte("x"), 1<<20)); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect("nats://"+addr, nats.Token("secret-token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStreamClient(t, addr, "secret-token")
 	st, err := js.Stream(ctx, "OBJ_arts")
 	if err != nil {
 		t.Fatal(err)

@@ -67,6 +67,17 @@ func prepare(t *testing.T, r *Runtime, files map[string]string) runtime.Prepared
 // runOnce starts an instance under cfg, sends it a GET and closes it.
 func runOnce(t *testing.T, prep runtime.Prepared, cfg runtime.Config) *runtime.Response {
 	t.Helper()
+	resp, err := invokeOnce(t, prep, cfg)
+	if err != nil {
+		t.Fatalf("Invoke: %v", err)
+	}
+	return resp
+}
+
+// invokeOnce starts an instance of prep, invokes it once with a GET of /
+// and closes it.
+func invokeOnce(t *testing.T, prep runtime.Prepared, cfg runtime.Config) (*runtime.Response, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	inst, err := prep.Start(ctx, cfg)
@@ -74,11 +85,7 @@ func runOnce(t *testing.T, prep runtime.Prepared, cfg runtime.Config) *runtime.R
 		t.Fatalf("Start: %v", err)
 	}
 	defer inst.Close(ctx)
-	resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}}, slog.Default())
-	if err != nil {
-		t.Fatalf("Invoke: %v", err)
-	}
-	return resp
+	return inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}}, slog.Default())
 }
 
 func testConfig(protocol string, command ...string) runtime.Config {
@@ -727,14 +734,7 @@ print("buffered=%dMiB" % (total >> 20))
 `})
 	cfg := testConfig(runtime.ProtocolStdio, "python3", "fill.py")
 	cfg.Limits.MemoryBytes = 64 << 20
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	inst, err := prep.Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	defer inst.Close(ctx)
-	resp, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}}, slog.Default())
+	resp, err := invokeOnce(t, prep, cfg)
 	if err != nil {
 		t.Logf("the program was stopped: %v", err) // by its memory limit: fine
 		return

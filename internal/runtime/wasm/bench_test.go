@@ -14,11 +14,7 @@ import (
 // the host ABI, the SDK and the handler, without HTTP or the pool.
 func BenchmarkReactorInvoke(b *testing.B) {
 	ctx := context.Background()
-	rt, err := New(ctx, Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rt.Close(ctx)
+	rt := newRuntime(b)
 	m, err := rt.Compile(ctx, wasmtest.MustRead(wasmtest.Hello))
 	if err != nil {
 		b.Fatal(err)
@@ -43,11 +39,7 @@ func BenchmarkReactorInvoke(b *testing.B) {
 // instantiate, _initialize and gust_start.
 func BenchmarkReactorStart(b *testing.B) {
 	ctx := context.Background()
-	rt, err := New(ctx, Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rt.Close(ctx)
+	rt := newRuntime(b)
 	m, err := rt.Compile(ctx, wasmtest.MustRead(wasmtest.Hello))
 	if err != nil {
 		b.Fatal(err)

@@ -12,11 +12,7 @@ import (
 // fixture, started through the runtime.Sandbox contract.
 func TestConformance(t *testing.T) {
 	ctx := context.Background()
-	rt, err := New(ctx, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rt.Close(ctx) })
+	rt := newRuntime(t)
 	prep, err := rt.Prepare(ctx, "", reactorWasm)
 	if err != nil {
 		t.Fatal(err)

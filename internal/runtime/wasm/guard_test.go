@@ -14,24 +14,20 @@ import (
 // of pages pages and the given table section body (none if nil), and whose
 // _start runs code (with no locals, and no end).
 func commandModule(pages uint32, tables, code []byte) []byte {
-	sec := func(id byte, body []byte) []byte {
-		return append(append([]byte{id}, leb(uint32(len(body)))...), body...)
-	}
-	str := func(s string) []byte { return append(leb(uint32(len(s))), s...) }
 	m := []byte("\x00asm\x01\x00\x00\x00")
-	m = append(m, sec(1, []byte{2, 0x60, 0, 1, 0x7F, 0x60, 0, 0})...) // () -> i32, () -> ()
-	imp := append(append([]byte{1}, str(wasiModule)...), str("sched_yield")...)
-	m = append(m, sec(2, append(imp, 0x00, 0))...)
-	m = append(m, sec(3, []byte{1, 1})...)
+	m = append(m, encodeSection(1, []byte{2, 0x60, 0, 1, 0x7F, 0x60, 0, 0})...) // () -> i32, () -> ()
+	imp := append(append([]byte{1}, wasmString(wasiModule)...), wasmString("sched_yield")...)
+	m = append(m, encodeSection(2, append(imp, 0x00, 0))...)
+	m = append(m, encodeSection(3, []byte{1, 1})...)
 	if tables != nil {
-		m = append(m, sec(4, tables)...)
+		m = append(m, encodeSection(4, tables)...)
 	}
-	m = append(m, sec(5, append([]byte{1, 0}, leb(pages)...))...)
-	exp := append([]byte{2}, append(str("_start"), 0x00, 1)...)
-	exp = append(exp, append(str("memory"), 0x02, 0)...)
-	m = append(m, sec(7, exp)...)
+	m = append(m, encodeSection(5, append([]byte{1, 0}, leb(pages)...))...)
+	exp := append([]byte{2}, append(wasmString("_start"), 0x00, 1)...)
+	exp = append(exp, append(wasmString("memory"), 0x02, 0)...)
+	m = append(m, encodeSection(7, exp)...)
 	fn := append(append([]byte{0}, code...), 0x0B)
-	return append(m, sec(10, append([]byte{1}, append(leb(uint32(len(fn))), fn...)...))...)
+	return append(m, encodeSection(10, append([]byte{1}, append(leb(uint32(len(fn))), fn...)...))...)
 }
 
 // forever is code that runs body in a loop for ever.
@@ -44,13 +40,9 @@ func forever(body ...byte) []byte {
 // guest back to the host (reset at every iteration, the guest would never
 // stop and would stall the host's garbage collector for good), is refused.
 func TestGuestCannotResetItsBudget(t *testing.T) {
-	rt, err := New(context.Background(), Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close(context.Background())
+	rt := newRuntime(t)
 	resetting := commandModule(1, nil, forever(0x41, 5, 0x24, 0)) // global.set 0 (i32.const 5)
-	_, err = rt.Compile(context.Background(), resetting)
+	_, err := rt.Compile(context.Background(), resetting)
 	var rerr *runtime.Error
 	if !errors.As(err, &rerr) || rerr.Kind != runtime.BadArtifact || !strings.Contains(err.Error(), "global 0") {
 		t.Fatalf("Compile = %v, want the module refused for the global it does not have", err)
@@ -60,31 +52,10 @@ func TestGuestCannotResetItsBudget(t *testing.T) {
 // TestBulkFillIsInterrupted: a guest that fills its whole memory again and
 // again stops at its deadline: each fill counts by its length.
 func TestBulkFillIsInterrupted(t *testing.T) {
-	ctx := context.Background()
-	rt, err := New(ctx, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close(ctx)
 	const pages = 1024 // 64 MiB, the test's limit
 	fill := append([]byte{0x41, 0, 0x41, 7, 0x41}, sleb32(pages<<16-1)...)
 	fill = append(fill, 0xFC, 11, 0) // memory.fill(0, 7, 64 MiB - 1)
-	m, err := rt.Compile(ctx, commandModule(pages, nil, forever(fill...)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.engine != rt.fast {
-		t.Fatal("the module was not instrumented: the test would not test it")
-	}
-	start := time.Now()
-	_, err, _ = invoke(t, m, 300*time.Millisecond, "/", "")
-	var rerr *runtime.Error
-	if !errors.As(err, &rerr) || rerr.Kind != runtime.Timeout {
-		t.Fatalf("Invoke = %v, want a timeout", err)
-	}
-	if elapsed := time.Since(start); elapsed > 5*time.Second {
-		t.Errorf("the fills ran %v past a 300ms deadline", elapsed)
-	}
+	stopsAtItsDeadline(t, commandModule(pages, nil, forever(fill...)), "the fills")
 }
 
 // TestTablesAreBounded: tables live in the host's memory, beyond memory_mb.
@@ -93,11 +64,7 @@ func TestBulkFillIsInterrupted(t *testing.T) {
 // start past it is refused, saying why.
 func TestTablesAreBounded(t *testing.T) {
 	ctx := context.Background()
-	rt, err := New(ctx, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close(ctx)
+	rt := newRuntime(t)
 	// if table.grow(null, 2^21) != -1 { unreachable }
 	grow := append([]byte{0xD0, 0x70, 0x41}, sleb32(2*maxTableEntries)...)
 	grow = append(grow, 0xFC, 15, 0, 0x41, 0x7F, 0x47, 0x04, 0x40, 0x00, 0x0B)
@@ -120,7 +87,7 @@ func TestTablesAreBounded(t *testing.T) {
 		}
 	}
 	starts := append([]byte{2, 0x70, 0x00}, append(leb(maxTableEntries/2+1), 0x70, 0x00, 0)...) // two tables, one starting past its half
-	_, err = rt.Compile(ctx, commandModule(1, starts, []byte{0x01}))
+	_, err := rt.Compile(ctx, commandModule(1, starts, []byte{0x01}))
 	var rerr *runtime.Error
 	if !errors.As(err, &rerr) || rerr.Kind != runtime.BadArtifact || !strings.Contains(err.Error(), "table 0 starts with") {
 		t.Errorf("Compile = %v, want the module refused for its table's start", err)

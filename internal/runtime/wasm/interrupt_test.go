@@ -86,6 +86,14 @@ func TestMergeDataKeepsMemory(t *testing.T) {
 	}
 }
 
+// encodeSection encodes a module's section.
+func encodeSection(id byte, body []byte) []byte {
+	return append(append([]byte{id}, leb(uint32(len(body)))...), body...)
+}
+
+// wasmString encodes a name, as the binary format does.
+func wasmString(s string) []byte { return append(leb(uint32(len(s))), s...) }
+
 // tinyModule is a module that imports WASI's sched_yield and has one
 // function with a loop, a global and a data section: enough for instrument
 // to rewrite every kind of section it touches.
@@ -96,22 +104,18 @@ func tinyModule() []byte {
 // tinyModuleWith is tinyModule with the given sections before the code
 // section (the data count goes there) and data segments.
 func tinyModuleWith(beforeCode []byte, data [][2]any) []byte {
-	sec := func(id byte, body []byte) []byte {
-		return append(append([]byte{id}, leb(uint32(len(body)))...), body...)
-	}
-	str := func(s string) []byte { return append(leb(uint32(len(s))), s...) }
 	m := []byte("\x00asm\x01\x00\x00\x00")
-	m = append(m, sec(1, []byte{2, 0x60, 0, 1, 0x7F, 0x60, 0, 0})...) // types: () -> i32, () -> ()
-	imp := append(append([]byte{1}, str(wasiModule)...), str("sched_yield")...)
-	m = append(m, sec(2, append(imp, 0x00, 0))...)                 // import func type 0
-	m = append(m, sec(3, []byte{1, 1})...)                         // one function of type 1
-	m = append(m, sec(5, []byte{1, 0, 1})...)                      // memory 1 page
-	m = append(m, sec(6, []byte{1, 0x7F, 0x01, 0x41, 0, 0x0B})...) // mut i32 global = 0
+	m = append(m, encodeSection(1, []byte{2, 0x60, 0, 1, 0x7F, 0x60, 0, 0})...) // types: () -> i32, () -> ()
+	imp := append(append([]byte{1}, wasmString(wasiModule)...), wasmString("sched_yield")...)
+	m = append(m, encodeSection(2, append(imp, 0x00, 0))...)                 // import func type 0
+	m = append(m, encodeSection(3, []byte{1, 1})...)                         // one function of type 1
+	m = append(m, encodeSection(5, []byte{1, 0, 1})...)                      // memory 1 page
+	m = append(m, encodeSection(6, []byte{1, 0x7F, 0x01, 0x41, 0, 0x0B})...) // mut i32 global = 0
 	// loop: br_if 0 (i32.eqz (global.get 0))... then end
 	body := []byte{0, 0x03, 0x40, 0x23, 0, 0x45, 0x0D, 0, 0x0B, 0x0B}
 	m = append(m, beforeCode...)
-	m = append(m, sec(10, append([]byte{1}, append(leb(uint32(len(body))), body...)...))...)
-	m = append(m, sec(11, dataSection(data))...)
+	m = append(m, encodeSection(10, append([]byte{1}, append(leb(uint32(len(body))), body...)...))...)
+	m = append(m, encodeSection(11, dataSection(data))...)
 	return m
 }
 
@@ -184,11 +188,7 @@ func TestCompileRefusesDecoderBombs(t *testing.T) {
 		"function params": header + "\x01\x07\x01\x60" + huge,
 	}
 	ctx := context.Background()
-	rt, err := New(ctx, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close(ctx)
+	rt := newRuntime(t)
 	for name, module := range bombs {
 		_, err := rt.Compile(ctx, []byte(module))
 		var rerr *runtime.Error
@@ -268,38 +268,36 @@ func TestDecodeCheckWaitsItsTurn(t *testing.T) {
 // recursiveModule is a WASI command whose _start computes fib(45) by
 // recursion, with no loop anywhere: for seconds it only calls itself.
 func recursiveModule() []byte {
-	sec := func(id byte, body []byte) []byte {
-		return append(append([]byte{id}, leb(uint32(len(body)))...), body...)
-	}
-	str := func(s string) []byte { return append(leb(uint32(len(s))), s...) }
 	fn := func(body ...byte) []byte { return append(leb(uint32(len(body))), body...) }
 	m := []byte("\x00asm\x01\x00\x00\x00")
-	m = append(m, sec(1, []byte{3, 0x60, 0, 1, 0x7F, 0x60, 1, 0x7F, 1, 0x7F, 0x60, 0, 0})...) // () -> i32, (i32) -> i32, () -> ()
-	imp := append(append([]byte{1}, str(wasiModule)...), str("sched_yield")...)
-	m = append(m, sec(2, append(imp, 0x00, 0))...) // function 0: sched_yield
-	m = append(m, sec(3, []byte{2, 1, 2})...)      // 1: fib, 2: _start
-	m = append(m, sec(5, []byte{1, 0, 1})...)
-	exp := append([]byte{2}, append(str("_start"), 0x00, 2)...)
-	exp = append(exp, append(str("memory"), 0x02, 0)...)
-	m = append(m, sec(7, exp)...)
+	m = append(m, encodeSection(1, []byte{3, 0x60, 0, 1, 0x7F, 0x60, 1, 0x7F, 1, 0x7F, 0x60, 0, 0})...) // () -> i32, (i32) -> i32, () -> ()
+	imp := append(append([]byte{1}, wasmString(wasiModule)...), wasmString("sched_yield")...)
+	m = append(m, encodeSection(2, append(imp, 0x00, 0))...) // function 0: sched_yield
+	m = append(m, encodeSection(3, []byte{2, 1, 2})...)      // 1: fib, 2: _start
+	m = append(m, encodeSection(5, []byte{1, 0, 1})...)
+	exp := append([]byte{2}, append(wasmString("_start"), 0x00, 2)...)
+	exp = append(exp, append(wasmString("memory"), 0x02, 0)...)
+	m = append(m, encodeSection(7, exp)...)
 	fib := fn(0, 0x20, 0, 0x41, 2, 0x49, 0x04, 0x7F, 0x20, 0, 0x05, // if n < 2 { n } else {
 		0x20, 0, 0x41, 1, 0x6B, 0x10, 1, 0x20, 0, 0x41, 2, 0x6B, 0x10, 1, 0x6A, 0x0B, 0x0B) // fib(n-1) + fib(n-2) }
 	start := fn(0, 0x41, 45, 0x10, 1, 0x1A, 0x0B)
 	code := append([]byte{2}, fib...)
-	m = append(m, sec(10, append(code, start...))...)
+	m = append(m, encodeSection(10, append(code, start...))...)
 	return m
 }
 
 // TestRecursionIsInterrupted: a guest that recurses without a loop stops at
 // its deadline like one that loops.
 func TestRecursionIsInterrupted(t *testing.T) {
-	ctx := context.Background()
-	rt, err := New(ctx, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close(ctx)
-	m, err := rt.Compile(ctx, recursiveModule())
+	stopsAtItsDeadline(t, recursiveModule(), "the recursion")
+}
+
+// stopsAtItsDeadline checks that module, instrumented, stops within a few
+// seconds of a 300 ms deadline, with a timeout; what names what it runs.
+func stopsAtItsDeadline(t *testing.T, module []byte, what string) {
+	t.Helper()
+	rt := newRuntime(t)
+	m, err := rt.Compile(context.Background(), module)
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}
@@ -313,6 +311,6 @@ func TestRecursionIsInterrupted(t *testing.T) {
 		t.Fatalf("Invoke = %v, want a timeout", err)
 	}
 	if elapsed := time.Since(start); elapsed > 5*time.Second {
-		t.Errorf("the recursion ran %v past a 300ms deadline", elapsed)
+		t.Errorf("%s ran %v past a 300ms deadline", what, elapsed)
 	}
 }

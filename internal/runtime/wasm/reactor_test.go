@@ -17,11 +17,7 @@ import (
 func startReactor(t *testing.T) (*Module, *Instance) {
 	t.Helper()
 	ctx := context.Background()
-	rt, err := New(ctx, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rt.Close(ctx) })
+	rt := newRuntime(t)
 	m, err := rt.Compile(ctx, reactorWasm)
 	if err != nil {
 		t.Fatal(err)

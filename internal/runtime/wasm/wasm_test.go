@@ -177,11 +177,7 @@ func TestStderrIsBounded(t *testing.T) {
 
 func TestCompileRejects(t *testing.T) {
 	ctx := context.Background()
-	rt, err := New(ctx, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close(ctx)
+	rt := newRuntime(t)
 	tests := []struct {
 		name, artifact, message string
 	}{
@@ -260,11 +256,7 @@ func TestHiddenMemoryOverTheLimit(t *testing.T) {
 		0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b, // code: an empty body
 	}
 	ctx := context.Background()
-	rt, err := New(ctx, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rt.Close(ctx)
+	rt := newRuntime(t)
 	m, err := rt.Compile(ctx, module)
 	if err != nil {
 		t.Fatal(err)
@@ -283,4 +275,16 @@ func TestHiddenMemoryOverTheLimit(t *testing.T) {
 	if rt.spares.held != 0 {
 		t.Errorf("the refused memory went to the spares (%d bytes)", rt.spares.held)
 	}
+}
+
+// newRuntime returns a Runtime without a compilation cache, closed when
+// the test ends.
+func newRuntime(tb testing.TB) *Runtime {
+	tb.Helper()
+	rt, err := New(context.Background(), Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { rt.Close(context.Background()) })
+	return rt
 }
