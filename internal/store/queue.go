@@ -255,6 +255,7 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 						q.held.remove(m) // stopping: the queue delivers it again
 						return
 					}
+					q.held.run(m)
 					handle(m)
 					q.held.remove(m)
 				case <-ctx.Done():
@@ -277,54 +278,67 @@ const busyRetry = time.Second
 
 // held are the messages a node holds, with when each last checked in.
 type held struct {
-	mu   sync.Mutex
-	last map[*Message]time.Time
+	mu      sync.Mutex
+	last    map[*Message]time.Time
+	running map[*Message]bool // those a worker runs
 }
 
 func (h *held) add(m *Message) {
 	h.mu.Lock()
 	if h.last == nil {
-		h.last = map[*Message]time.Time{}
+		h.last, h.running = map[*Message]time.Time{}, map[*Message]bool{}
 	}
 	h.last[m] = time.Time{} // unknown: it may have waited in the client; the next round checks it in
+	h.mu.Unlock()
+}
+
+// run marks m as taken by a worker.
+func (h *held) run(m *Message) {
+	h.mu.Lock()
+	h.running[m] = true
 	h.mu.Unlock()
 }
 
 func (h *held) remove(m *Message) {
 	h.mu.Lock()
 	delete(h.last, m)
+	delete(h.running, m)
 	h.mu.Unlock()
 }
 
-// due returns the messages that last checked in before since, marking
-// them checked in at now.
-func (h *held) due(since, now time.Time) []*Message {
+// due returns the messages that last checked in before since (only those
+// a worker runs, if running), marking them checked in at now, and how many
+// messages workers run.
+func (h *held) due(since, now time.Time, running bool) (due []*Message, runs int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var out []*Message
 	for m, t := range h.last {
-		if t.Before(since) {
-			out = append(out, m)
+		if t.Before(since) && (!running || h.running[m]) {
+			due = append(due, m)
 			h.last[m] = now
 		}
 	}
-	return out
+	return due, len(h.running)
 }
 
-// checkIn extends the ack wait of each message held for every, until ctx
-// is done. A failed check-in is not retried: the message may then be
-// delivered again, which its handler must expect anyway.
+// checkIn extends the ack wait of each message held for every. Once ctx
+// is done, it goes on for the messages workers still run, until they
+// end: a server that stops lets its invocations finish (for up to its
+// shutdown timeout), and another node must not take them meanwhile and
+// run them a second time. Those no worker took go back to the queue. A
+// failed check-in is not retried: the message may then be delivered
+// again, which its handler must expect anyway.
 func (h *held) checkIn(ctx context.Context, every time.Duration) {
 	t := time.NewTicker(every / 2)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
+	for now := range t.C {
+		stopping := ctx.Err() != nil
+		due, runs := h.due(now.Add(-every), now, stopping)
+		for _, m := range due {
+			m.extend()
+		}
+		if stopping && runs == 0 {
 			return
-		case now := <-t.C:
-			for _, m := range h.due(now.Add(-every), now) {
-				m.extend()
-			}
 		}
 	}
 }

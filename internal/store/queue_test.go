@@ -178,3 +178,56 @@ func TestQueueOpensAnOlderQueue(t *testing.T) {
 		t.Fatal("the message for later never came")
 	}
 }
+
+// TestStoppingNodeKeepsWhatItRuns: a node that stops lets the message a
+// worker runs finish there: it goes on checking it in, and another node
+// does not get it meanwhile to run it a second time (its check-ins
+// stopped with the node, and after the ack wait every invocation running
+// longer than that at a shutdown ran twice).
+func TestStoppingNodeKeepsWhatItRuns(t *testing.T) {
+	s := openStore(t, store.Config{DataDir: t.TempDir()})
+	const ackWait = time.Second
+	open := func() *store.Queue {
+		q, err := s.Queue(t.Context(), store.QueueConfig{Name: "stopping", Subjects: []string{"stopping.>"}, AckWait: ackWait})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
+	var mu sync.Mutex
+	var runs []string
+	started := make(chan struct{})
+	stopping, stop := context.WithCancel(t.Context())
+	a := open()
+	err := a.Consume(stopping, 1, func(m *store.Message) {
+		mu.Lock()
+		runs = append(runs, "a")
+		mu.Unlock()
+		close(started)
+		time.Sleep(3 * ackWait) // the invocation outlasts the ack wait
+		m.Ack()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Publish(t.Context(), "stopping.x", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	stop() // node a shuts down, letting its invocation finish
+	b := open()
+	if err := b.Consume(t.Context(), 1, func(m *store.Message) {
+		mu.Lock()
+		runs = append(runs, "b")
+		mu.Unlock()
+		m.Ack()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * ackWait)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(runs) != 1 {
+		t.Errorf("the message ran on %v, want once, on the stopping node that had it", runs)
+	}
+}
