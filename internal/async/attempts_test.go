@@ -131,3 +131,33 @@ func waitState(t *testing.T, s *Service, id string, state State) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestInvocationOfADeletedFunctionEndsDead: an invocation queued (here
+// waiting for its retry) for a function deleted since, whose name a new
+// function took, does not run the new code, and its record ends dead: it
+// said failed, a retry to come, until it expired.
+func TestInvocationOfADeletedFunctionEndsDead(t *testing.T) {
+	ctx := t.Context()
+	s, _ := serviceWithPool(t, wasmtest.MustRead(wasmtest.Reactor), 2)
+	f := s.functions.(functions)["t/f"]
+	f.Created = time.Now()
+	s.functions = functions{"t/f": f}
+	queued := f.Created.Add(-time.Hour) // for the function of this name before
+	job := Job{ID: "orphan", Tenant: "t", Function: "f", Version: 1, Queued: queued, Failed: 1, Request: runtime.Request{Method: "GET", Path: "/count"}}
+	if err := s.put(ctx, Record{ID: job.ID, Tenant: "t", Function: "f", Version: 1, State: Failed, Attempts: []Attempt{{Started: queued, Error: "boom"}}, Created: queued}); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(job)
+	if err := s.queue.Publish(ctx, workSubject("t", job.ID), data); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := s.Start(wctx); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, job.ID, Dead)
+	if rec, _ := s.Get(ctx, "t", job.ID); len(rec.Attempts) != 1 {
+		t.Errorf("attempts: %+v, want the one before, and no run of the new function", rec.Attempts)
+	}
+}

@@ -63,9 +63,15 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 	fn, ok := s.functions.Lookup(job.Tenant, job.Function)
 	if ok && job.Queued.Before(fn.Created) {
 		// Queued for a function deleted since, whose name a new one took:
-		// its versions start at 1 again, with other code.
+		// its versions start at 1 again, with other code. Its record ends
+		// dead (it said queued, or failed and waiting for a retry, for as
+		// long as records live), with no dead letter the new function
+		// would inherit.
 		log.Info("dropping an invocation of a deleted function")
-		logQueueError(log, m.Ack())
+		rec.State = Dead
+		if s.record(ctx, rec, log) == nil {
+			logQueueError(log, m.Ack())
+		}
 		return
 	}
 	v, vok := fn.Version(job.Version)
