@@ -145,7 +145,11 @@ func cgroupMounts() (map[string]string, error) {
 }
 
 // sweep removes the folders of servers that are gone, and the empty
-// cgroups in them (their sandboxes died with them: Pdeathsig).
+// cgroups in them: their sandboxes died with them (Pdeathsig). A cgroup
+// with processes is left alone, and with it its server's folder: a server
+// in another PID namespace sharing the hierarchy looks gone from here
+// (its PID is not ours to see), and killing what its folder held stopped
+// its sandboxes and took the folder it makes new ones in.
 func (cg *cgroups) sweep() {
 	for _, base := range cg.base {
 		servers, _ := os.ReadDir(base)
@@ -158,12 +162,10 @@ func (cg *cgroups) sweep() {
 			sandboxes, _ := os.ReadDir(dir)
 			for _, sb := range sandboxes {
 				if sb.IsDir() {
-					c := &cgroup{v2: cg.v2, dirs: map[string]string{"": filepath.Join(dir, sb.Name())}}
-					c.kill() // a sandbox that outlived its server
-					c.remove()
+					os.Remove(filepath.Join(dir, sb.Name())) // only if empty
 				}
 			}
-			os.Remove(dir)
+			os.Remove(dir) // only if empty
 		}
 	}
 }
