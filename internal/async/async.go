@@ -188,7 +188,7 @@ type Service struct {
 	callbackClient *http.Client
 	now            func() time.Time
 
-	callbacks chan struct{} // maxCallbacks of them
+	callbacks callbackSlots
 	running   sync.WaitGroup
 	mu        sync.Mutex
 	shares    map[string]*share // per tenant/function/version
@@ -216,7 +216,7 @@ func New(ctx context.Context, deps Deps) (*Service, error) {
 	return &Service{
 		callbackNet: cbNet, callbackClient: cbNet.client(),
 		store: deps.Store, queue: q, dead: dead, results: results, functions: deps.Functions, invoker: deps.Invoker, tenants: deps.Tenants, limiter: deps.Limiter,
-		log: deps.Logger, now: time.Now, callbacks: make(chan struct{}, maxCallbacks), shares: map[string]*share{},
+		log: deps.Logger, now: time.Now, shares: map[string]*share{},
 	}, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gust-faas/gust/internal/registry"
@@ -17,13 +18,53 @@ import (
 // Callbacks are posted with this many attempts, the first retry after
 // callbackDelay, doubled each time.
 const (
-	// maxCallbacks bounds the callbacks being posted at once on a node; a
-	// worker with a callback to post waits for room.
-	maxCallbacks     = 256
 	callbackAttempts = 4
 	callbackDelay    = 250 * time.Millisecond
 	callbackTimeout  = 10 * time.Second
 )
+
+// maxCallbacks bounds the callbacks being posted at once on a node, and
+// maxTenantCallbacks those of one tenant. A callback past either is given
+// up at once, with a log line: a worker that waited for room would hold
+// its share of instances, and callbacks to an address that never answers
+// (42 s each) would have held every worker, every tenant's invocations
+// queued behind them.
+const (
+	maxCallbacks       = 256
+	maxTenantCallbacks = 64
+)
+
+// callbackSlots counts the callbacks being posted.
+type callbackSlots struct {
+	mu       sync.Mutex
+	total    int
+	byTenant map[string]int
+}
+
+// take takes a slot for a callback of tenant, or reports that there is
+// none.
+func (c *callbackSlots) take(tenant string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.total >= maxCallbacks || c.byTenant[tenant] >= maxTenantCallbacks {
+		return false
+	}
+	if c.byTenant == nil {
+		c.byTenant = map[string]int{}
+	}
+	c.total++
+	c.byTenant[tenant]++
+	return true
+}
+
+func (c *callbackSlots) release(tenant string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total--
+	if c.byTenant[tenant]--; c.byTenant[tenant] == 0 {
+		delete(c.byTenant, tenant)
+	}
+}
 
 // EventsPrefix is where destinations that are subjects are published:
 // gust.events.<tenant>.<subject>. A tenant never reaches Gust's own subjects.
@@ -48,10 +89,13 @@ func (s *Service) deliver(job Job, rec Record, spec registry.Spec, log *slog.Log
 	if err != nil {
 		return
 	}
-	if job.CallbackURL != "" {
-		s.callbacks <- struct{}{}
+	switch {
+	case job.CallbackURL == "":
+	case !s.callbacks.take(rec.Tenant):
+		log.Warn("too many callbacks are being posted; this one is given up", "url", job.CallbackURL, "tenant_limit", maxTenantCallbacks, "node_limit", maxCallbacks)
+	default:
 		go func() {
-			defer func() { <-s.callbacks }()
+			defer s.callbacks.release(rec.Tenant)
 			s.callback(job.CallbackURL, data, log)
 		}()
 	}
