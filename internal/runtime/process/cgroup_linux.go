@@ -3,6 +3,8 @@ package process
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -22,7 +24,11 @@ type cgroups struct {
 	// (memory, cpu, pids), one for v2; each holds a folder per server
 	// process, named by its pid, which holds its sandboxes'.
 	base map[string]string
-	mine string // this server's folder's name
+	// mine is this server's folder's name: its PID, which the sweep of a
+	// later server checks, and a random part, for servers that have the
+	// same PID in PID namespaces of their own (1, in containers) and
+	// share a hierarchy.
+	mine string
 }
 
 var controllers = []string{"memory", "cpu", "pids"}
@@ -41,7 +47,9 @@ func openCgroups() (*cgroups, error) {
 	if err != nil {
 		return nil, err
 	}
-	cg := &cgroups{base: map[string]string{}, mine: strconv.Itoa(os.Getpid())}
+	random := make([]byte, 4)
+	rand.Read(random)
+	cg := &cgroups{base: map[string]string{}, mine: strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(random)}
 	if m, ok := mounts["unified"]; ok && len(mounts) == 1 {
 		cg.v2 = true
 		// The server's own cgroup may hold processes, so it cannot hand
@@ -154,8 +162,9 @@ func (cg *cgroups) sweep() {
 	for _, base := range cg.base {
 		servers, _ := os.ReadDir(base)
 		for _, s := range servers {
-			pid, err := strconv.Atoi(s.Name())
-			if !s.IsDir() || err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			digits, _, _ := strings.Cut(s.Name(), "-")
+			pid, err := strconv.Atoi(digits)
+			if !s.IsDir() || err != nil || s.Name() == cg.mine || syscall.Kill(pid, 0) != syscall.ESRCH {
 				continue
 			}
 			dir := filepath.Join(base, s.Name())
@@ -168,6 +177,17 @@ func (cg *cgroups) sweep() {
 			os.Remove(dir) // only if empty
 		}
 	}
+}
+
+// close removes this server's folders once the cgroups of its sandboxes
+// have gone (their removal goes on as they close), waiting up to a
+// second; what it cannot remove, a later server's sweep does.
+func (cg *cgroups) close() {
+	mine := &cgroup{v2: cg.v2, dirs: map[string]string{}}
+	for k, base := range cg.base {
+		mine.dirs[k] = filepath.Join(base, cg.mine)
+	}
+	mine.remove()
 }
 
 // cgroup is one sandbox's.

@@ -54,6 +54,7 @@ func TestSweepLeavesLiveCgroups(t *testing.T) {
 	if err != nil {
 		t.Skipf("no cgroups here: %v", err)
 	}
+	t.Cleanup(cg.close)
 	const other = "999999999" // a PID no process has here
 	var live, stale *cgroup
 	for _, name := range []string{"live", "stale"} {

@@ -98,11 +98,12 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 // are closed by their owners.
 func (r *Runtime) Close() {
 	r.spares.close()
+	r.cgroups.close()
 }
 
 // sweep removes what a server that stopped abruptly left: unpacked
-// bundles (each is unpacked again when first needed), and the cgroups of
-// its sandboxes, with any process still in them.
+// bundles (each is unpacked again when first needed), and the empty
+// cgroups of servers that are gone.
 func (r *Runtime) sweep() {
 	leftovers, _ := os.ReadDir(r.dir)
 	for _, e := range leftovers {
