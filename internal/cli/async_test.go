@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -582,5 +583,29 @@ func TestFunctionNameReused(t *testing.T) {
 	}
 	if out := n.mustGust(t, "dlq", "ls", "r"); strings.Contains(out, retried) {
 		t.Errorf("the new function's dlq ls shows its predecessor's retry:\n%s", out)
+	}
+}
+
+// TestShutdownCutDoesNotSpendAnAttempt: an async invocation that a
+// server's shutdown cut off (it ran past the shutdown's deadline) is
+// recorded as not attempted before the store closes: with retries 0 it
+// runs again after the restart, instead of going to the dead letters for
+// "the worker running it stopped".
+func TestShutdownCutDoesNotSpendAnAttempt(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir)
+	n.deploySpec(t, "long", reactorPath, `"retries":0`)
+	id, a := n.enqueue(t, "/fn/default/long/sleep", "", "")
+	if a.status != 202 {
+		t.Fatalf("enqueue: %d %s", a.status, a.body)
+	}
+	n.record(t, id, func(r async.Record) bool { return r.State == async.Running })
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	n.srv.Stop(ctx) // the invocation sleeps an hour: cut off
+	n = startNode(t, dir)
+	rec := n.record(t, id, func(r async.Record) bool { return r.State == async.Running || r.State == async.Dead })
+	if rec.State != async.Running || len(rec.Attempts) != 1 {
+		t.Errorf("after the restart: %s with attempts %+v; want it running again, its cut attempt not counted", rec.State, rec.Attempts)
 	}
 }

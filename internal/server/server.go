@@ -87,6 +87,7 @@ type Server struct {
 
 	dirLock     *os.File // held while the server runs
 	cancelWatch context.CancelFunc
+	stopAsync   context.CancelFunc // stops the async workers taking work
 	served      chan error
 	stopOnce    sync.Once
 	stopErr     error
@@ -206,7 +207,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := s.async.Start(watchCtx); err != nil {
+	asyncCtx, stopAsync := context.WithCancel(watchCtx)
+	s.stopAsync = stopAsync
+	if err := s.async.Start(asyncCtx); err != nil {
 		return err
 	}
 
@@ -312,9 +315,14 @@ func (s *Server) Store() *store.Store { return s.store }
 // Tenants returns the node's tenant service.
 func (s *Server) Tenants() *tenant.Service { return s.tenants }
 
-// Stop stops accepting requests, waits for those in flight until ctx is
-// done (then cuts them off), and closes the pool, runtime and store. It may
-// be called more than once; later calls return the first one's result.
+// asyncRecordWait bounds how long a stopping server waits for async
+// workers to record the attempts its shutdown cut off.
+const asyncRecordWait = 5 * time.Second
+
+// Stop stops accepting requests and async work, waits for those in flight
+// until ctx is done (then cuts them off), and closes the pool, runtime and
+// store. It may be called more than once; later calls return the first
+// one's result.
 func (s *Server) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() { s.stopErr = s.stop(ctx) })
 	return s.stopErr
@@ -322,6 +330,9 @@ func (s *Server) Stop(ctx context.Context) error {
 
 func (s *Server) stop(ctx context.Context) error {
 	var errs []error
+	if s.stopAsync != nil {
+		s.stopAsync() // no new async work while requests finish
+	}
 	if s.http != nil {
 		if err := s.http.Shutdown(ctx); err != nil {
 			s.log.Warn("requests still running at the shutdown deadline were cut off", "err", err)
@@ -339,6 +350,15 @@ func (s *Server) stop(ctx context.Context) error {
 	}
 	if s.pool != nil {
 		s.pool.Close()
+	}
+	if s.async != nil {
+		// Attempts the pool cut off are recorded as not spent, and their
+		// messages given back, before the store closes: a worker that
+		// could not write that left the record running, and the next
+		// start counted the attempt as failed.
+		recordCtx, cancel := context.WithTimeout(context.Background(), asyncRecordWait)
+		s.async.Wait(recordCtx)
+		cancel()
 	}
 	if s.proc != nil {
 		s.proc.Close()
