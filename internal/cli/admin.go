@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,7 +29,14 @@ func (e *env) login(ctx context.Context, args []string) error {
 	}
 	if fs.Lookup("key").Value.String() == "" && e.getenv("GUST_KEY") == "" {
 		fmt.Fprint(e.stderr, "API key: ")
-		line, err := bufio.NewReader(e.stdin).ReadString('\n')
+		var line string
+		var err error
+		if f, ok := e.stdin.(*os.File); ok && isTerminal(f) {
+			line, err = readLineHidden(f) // not echoed
+			fmt.Fprintln(e.stderr)
+		} else {
+			line, err = bufio.NewReader(e.stdin).ReadString('\n')
+		}
 		if err != nil && line == "" {
 			return usagef("no key given: pass --key or type it on stdin")
 		}

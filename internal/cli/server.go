@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -52,9 +53,16 @@ func (e *env) server(ctx context.Context, args []string) error {
 	if e.getenv("GOGC") == "" {
 		debug.SetGCPercent(serverGCPercent)
 	}
+	// The first admin key is shown on a terminal only: where stderr is a
+	// log (systemd's, a container's), the key would stay in it; the log
+	// says which file holds it.
+	var announce io.Writer
+	if isTerminal(e.stderr) {
+		announce = e.stderr
+	}
 	srv, err := server.New(server.Config{
 		DataDir: *dataDir, Addr: *addr, NATSListen: *natsListen,
-		MasterKey: e.getenv("GUST_MASTER_KEY"), Announce: e.stderr, Logger: log, CallbackAllow: allow,
+		MasterKey: e.getenv("GUST_MASTER_KEY"), Announce: announce, Logger: log, CallbackAllow: allow,
 		MaxInvocationRecords: *maxRecords, AllowHostNetwork: *hostNetwork,
 	})
 	if err != nil {
