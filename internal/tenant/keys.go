@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/base32"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -238,12 +239,20 @@ const bootstrapKey = "first-admin-key"
 // token to path (readable by its owner only) and returns it. If an admin key
 // was created before, it returns "". If it fails, it undoes what it did, so
 // that a later start tries again.
+//
+// A mark with no admin key that can be used, older than bootstrapGrace
+// (a first start killed between the mark and the key's file, or every
+// admin key revoked), is taken over: one more start creates a key, where
+// nothing could be done but to start afresh.
 func (s *Service) Bootstrap(ctx context.Context, path string) (token string, err error) {
-	rev, err := s.metaKV.Create(ctx, bootstrapKey, []byte(`{}`))
+	mark := []byte(`{"at":"` + s.now().UTC().Format(time.RFC3339Nano) + `"}`)
+	rev, err := s.metaKV.Create(ctx, bootstrapKey, mark)
 	if errors.Is(err, store.ErrConflict) {
-		return "", nil
-	}
-	if err != nil {
+		if rev, err = s.takeOverBootstrap(ctx, mark); rev == 0 || err != nil {
+			return "", err
+		}
+		s.log.Warn("no admin API key can be used (a first start stopped before it saved one, or every one was revoked): creating one")
+	} else if err != nil {
 		return "", err
 	}
 	var info KeyInfo
@@ -264,6 +273,39 @@ func (s *Service) Bootstrap(ctx context.Context, path string) (token string, err
 		return "", fmt.Errorf("tenant: write the admin key: %w", err)
 	}
 	return token, nil
+}
+
+// bootstrapGrace is how long another node has to finish the first admin
+// key it began before this one may take the mark over.
+const bootstrapGrace = time.Minute
+
+// takeOverBootstrap returns the mark's new revision if no usable admin key
+// exists and the mark is older than bootstrapGrace (or predates times in
+// it), and 0 otherwise.
+func (s *Service) takeOverBootstrap(ctx context.Context, mark []byte) (uint64, error) {
+	now := s.now()
+	for _, k := range s.keys.List("") {
+		if k.Role == Admin && k.Revoked == nil && (k.Expires == nil || now.Before(*k.Expires)) && s.live(k) {
+			return 0, nil
+		}
+	}
+	e, err := s.metaKV.Get(ctx, bootstrapKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil // undone just now by a failed start: the next start begins afresh
+	}
+	if err != nil {
+		return 0, err
+	}
+	var old struct{ At time.Time }
+	json.Unmarshal(e.Value, &old)
+	if now.Sub(old.At) < bootstrapGrace {
+		return 0, nil
+	}
+	rev, err := s.metaKV.Update(ctx, bootstrapKey, mark, e.Revision)
+	if errors.Is(err, store.ErrConflict) {
+		return 0, nil // another node took it over
+	}
+	return rev, err
 }
 
 // writePrivate writes data to path readable by its owner only, even if path

@@ -710,3 +710,37 @@ func TestDeleteTenantReadsItsOwnWrites(t *testing.T) {
 		})
 	}
 }
+
+// TestBootstrapAfterAFirstStartDied: a first start killed after it marked
+// the bootstrap and before the key's file existed left no admin key
+// anywhere, and nothing but a new data dir helped. A later start, once the
+// mark is older than another node's bootstrap could take, creates the key;
+// a start while it is fresh, or while an admin key can be used, does not.
+func TestBootstrapAfterAFirstStartDied(t *testing.T) {
+	clock := newFakeClock()
+	s := startService(t, openStore(t), serviceOpts{clock: clock})
+	ctx := ctxT(t)
+	path := filepath.Join(t.TempDir(), "admin.key")
+	// The first start marked it, and died.
+	if _, err := s.metaKV.Create(ctx, bootstrapKey, []byte(`{"at":"`+clock.Now().UTC().Format(time.RFC3339Nano)+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if token, err := s.Bootstrap(ctx, path); token != "" || err != nil {
+		t.Errorf("Bootstrap while the mark is fresh = %q, %v; want nothing (another node may be creating the key)", token, err)
+	}
+	clock.Advance(2 * bootstrapGrace)
+	token, err := s.Bootstrap(ctx, path)
+	if err != nil || token == "" {
+		t.Fatalf("Bootstrap after the first start died = %q, %v; want a new admin key", token, err)
+	}
+	if p, err := s.Authenticate(token); err != nil || p.Role != Admin {
+		t.Errorf("Authenticate(the new key) = %+v, %v; want an admin", p, err)
+	}
+	if b, _ := os.ReadFile(path); strings.TrimSpace(string(b)) != token {
+		t.Errorf("admin.key holds %q, want the new key", b)
+	}
+	clock.Advance(2 * bootstrapGrace)
+	if again, err := s.Bootstrap(ctx, path); again != "" || err != nil {
+		t.Errorf("Bootstrap with an admin key = %q, %v; want nothing", again, err)
+	}
+}
