@@ -189,7 +189,7 @@ type Service struct {
 	now            func() time.Time
 
 	callbacks callbackSlots
-	running   sync.WaitGroup
+	running   runningInvocations
 	mu        sync.Mutex
 	shares    map[string]*share // per tenant/function/version
 }
@@ -213,11 +213,13 @@ func New(ctx context.Context, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	cbNet := callbackNet{allow: deps.CallbackAllow}
-	return &Service{
+	s := &Service{
 		callbackNet: cbNet, callbackClient: cbNet.client(),
 		store: deps.Store, queue: q, dead: dead, results: results, functions: deps.Functions, invoker: deps.Invoker, tenants: deps.Tenants, limiter: deps.Limiter,
 		log: deps.Logger, now: time.Now, shares: map[string]*share{},
-	}, nil
+	}
+	s.running.ctx, s.running.cut = context.WithCancel(context.Background())
+	return s, nil
 }
 
 // Enqueue writes job to the queue and records it as queued. With an
@@ -473,6 +475,19 @@ func (s *Service) Start(ctx context.Context) error {
 		s.process(ctx, m)
 	})
 }
+
+// runningInvocations are the invocations workers run, and the context
+// they run under, which Cut ends.
+type runningInvocations struct {
+	sync.WaitGroup
+	ctx context.Context
+	cut context.CancelFunc
+}
+
+// Cut stops the invocations being run: a shutdown's deadline has passed.
+// Their attempts do not count, and their messages go back to the queue.
+// (A guest left running past it would run on in a runtime closed under it.)
+func (s *Service) Cut() { s.running.cut() }
 
 // Wait returns once the invocations being run have finished, or ctx is done.
 func (s *Service) Wait(ctx context.Context) {

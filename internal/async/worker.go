@@ -140,7 +140,9 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 	}
 
 	req := job.Request
-	resp, _, err := s.invoker.Invoke(context.WithoutCancel(ctx), pool.Target{Tenant: job.Tenant, Function: job.Function, Version: v}, &req, log)
+	// The invocation outlives ctx (the workers stop taking work when a
+	// shutdown begins, and let what runs finish) but not Cut.
+	resp, _, err := s.invoker.Invoke(s.running.ctx, pool.Target{Tenant: job.Tenant, Function: job.Function, Version: v}, &req, log)
 	settle()
 	release() // the quota is for running, not for recording and delivering
 

@@ -120,7 +120,7 @@ func TestProcessExamples(t *testing.T) {
 func sandboxCgroups() []string {
 	pid := strconv.Itoa(os.Getpid())
 	var all []string
-	for _, pattern := range []string{"/sys/fs/cgroup/*/gust/" + pid + "/s*", "/sys/fs/cgroup/*/*/*/gust/" + pid + "/s*", "/sys/fs/cgroup/*/gust-sandboxes/" + pid + "/s*"} {
+	for _, pattern := range []string{"/sys/fs/cgroup/*/gust/" + pid + "-*/s*", "/sys/fs/cgroup/*/*/*/gust/" + pid + "-*/s*", "/sys/fs/cgroup/*/gust-sandboxes/" + pid + "-*/s*"} {
 		all = append(all, must(filepath.Glob(pattern))...)
 	}
 	unlimited, idle := map[string]bool{}, map[string]bool{}

@@ -347,6 +347,7 @@ func (s *Server) stop(ctx context.Context) error {
 	}
 	if s.async != nil {
 		s.async.Wait(ctx)
+		s.async.Cut() // what still runs is cut off, as requests were
 	}
 	if s.pool != nil {
 		s.pool.Close()
