@@ -140,7 +140,7 @@ func (e *env) invoke(ctx context.Context, args []string) error {
 	method := fs.String("X", "", "HTTP method (default POST with -d, else GET)")
 	path := fs.String("path", "", "path after the function's name, with an optional ?query")
 	include := fs.Bool("i", false, "print the response status and headers")
-	async := fs.Bool("async", false, "queue the invocation and print its id (Prefer: respond-async)")
+	async := fs.Bool("async", false, "queue the invocation and print its id, state and location as JSON (Prefer: respond-async)")
 	idemKey := fs.String("idempotency-key", "", "with --async: the same key queues one invocation")
 	var headers headerList
 	fs.Var(&headers, "H", "request header 'Name: value' (repeatable)")
