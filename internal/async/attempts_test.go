@@ -38,18 +38,7 @@ func TestSpentAttemptsAreNotRunAgain(t *testing.T) {
 	queued := time.Now()
 	job := Job{ID: "spent", Tenant: "t", Function: "f", Version: 1, Queued: queued, Failed: 2, Request: runtime.Request{Method: "GET", Path: "/"}}
 	attempts := []Attempt{{Started: queued, Error: "boom"}, {Started: queued, Error: "boom"}, {Started: queued}}
-	if err := s.put(ctx, Record{ID: job.ID, Tenant: "t", Function: "f", Version: 1, State: Running, Attempts: attempts, Created: queued}); err != nil {
-		t.Fatal(err)
-	}
-	data, _ := json.Marshal(job)
-	if err := s.queue.Publish(ctx, workSubject("t", job.ID), data); err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if err := s.Start(wctx); err != nil {
-		t.Fatal(err)
-	}
+	runQueued(t, s, job, Record{ID: job.ID, Tenant: "t", Function: "f", Version: 1, State: Running, Attempts: attempts, Created: queued})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		rec, err := s.Get(ctx, "t", job.ID)
@@ -144,20 +133,27 @@ func TestInvocationOfADeletedFunctionEndsDead(t *testing.T) {
 	s.functions = functions{"t/f": f}
 	queued := f.Created.Add(-time.Hour) // for the function of this name before
 	job := Job{ID: "orphan", Tenant: "t", Function: "f", Version: 1, Queued: queued, Failed: 1, Request: runtime.Request{Method: "GET", Path: "/count"}}
-	if err := s.put(ctx, Record{ID: job.ID, Tenant: "t", Function: "f", Version: 1, State: Failed, Attempts: []Attempt{{Started: queued, Error: "boom"}}, Created: queued}); err != nil {
-		t.Fatal(err)
-	}
-	data, _ := json.Marshal(job)
-	if err := s.queue.Publish(ctx, workSubject("t", job.ID), data); err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if err := s.Start(wctx); err != nil {
-		t.Fatal(err)
-	}
+	runQueued(t, s, job, Record{ID: job.ID, Tenant: "t", Function: "f", Version: 1, State: Failed, Attempts: []Attempt{{Started: queued, Error: "boom"}}, Created: queued})
 	waitState(t, s, job.ID, Dead)
 	if rec, _ := s.Get(ctx, "t", job.ID); len(rec.Attempts) != 1 {
 		t.Errorf("attempts: %+v, want the one before, and no run of the new function", rec.Attempts)
+	}
+}
+
+// runQueued records rec, queues job, and starts s's workers until the test
+// ends.
+func runQueued(t *testing.T, s *Service, job Job, rec Record) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	if err := s.put(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(job)
+	if err := s.queue.Publish(ctx, workSubject(job.Tenant, job.ID), data); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
