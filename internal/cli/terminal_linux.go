@@ -3,6 +3,8 @@ package cli
 import (
 	"bufio"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,5 +34,23 @@ func readLineHidden(f *os.File) (string, error) {
 		return "", err
 	}
 	defer unix.IoctlSetTermios(fd, unix.TCSETS, saved)
+	// Interrupted (^C), the terminal gets its echo back before the
+	// signal ends the process, as it would have without the prompt.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	read := make(chan struct{})
+	defer func() {
+		signal.Stop(sigs)
+		close(read)
+	}()
+	go func() {
+		select {
+		case sig := <-sigs:
+			unix.IoctlSetTermios(fd, unix.TCSETS, saved)
+			signal.Reset(sig)
+			syscall.Kill(os.Getpid(), sig.(syscall.Signal))
+		case <-read:
+		}
+	}()
 	return bufio.NewReader(f).ReadString('\n')
 }
