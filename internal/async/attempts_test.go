@@ -75,7 +75,8 @@ func TestShutdownDoesNotSpendAnAttempt(t *testing.T) {
 	}
 	waitState(t, s, job.ID, Running)
 	stop()    // shutting down: the workers stop taking work
-	p.Close() // and at the deadline, the instances are stopped
+	s.Cut()   // and at the deadline, the invocations are cut off,
+	p.Close() // and the instances stopped
 	s.Wait(ctx)
 	rec, err := s.Get(ctx, "t", job.ID)
 	if err != nil || rec.State != Queued || len(rec.Attempts) != 0 {
@@ -155,5 +156,42 @@ func runQueued(t *testing.T, s *Service, job Job, rec Record) {
 	}
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFailureWhileDrainingCounts: an invocation that fails on its own
+// (here at its timeout) while the server drains, its workers no longer
+// taking work but letting what runs finish, spends its attempt: only a
+// cut at the shutdown's deadline does not. (Every failure of the drain
+// once went back to the queue uncounted, and a function with retries 0
+// ran twice.)
+func TestFailureWhileDrainingCounts(t *testing.T) {
+	ctx := t.Context()
+	reactor := wasmtest.MustRead(wasmtest.Reactor)
+	s, p := serviceWithPool(t, reactor, 0)
+	f := s.functions.(functions)["t/f"]
+	f.Versions[0].Spec.Timeout = registry.Duration(500 * time.Millisecond)
+	// Compiled first, as a deploy does: a cold start past the timeout is
+	// the server's delay, not the function's failure.
+	if err := p.Check(ctx, f.Versions[0].Spec, f.Versions[0].Digest, reactor); err != nil {
+		t.Fatal(err)
+	}
+	job := Job{ID: "drained", Tenant: "t", Function: "f", Version: 1, Queued: time.Now(), Request: runtime.Request{Method: "GET", Path: "/sleep"}}
+	data, _ := json.Marshal(job)
+	if err := s.queue.Publish(ctx, workSubject("t", job.ID), data); err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	if err := s.Start(wctx); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, s, job.ID, Running)
+	stop() // draining: no new work, what runs goes on
+	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s.Wait(waitCtx)
+	rec, err := s.Get(ctx, "t", job.ID)
+	if err != nil || rec.State != Dead || len(rec.Attempts) != 1 {
+		t.Errorf("record after the drain: %+v, %v; want dead after its one attempt (it timed out on its own, retries 0)", rec, err)
 	}
 }

@@ -153,7 +153,7 @@ func (s *Service) process(ctx context.Context, m *store.Message) {
 		last.Error = err.Error()
 		var busy *pool.BusyError
 		var preparing *pool.PreparingError
-		if errors.As(err, &busy) || errors.As(err, &preparing) || ctx.Err() != nil {
+		if errors.As(err, &busy) || errors.As(err, &preparing) || s.running.ctx.Err() != nil {
 			// Not the function's fault (no instance, or the server stopped
 			// it while shutting down): try again soon, without counting it.
 			rec.Attempts = rec.Attempts[:len(rec.Attempts)-1]

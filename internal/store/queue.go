@@ -251,11 +251,11 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 			for {
 				select {
 				case m := <-waiting:
+					q.held.run(m) // before the check: a check-in round must not find none running in between
 					if ctx.Err() != nil {
 						q.held.remove(m) // stopping: the queue delivers it again
 						return
 					}
-					q.held.run(m)
 					handle(m)
 					q.held.remove(m)
 				case <-ctx.Done():
