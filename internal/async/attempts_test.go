@@ -38,7 +38,7 @@ func TestSpentAttemptsAreNotRunAgain(t *testing.T) {
 	queued := time.Now()
 	job := Job{ID: "spent", Tenant: "t", Function: "f", Version: 1, Queued: queued, Failed: 2, Request: runtime.Request{Method: "GET", Path: "/"}}
 	attempts := []Attempt{{Started: queued, Error: "boom"}, {Started: queued, Error: "boom"}, {Started: queued}}
-	runQueued(t, s, job, Record{ID: job.ID, Tenant: "t", Function: "f", Version: 1, State: Running, Attempts: attempts, Created: queued})
+	runQueued(t, s, job, &Record{ID: job.ID, Tenant: "t", Function: "f", Version: 1, State: Running, Attempts: attempts, Created: queued})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		rec, err := s.Get(ctx, "t", job.ID)
@@ -65,14 +65,7 @@ func TestShutdownDoesNotSpendAnAttempt(t *testing.T) {
 	ctx := t.Context()
 	s, p := serviceWithPool(t, wasmtest.MustRead(wasmtest.Reactor), 0)
 	job := Job{ID: "cut", Tenant: "t", Function: "f", Version: 1, Queued: time.Now(), Request: runtime.Request{Method: "GET", Path: "/sleep"}}
-	data, _ := json.Marshal(job)
-	if err := s.queue.Publish(ctx, workSubject("t", job.ID), data); err != nil {
-		t.Fatal(err)
-	}
-	wctx, stop := context.WithCancel(ctx)
-	if err := s.Start(wctx); err != nil {
-		t.Fatal(err)
-	}
+	stop := runQueued(t, s, job, nil)
 	waitState(t, s, job.ID, Running)
 	stop()    // shutting down: the workers stop taking work
 	s.Cut()   // and at the deadline, the invocations are cut off,
@@ -134,21 +127,23 @@ func TestInvocationOfADeletedFunctionEndsDead(t *testing.T) {
 	s.functions = functions{"t/f": f}
 	queued := f.Created.Add(-time.Hour) // for the function of this name before
 	job := Job{ID: "orphan", Tenant: "t", Function: "f", Version: 1, Queued: queued, Failed: 1, Request: runtime.Request{Method: "GET", Path: "/count"}}
-	runQueued(t, s, job, Record{ID: job.ID, Tenant: "t", Function: "f", Version: 1, State: Failed, Attempts: []Attempt{{Started: queued, Error: "boom"}}, Created: queued})
+	runQueued(t, s, job, &Record{ID: job.ID, Tenant: "t", Function: "f", Version: 1, State: Failed, Attempts: []Attempt{{Started: queued, Error: "boom"}}, Created: queued})
 	waitState(t, s, job.ID, Dead)
 	if rec, _ := s.Get(ctx, "t", job.ID); len(rec.Attempts) != 1 {
 		t.Errorf("attempts: %+v, want the one before, and no run of the new function", rec.Attempts)
 	}
 }
 
-// runQueued records rec, queues job, and starts s's workers until the test
-// ends.
-func runQueued(t *testing.T, s *Service, job Job, rec Record) {
+// runQueued records rec (if any), queues job, and starts s's workers
+// until stop is called or the test ends.
+func runQueued(t *testing.T, s *Service, job Job, rec *Record) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	t.Cleanup(cancel)
-	if err := s.put(ctx, rec); err != nil {
-		t.Fatal(err)
+	if rec != nil {
+		if err := s.put(ctx, *rec); err != nil {
+			t.Fatal(err)
+		}
 	}
 	data, _ := json.Marshal(job)
 	if err := s.queue.Publish(ctx, workSubject(job.Tenant, job.ID), data); err != nil {
@@ -157,6 +152,7 @@ func runQueued(t *testing.T, s *Service, job Job, rec Record) {
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return cancel
 }
 
 // TestFailureWhileDrainingCounts: an invocation that fails on its own
@@ -177,14 +173,7 @@ func TestFailureWhileDrainingCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	job := Job{ID: "drained", Tenant: "t", Function: "f", Version: 1, Queued: time.Now(), Request: runtime.Request{Method: "GET", Path: "/sleep"}}
-	data, _ := json.Marshal(job)
-	if err := s.queue.Publish(ctx, workSubject("t", job.ID), data); err != nil {
-		t.Fatal(err)
-	}
-	wctx, stop := context.WithCancel(ctx)
-	if err := s.Start(wctx); err != nil {
-		t.Fatal(err)
-	}
+	stop := runQueued(t, s, job, nil)
 	waitState(t, s, job.ID, Running)
 	stop() // draining: no new work, what runs goes on
 	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)

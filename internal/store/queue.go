@@ -276,33 +276,39 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 // queue.
 const busyRetry = time.Second
 
-// held are the messages a node holds, with when each last checked in.
+// held are the messages a node holds.
 type held struct {
-	mu      sync.Mutex
-	last    map[*Message]time.Time
-	running map[*Message]bool // those a worker runs
+	mu   sync.Mutex
+	msgs map[*Message]*holding
+}
+
+// holding is a held message's state.
+type holding struct {
+	checked time.Time // when it last checked in
+	running bool      // a worker runs it
 }
 
 func (h *held) add(m *Message) {
 	h.mu.Lock()
-	if h.last == nil {
-		h.last, h.running = map[*Message]time.Time{}, map[*Message]bool{}
+	if h.msgs == nil {
+		h.msgs = map[*Message]*holding{}
 	}
-	h.last[m] = time.Time{} // unknown: it may have waited in the client; the next round checks it in
+	h.msgs[m] = &holding{} // unknown check-in: it may have waited in the client; the next round checks it in
 	h.mu.Unlock()
 }
 
 // run marks m as taken by a worker.
 func (h *held) run(m *Message) {
 	h.mu.Lock()
-	h.running[m] = true
+	if hm := h.msgs[m]; hm != nil {
+		hm.running = true
+	}
 	h.mu.Unlock()
 }
 
 func (h *held) remove(m *Message) {
 	h.mu.Lock()
-	delete(h.last, m)
-	delete(h.running, m)
+	delete(h.msgs, m)
 	h.mu.Unlock()
 }
 
@@ -312,13 +318,16 @@ func (h *held) remove(m *Message) {
 func (h *held) due(since, now time.Time, running bool) (due []*Message, runs int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for m, t := range h.last {
-		if t.Before(since) && (!running || h.running[m]) {
+	for m, hm := range h.msgs {
+		if hm.running {
+			runs++
+		}
+		if hm.checked.Before(since) && (!running || hm.running) {
 			due = append(due, m)
-			h.last[m] = now
+			hm.checked = now
 		}
 	}
-	return due, len(h.running)
+	return due, runs
 }
 
 // checkIn extends the ack wait of each message held for every. Once ctx

@@ -116,14 +116,16 @@ func (s *Service) Authenticate(token string) (Principal, error) {
 	if subtle.ConstantTimeCompare([]byte(hashSecret(id, secret)), []byte(want)) != 1 || !ok {
 		return Principal{}, ErrUnauthenticated
 	}
-	now := s.now()
-	if k.Revoked != nil || (k.Expires != nil && !now.Before(*k.Expires)) {
-		return Principal{}, ErrUnauthenticated
-	}
-	if !s.live(k) {
+	if !s.usable(k, s.now()) {
 		return Principal{}, ErrUnauthenticated
 	}
 	return Principal{KeyID: k.ID, Tenant: k.Tenant, Role: k.Role}, nil
+}
+
+// usable reports whether k authenticates at now: not revoked, not expired,
+// and live.
+func (s *Service) usable(k Key, now time.Time) bool {
+	return k.Revoked == nil && (k.Expires == nil || now.Before(*k.Expires)) && s.live(k)
 }
 
 // live reports whether k was made in its tenant as it is now: the keys of
@@ -285,7 +287,7 @@ const bootstrapGrace = time.Minute
 func (s *Service) takeOverBootstrap(ctx context.Context, mark []byte) (uint64, error) {
 	now := s.now()
 	for _, k := range s.keys.List("") {
-		if k.Role == Admin && k.Revoked == nil && (k.Expires == nil || now.Before(*k.Expires)) && s.live(k) {
+		if k.Role == Admin && s.usable(k, now) {
 			return 0, nil
 		}
 	}
@@ -297,7 +299,7 @@ func (s *Service) takeOverBootstrap(ctx context.Context, mark []byte) (uint64, e
 		return 0, err
 	}
 	var old struct{ At time.Time }
-	json.Unmarshal(e.Value, &old)
+	json.Unmarshal(e.Value, &old) // a mark from before it held a time has none: old enough
 	if now.Sub(old.At) < bootstrapGrace {
 		return 0, nil
 	}

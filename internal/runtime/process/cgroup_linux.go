@@ -22,7 +22,7 @@ type cgroups struct {
 	v2 bool
 	// base is the folder new cgroups go in: one per controller for v1
 	// (memory, cpu, pids), one for v2; each holds a folder per server
-	// process, named by its pid, which holds its sandboxes'.
+	// process (see mine), which holds its sandboxes'.
 	base map[string]string
 	// mine is this server's folder's name: its PID, which the sweep of a
 	// later server checks, and a random part, for servers that have the

@@ -46,11 +46,11 @@ func instrument(module []byte) ([]byte, error) {
 		case 12:
 			hasDataCount = true // merging segments would break the count it states
 		case 2:
-			n, yield, err := scanImports(s.body)
+			imp, err := scanImports(s.body)
 			if err != nil {
 				return nil, err
 			}
-			importedGlobals, yieldFunc = n, yield
+			importedGlobals, yieldFunc = imp.globals, imp.yield
 		case 6:
 			hasGlobalSection = true
 			sr := &reader{b: s.body}
@@ -273,13 +273,18 @@ func checkExports(body []byte, globals uint32) error {
 
 const wasiModule = "wasi_snapshot_preview1"
 
-// scanImports counts the imported globals and finds the function index of
-// the sched_yield import (-1 if there is none).
-func scanImports(body []byte) (globals, yield int, err error) {
+// imports is what instrument and boundTables need of a module's imports.
+type imports struct {
+	globals, tables int
+	yield           int // sched_yield's function index, or -1
+}
+
+// scanImports reads an import section.
+func scanImports(body []byte) (imports, error) {
 	r := &reader{b: body}
 	n := r.count()
 	funcs := 0
-	yield = -1
+	imp := imports{yield: -1}
 	for range n {
 		mod := r.name()
 		name := r.name()
@@ -287,23 +292,24 @@ func scanImports(body []byte) (globals, yield int, err error) {
 		case 0x00: // func
 			r.u32()
 			if mod == wasiModule && name == "sched_yield" {
-				yield = funcs
+				imp.yield = funcs
 			}
 			funcs++
 		case 0x01: // table
 			r.byte()
 			r.limits()
+			imp.tables++
 		case 0x02: // memory
 			r.limits()
 		case 0x03: // global
 			r.byte()
 			r.byte()
-			globals++
+			imp.globals++
 		default:
-			return 0, 0, errors.New("unknown import kind")
+			return imports{}, errors.New("unknown import kind")
 		}
 	}
-	return globals, yield, r.err
+	return imp, r.err
 }
 
 // instrumenter rewrites function bodies.

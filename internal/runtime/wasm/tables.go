@@ -28,8 +28,12 @@ func boundTables(module []byte) ([]byte, error) {
 		r := &reader{b: s.body}
 		switch s.id {
 		case 2:
-			if err := refuseTableImports(r); err != nil {
-				return nil, err
+			imp, err := scanImports(s.body)
+			if err != nil {
+				return nil, runtime.Errorf(runtime.BadArtifact, "invalid WebAssembly module: imports: %v", err)
+			}
+			if imp.tables > 0 {
+				return nil, runtime.Errorf(runtime.BadArtifact, "module imports a table, which Gust does not provide")
 			}
 		case 4:
 			n := r.count()
@@ -37,18 +41,18 @@ func boundTables(module []byte) ([]byte, error) {
 			body := leb(uint32(n))
 			for t := range n {
 				elem := r.byte()
-				min, hasMax, limit, err := r.tableLimits()
+				initial, hasMax, limit, err := r.tableLimits()
 				if err != nil {
 					return nil, runtime.Errorf(runtime.BadArtifact, "invalid WebAssembly module: table %d: %v", t, err)
 				}
-				if min > share {
-					return nil, runtime.Errorf(runtime.BadArtifact, "table %d starts with %d entries, past the %d that Gust allows it (%d for a module's tables in all)", t, min, share, maxTableEntries)
+				if initial > share {
+					return nil, runtime.Errorf(runtime.BadArtifact, "table %d starts with %d entries, past the %d that Gust allows it (%d for a module's tables in all)", t, initial, share, maxTableEntries)
 				}
 				if !hasMax || limit > share {
 					limit = share
 				}
 				body = append(body, elem, 0x01)
-				body = append(body, leb(uint32(min))...)
+				body = append(body, leb(uint32(initial))...)
 				body = append(body, leb(uint32(limit))...)
 			}
 			if r.err != nil {
@@ -63,41 +67,16 @@ func boundTables(module []byte) ([]byte, error) {
 	return assemble(module[:8], sections), nil
 }
 
-// refuseTableImports reads an import section and fails if it imports a
-// table.
-func refuseTableImports(r *reader) error {
-	for range r.count() {
-		mod, name := r.name(), r.name()
-		switch r.byte() {
-		case 0x00:
-			r.u32()
-		case 0x01:
-			return runtime.Errorf(runtime.BadArtifact, "module imports table %s.%s, which Gust does not provide", mod, name)
-		case 0x02:
-			r.limits()
-		case 0x03:
-			r.byte()
-			r.byte()
-		default:
-			return runtime.Errorf(runtime.BadArtifact, "invalid WebAssembly module: unknown import kind")
-		}
-	}
-	if r.err != nil {
-		return runtime.Errorf(runtime.BadArtifact, "invalid WebAssembly module: %v", r.err)
-	}
-	return nil
-}
-
 // tableLimits reads the limits of a 32-bit table (Gust's runtime has no
 // other kind).
-func (r *reader) tableLimits() (min uint64, hasMax bool, limit uint64, err error) {
+func (r *reader) tableLimits() (initial uint64, hasMax bool, limit uint64, err error) {
 	flags := r.byte()
 	if flags&^0x01 != 0 {
 		return 0, false, 0, fmt.Errorf("limits flags 0x%02x", flags)
 	}
-	min = uint64(r.u32())
+	initial = uint64(r.u32())
 	if hasMax = flags&0x01 != 0; hasMax {
 		limit = uint64(r.u32())
 	}
-	return min, hasMax, limit, r.err
+	return initial, hasMax, limit, r.err
 }
