@@ -73,6 +73,11 @@ type targetKey struct {
 	created                  int64
 }
 
+// String names the version as runtime.Config.Owner does.
+func (k targetKey) String() string {
+	return fmt.Sprintf("%s/%s@%d/%s/%d", k.tenant, k.function, k.number, k.digest, k.created)
+}
+
 func (t Target) key() targetKey {
 	return targetKey{tenant: t.Tenant, function: t.Function, digest: t.Version.Digest, number: t.Version.Number, created: t.Version.Created.UnixNano()}
 }

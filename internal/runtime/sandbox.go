@@ -53,6 +53,12 @@ type Config struct {
 	// Stderr is the log of a reusable instance; Invoke points it at each
 	// invocation's logger in turn.
 	Stderr *StderrLog
+	// Owner names the function version the instances are of, one tenant's
+	// (tenant, function, version and when it was deployed): a sandbox may
+	// start an instance from the state another instance of the same owner
+	// and Env reached when it started, and never from another owner's.
+	// Empty: every instance starts afresh.
+	Owner string
 	// Process holds what only process sandboxes use.
 	Process Process
 }

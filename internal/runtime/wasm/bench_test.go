@@ -36,21 +36,26 @@ func BenchmarkReactorInvoke(b *testing.B) {
 }
 
 // BenchmarkReactorStart measures a cold start of the SDK hello function:
-// instantiate, _initialize and gust_start.
+// in full (instantiate, _initialize and gust_start), and from the snapshot
+// of the first instance of its owner.
 func BenchmarkReactorStart(b *testing.B) {
-	ctx := context.Background()
-	rt := newRuntime(b)
-	m, err := rt.Compile(ctx, wasmtest.MustRead(wasmtest.Hello))
-	if err != nil {
-		b.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	b.ReportAllocs()
-	for b.Loop() {
-		inst, err := m.Start(ctx, InstanceConfig{Limits: testLimits, Stderr: runtime.NewStderrLog(log, 10)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		inst.Close(ctx)
+	for _, bc := range []struct{ name, owner string }{{"full", ""}, {"snapshot", "t/hello@1"}} {
+		b.Run(bc.name, func(b *testing.B) {
+			ctx := context.Background()
+			rt := newRuntime(b)
+			m, err := rt.Compile(ctx, wasmtest.MustRead(wasmtest.Hello))
+			if err != nil {
+				b.Fatal(err)
+			}
+			log := slog.New(slog.DiscardHandler)
+			b.ReportAllocs()
+			for b.Loop() {
+				inst, err := m.Start(ctx, InstanceConfig{Limits: testLimits, Stderr: runtime.NewStderrLog(log, 10), Owner: bc.owner})
+				if err != nil {
+					b.Fatal(err)
+				}
+				inst.Close(ctx)
+			}
+		})
 	}
 }

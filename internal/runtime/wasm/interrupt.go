@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // yieldBudget is how many loop iterations a guest runs between two calls to
@@ -33,14 +35,16 @@ var errInvalid = errors.New("invalid module")
 // slower. Bulk operations count by the length they fill or copy. Function
 // and global indices are unchanged: nothing is imported, and the globals
 // are appended after the others.
-func instrument(module []byte) ([]byte, error) {
+func instrument(module []byte) (instrumented, error) {
 	sections, err := splitSections(module)
 	if err != nil {
-		return nil, err
+		return instrumented{}, err
 	}
 	importedGlobals, definedGlobals := 0, 0
 	yieldFunc := -1
 	hasGlobalSection, hasDataCount := false, false
+	var mutable []uint32 // the module's own mutable globals
+	mutableKnown := true
 	for _, s := range sections {
 		switch s.id {
 		case 12:
@@ -48,7 +52,7 @@ func instrument(module []byte) ([]byte, error) {
 		case 2:
 			imp, err := scanImports(s.body)
 			if err != nil {
-				return nil, err
+				return instrumented{}, err
 			}
 			importedGlobals, yieldFunc = imp.globals, imp.yield
 		case 6:
@@ -56,12 +60,13 @@ func instrument(module []byte) ([]byte, error) {
 			sr := &reader{b: s.body}
 			definedGlobals = int(sr.u32())
 			if sr.err != nil {
-				return nil, sr.err
+				return instrumented{}, sr.err
 			}
+			mutable, mutableKnown = mutableGlobals(s.body, uint32(importedGlobals))
 		}
 	}
 	if yieldFunc < 0 {
-		return nil, fmt.Errorf("%w: it does not import %s.sched_yield", errCannotInstrument, wasiModule)
+		return instrumented{}, fmt.Errorf("%w: it does not import %s.sched_yield", errCannotInstrument, wasiModule)
 	}
 	// Two globals are added: the budget, and a scratch one that keeps the
 	// length of a bulk operation while it is counted.
@@ -90,23 +95,33 @@ func instrument(module []byte) ([]byte, error) {
 	bulk = append(append(bulk, g...), check...)
 	newGlobals := append(append([]byte{0x7F, 0x01}, budget...), 0x0B) // mut i32 = yieldBudget
 	newGlobals = append(newGlobals, 0x7F, 0x01, 0x41, 0x00, 0x0B)     // mut i32 = 0
-	ins := instrumenter{check: check, bulk: bulk, globals: globals}
+	ins := &instrumenter{check: check, bulk: bulk, globals: globals}
 
+	// The code first: it tells whether an instance's state is all in its
+	// memory and globals, which the exports added below let a snapshot
+	// read and set.
 	var out []section
+	for i, s := range sections {
+		if s.id == 10 {
+			body, err := ins.code(s.body)
+			if err != nil {
+				return instrumented{}, err
+			}
+			sections[i].body = body
+		}
+	}
+	var result instrumented
 	for _, s := range sections {
 		switch s.id {
 		case 6:
 			s.body = appendToVector(s.body, newGlobals, 2)
 		case 7:
 			if err := checkExports(s.body, globals); err != nil {
-				return nil, err
+				return instrumented{}, err
 			}
-		case 10:
-			body, err := ins.code(s.body)
-			if err != nil {
-				return nil, err
+			if mutableKnown && importedGlobals == 0 && !ins.changesTables {
+				s.body, result.globals, result.snapshots = exportGlobals(s.body, mutable)
 			}
-			s.body = body
 		case 11:
 			if !hasDataCount {
 				s.body = mergeData(s.body)
@@ -124,7 +139,91 @@ func instrument(module []byte) ([]byte, error) {
 	if !hasGlobalSection {
 		out = append(out, section{id: 6, body: append([]byte{2}, newGlobals...)})
 	}
-	return assemble(module[:8], out), nil
+	result.code = assemble(module[:8], out)
+	return result, nil
+}
+
+// instrumented is a module as instrument rewrote it.
+type instrumented struct {
+	code []byte
+	// snapshots is set if an instance's whole state is its memory and its
+	// mutable globals, which instrument exported as globals names: then a
+	// snapshot of one instance can start another (see snapshot.go).
+	snapshots bool
+	globals   []string
+}
+
+// snapshotExport prefixes the names of the exports instrument adds for
+// the module's mutable globals.
+const snapshotExport = "gust.snapshot.global."
+
+// exportGlobals appends exports of the globals to an export section, and
+// returns it with their names; if the module exports a name of that form
+// itself, it returns the section unchanged and false.
+func exportGlobals(body []byte, globals []uint32) ([]byte, []string, bool) {
+	r := &reader{b: body}
+	for range r.count() {
+		if strings.HasPrefix(r.name(), snapshotExport) {
+			return body, nil, false
+		}
+		r.byte()
+		r.u32()
+	}
+	if r.err != nil {
+		return body, nil, false
+	}
+	names := make([]string, 0, len(globals))
+	var elems []byte
+	for _, g := range globals {
+		name := snapshotExport + strconv.Itoa(int(g))
+		names = append(names, name)
+		elems = append(append(elems, leb(uint32(len(name)))...), name...)
+		elems = append(append(elems, 0x03), leb(g)...)
+	}
+	return appendToVector(body, elems, uint32(len(globals))), names, true
+}
+
+// mutableGlobals returns the indices of the mutable globals a global
+// section defines, the first numbered first; false if it holds an
+// initializer it cannot read.
+func mutableGlobals(body []byte, first uint32) ([]uint32, bool) {
+	r := &reader{b: body}
+	var mutable []uint32
+	for i := range uint32(r.count()) {
+		r.byte() // value type
+		if r.byte() == 0x01 {
+			mutable = append(mutable, first+i)
+		}
+		if !r.constExpr() {
+			return nil, false
+		}
+	}
+	return mutable, r.err == nil
+}
+
+// constExpr reads a constant expression, up to its end; false if it holds
+// an instruction a constant expression should not.
+func (r *reader) constExpr() bool {
+	for r.err == nil {
+		switch op := r.byte(); {
+		case op == 0x0B: // end
+			return true
+		case op == 0x41 || op == 0x42: // i32.const, i64.const
+			r.sleb()
+		case op == 0x43:
+			r.skip(4)
+		case op == 0x44:
+			r.skip(8)
+		case op == 0x23 || op == 0xD2: // global.get, ref.func
+			r.u32()
+		case op == 0xD0: // ref.null
+			r.byte()
+		case op == 0x6A || op == 0x6B || op == 0x6C || op == 0x7C || op == 0x7D || op == 0x7E: // add, sub, mul
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // assemble encodes a module from its header and sections.
@@ -317,10 +416,13 @@ type instrumenter struct {
 	check   []byte // at function entries and loop heads
 	bulk    []byte // before bulk operations
 	globals uint32 // the module's own; the indices from here on are instrument's
+	// changesTables is set by code that changes what no export shows: a
+	// table, or which segments are dropped.
+	changesTables bool
 }
 
 // code rewrites the code section's function bodies.
-func (ins instrumenter) code(body []byte) ([]byte, error) {
+func (ins *instrumenter) code(body []byte) ([]byte, error) {
 	r := &reader{b: body}
 	n := r.count()
 	out := leb(uint32(n))
@@ -340,7 +442,7 @@ func (ins instrumenter) code(body []byte) ([]byte, error) {
 	return out, r.err
 }
 
-func (ins instrumenter) function(fn []byte) ([]byte, error) {
+func (ins *instrumenter) function(fn []byte) ([]byte, error) {
 	r := &reader{b: fn}
 	for range r.count() { // local declarations
 		r.u32()
@@ -349,8 +451,12 @@ func (ins instrumenter) function(fn []byte) ([]byte, error) {
 	out := make([]byte, 0, len(fn)+len(fn)/8+len(ins.check))
 	out = append(out, fn[:r.i]...)
 	// At entry too: recursion (or a tail call back to itself) repeats
-	// without a loop, and would otherwise never call out.
-	out = append(out, ins.check...)
+	// without a loop, and would otherwise never call out. A body that
+	// opens a loop before it can call or branch (Go's every function: its
+	// jumps are branches to one loop) has its check there.
+	if !loopFirst(fn[r.i:]) {
+		out = append(out, ins.check...)
+	}
 	for r.i < len(r.b) && r.err == nil {
 		start := r.i
 		op := r.byte()
@@ -371,6 +477,7 @@ func (ins instrumenter) function(fn []byte) ([]byte, error) {
 			}
 		case op == 0x0C || op == 0x0D || op == 0x10 || op == 0x12 || (op >= 0x20 && op <= 0x26) || op == 0xD2:
 			r.u32()
+			ins.changesTables = ins.changesTables || op == 0x26 // table.set
 		case op == 0x0E: // br_table
 			for range r.count() {
 				r.u32()
@@ -404,6 +511,10 @@ func (ins instrumenter) function(fn []byte) ([]byte, error) {
 			if bulkOp(sub) {
 				out = append(out, ins.bulk...)
 			}
+			switch sub {
+			case 8, 9, 12, 13, 14, 15, 17: // memory.init, data.drop, table.init, elem.drop, table.copy, table.grow, table.fill
+				ins.changesTables = true
+			}
 		case op <= 0x01 || op == 0x05 || op == 0x0B || op == 0x0F || op == 0x1A || op == 0x1B || (op >= 0x45 && op <= 0xC4) || op == 0xD1:
 			// no immediates
 		default:
@@ -415,6 +526,28 @@ func (ins instrumenter) function(fn []byte) ([]byte, error) {
 		return nil, r.err
 	}
 	return out, nil
+}
+
+// loopFirst reports whether code reaches a loop through nothing but
+// blocks and instructions that neither call nor branch: global and local
+// gets and sets, and constants.
+func loopFirst(code []byte) bool {
+	r := &reader{b: code}
+	for r.i < len(r.b) && r.err == nil {
+		switch op := r.byte(); {
+		case op == 0x03: // loop
+			return true
+		case op == 0x02: // block
+			r.blockType()
+		case op >= 0x20 && op <= 0x24: // local and global gets and sets
+			r.u32()
+		case op == 0x41 || op == 0x42: // i32.const, i64.const
+			r.sleb()
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // reader decodes the parts of the binary format instrument needs.

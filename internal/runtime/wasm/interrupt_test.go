@@ -13,6 +13,7 @@ import (
 	"github.com/gust-faas/gust/internal/runtime/wasm/wasmtest"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
@@ -152,7 +153,7 @@ func FuzzInstrument(f *testing.F) {
 			return
 		}
 		orig.Close(ctx)
-		c, err := rt.CompileModule(ctx, out)
+		c, err := rt.CompileModule(ctx, out.code)
 		if err != nil {
 			t.Fatalf("the module compiles, its instrumented copy does not: %v", err)
 		}
@@ -168,7 +169,7 @@ func TestInstrumentTinyModule(t *testing.T) {
 	ctx := context.Background()
 	rt := wazero.NewRuntime(ctx)
 	defer rt.Close(ctx)
-	if _, err := rt.CompileModule(ctx, out); err != nil {
+	if _, err := rt.CompileModule(ctx, out.code); err != nil {
 		t.Errorf("the instrumented tiny module does not compile: %v", err)
 	}
 }
@@ -217,7 +218,7 @@ func TestInstrumentKeepsTheDataCount(t *testing.T) {
 	if _, err := rt.CompileModule(ctx, out); err != nil {
 		t.Fatalf("the module with a data count does not compile: %v", err)
 	}
-	if _, err := rt.CompileModule(ctx, instrumented); err != nil {
+	if _, err := rt.CompileModule(ctx, instrumented.code); err != nil {
 		t.Errorf("instrumented, it does not compile: %v", err)
 	}
 }
@@ -312,5 +313,100 @@ func stopsAtItsDeadline(t *testing.T, module []byte, what string) {
 	}
 	if elapsed := time.Since(start); elapsed > 5*time.Second {
 		t.Errorf("%s ran %v past a 300ms deadline", what, elapsed)
+	}
+}
+
+// exportingModule is a module with a table, a mutable global and a
+// function whose body is body, exporting the function as "f" and, if
+// extra is set, something named extra too.
+func exportingModule(body []byte, extra string) []byte {
+	m := []byte("\x00asm\x01\x00\x00\x00")
+	m = append(m, encodeSection(1, []byte{2, 0x60, 0, 1, 0x7F, 0x60, 0, 0})...)
+	imp := append(append([]byte{1}, wasmString(wasiModule)...), wasmString("sched_yield")...)
+	m = append(m, encodeSection(2, append(imp, 0x00, 0))...)
+	m = append(m, encodeSection(3, []byte{1, 1})...)
+	m = append(m, encodeSection(4, []byte{1, 0x70, 0, 1})...) // a funcref table of 1
+	m = append(m, encodeSection(5, []byte{1, 0, 1})...)
+	m = append(m, encodeSection(6, []byte{2, 0x7F, 0x00, 0x41, 7, 0x0B, 0x7F, 0x01, 0x41, 0, 0x0B})...) // const i32 = 7, mut i32 = 0
+	exports := append(wasmString("f"), 0x00, 1)
+	n := byte(1)
+	if extra != "" {
+		exports = append(append(exports, wasmString(extra)...), 0x00, 1)
+		n++
+	}
+	m = append(m, encodeSection(7, append([]byte{n}, exports...))...)
+	return append(m, encodeSection(10, append([]byte{1}, append(leb(uint32(len(body))), body...)...))...)
+}
+
+// TestInstrumentExportsGlobalsForSnapshots: instrument exports a module's
+// mutable globals, for a snapshot to read and set, unless the module's
+// state lies elsewhere too (a table it changes) or it uses the exports'
+// names itself.
+func TestInstrumentExportsGlobalsForSnapshots(t *testing.T) {
+	plain := []byte{0, 0x41, 1, 0x24, 1, 0x0B}                           // global.set 1 (i32.const 1)
+	tableSet := []byte{0, 0x41, 0, 0xD0, 0x70, 0x26, 0, 0x0B}            // table.set 0 (i32.const 0) (ref.null func)
+	tableGrow := []byte{0, 0xD0, 0x70, 0x41, 1, 0xFC, 15, 0, 0x1A, 0x0B} // drop (table.grow 0 (ref.null func) (i32.const 1))
+	ctx := context.Background()
+	rt := wazero.NewRuntime(ctx)
+	defer rt.Close(ctx)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		t.Fatal(err)
+	}
+	out, err := instrument(exportingModule(plain, ""))
+	if err != nil || !out.snapshots || len(out.globals) != 1 || out.globals[0] != snapshotExport+"1" {
+		t.Fatalf("instrument = %+v, %v; want snapshots of global 1, the mutable one", out.globals, err)
+	}
+	mod, err := rt.Instantiate(ctx, out.code)
+	if err != nil {
+		t.Fatalf("the instrumented module does not instantiate: %v", err)
+	}
+	if _, err := mod.ExportedFunction("f").Call(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g, ok := mod.ExportedGlobal(out.globals[0]).(api.MutableGlobal)
+	if !ok || g.Get() != 1 {
+		t.Fatalf("export %s = %v, want the mutable global f set to 1", out.globals[0], mod.ExportedGlobal(out.globals[0]))
+	}
+	g.Set(5)
+	if got := mod.ExportedGlobal(out.globals[0]).Get(); got != 5 {
+		t.Errorf("after Set(5) the global is %d", got)
+	}
+	for name, module := range map[string][]byte{
+		"table.set":          exportingModule(tableSet, ""),
+		"table.grow":         exportingModule(tableGrow, ""),
+		"an export's prefix": exportingModule(plain, snapshotExport+"x"),
+	} {
+		out, err := instrument(module)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if out.snapshots {
+			t.Errorf("%s: instrument allows snapshots", name)
+		}
+		if _, err := rt.CompileModule(ctx, out.code); err != nil {
+			t.Errorf("%s: the instrumented module does not compile: %v", name, err)
+		}
+	}
+}
+
+// TestLoopFirst: a function that opens a loop before it can call or branch
+// has its check at the loop, not at its entry too.
+func TestLoopFirst(t *testing.T) {
+	for _, c := range []struct {
+		code []byte
+		want bool
+	}{
+		{[]byte{0x03, 0x40, 0x0B, 0x0B}, true},
+		{[]byte{0x23, 0, 0x21, 1, 0x02, 0x40, 0x03, 0x40, 0x0B, 0x0B, 0x0B}, true}, // Go's: global.get, local.set, block, loop
+		{[]byte{0x41, 5, 0x1A, 0x03, 0x40, 0x0B, 0x0B}, false},                     // drop: not among the few
+		{[]byte{0x10, 0, 0x03, 0x40, 0x0B, 0x0B}, false},                           // a call first
+		{[]byte{0x41, 1, 0x04, 0x40, 0x03, 0x40, 0x0B, 0x0B, 0x0B}, false},         // an if first
+		{[]byte{0x02, 0x40, 0x0C, 0, 0x0B, 0x03, 0x40, 0x0B, 0x0B}, false},         // a branch first
+		{[]byte{0x0B}, false},
+		{nil, false},
+	} {
+		if got := loopFirst(c.code); got != c.want {
+			t.Errorf("loopFirst(% x) = %v, want %v", c.code, got, c.want)
+		}
 	}
 }

@@ -191,6 +191,10 @@ type InstanceConfig struct {
 	// Stderr receives the guest's stdout and stderr; Invoke points it at
 	// each invocation's logger in turn. Required.
 	Stderr *runtime.StderrLog
+	// Owner names whose instances these are (runtime.Config.Owner):
+	// instances of one owner, environment and limits start from a
+	// snapshot of the first (see snapshot.go). Empty: each starts in full.
+	Owner string
 }
 
 // Start makes a warm instance of a reactor module: instantiate, run
@@ -218,12 +222,26 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 		k, v, _ := strings.Cut(kv, "=")
 		mc = mc.WithEnv(k, v)
 	}
+	var snap *snapshot
+	if m.snapshots != nil && cfg.Owner != "" {
+		snap = m.snapshots.find(keyOf(cfg))
+	}
+	if snap != nil {
+		mod, err := m.restore(ctx, mem, mc, snap)
+		if err != nil {
+			return nil, err
+		}
+		return m.newInstance(mod, mem, cfg, y), nil
+	}
 	mod, err := m.instantiate(ctx, mem, mc)
 	if err == nil {
 		err = call(ctx, mod, "_initialize")
 	}
 	if err == nil {
 		err = call(ctx, mod, exportStart)
+	}
+	if err == nil && m.snapshots != nil && cfg.Owner != "" {
+		err = m.snapshots.take(keyOf(cfg), mod)
 	}
 	if err != nil {
 		if mod != nil {
@@ -235,7 +253,11 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 		}
 		return nil, runtime.Errorf(runtime.Crashed, "exited while starting")
 	}
-	return &Instance{mod: mod, handle: mod.ExportedFunction(exportHandle), mem: mem, stderr: cfg.Stderr, limits: cfg.Limits, yielder: y}, nil
+	return m.newInstance(mod, mem, cfg, y), nil
+}
+
+func (m *Module) newInstance(mod api.Module, mem *limitedMemory, cfg InstanceConfig, y *yielder) *Instance {
+	return &Instance{mod: mod, handle: mod.ExportedFunction(exportHandle), mem: mem, stderr: cfg.Stderr, limits: cfg.Limits, yielder: y}
 }
 
 // Invoke serves req on the instance under ctx's deadline; what the guest

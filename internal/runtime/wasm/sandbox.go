@@ -27,7 +27,7 @@ func (p prepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Instan
 	if p.m.kind == Command {
 		return &commandInstance{m: p.m, cfg: cfg}, nil
 	}
-	return p.m.Start(ctx, InstanceConfig{Env: cfg.Env, Limits: cfg.Limits, Stderr: cfg.Stderr})
+	return p.m.Start(ctx, InstanceConfig{Env: cfg.Env, Limits: cfg.Limits, Stderr: cfg.Stderr, Owner: cfg.Owner})
 }
 
 // Reusable implements runtime.Instance: a warm instance serves request

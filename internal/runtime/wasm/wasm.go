@@ -43,10 +43,13 @@ type Config struct {
 type Runtime struct {
 	fast, safe wazero.Runtime
 	spares     *mappingSpares // closed instances' memory
-	decoded    decodedModules
-	wasi       map[string]bool // functions of wasi_snapshot_preview1 that wazero provides
-	host       map[string]bool // functions of the gust host module
-	closeFn    func(context.Context) error
+	// snapshotBytes counts the bytes of the modules' snapshots, which
+	// snapshotBudget bounds.
+	snapshotBytes atomic.Int64
+	decoded       decodedModules
+	wasi          map[string]bool // functions of wasi_snapshot_preview1 that wazero provides
+	host          map[string]bool // functions of the gust host module
+	closeFn       func(context.Context) error
 }
 
 // New returns a Runtime with WASI preview 1 and the gust host ABI available
@@ -106,6 +109,10 @@ type Module struct {
 	compiled  wazero.CompiledModule
 	kind      Kind
 	minMemory uint64 // bytes the module needs at instantiation
+	// snapshots hold the state of started reactor instances, which starts
+	// later ones (see snapshot.go); nil for a module whose state they
+	// cannot hold.
+	snapshots *snapshots
 }
 
 // Kind says whether the module is a command or a reactor.
@@ -122,9 +129,13 @@ func (r *Runtime) Compile(ctx context.Context, artifact []byte) (*Module, error)
 		return nil, err
 	}
 	engine, code := r.fast, artifact
+	var snaps *snapshots
 	switch instrumented, err := instrument(artifact); {
 	case err == nil:
-		code = instrumented
+		code = instrumented.code
+		if instrumented.snapshots {
+			snaps = &snapshots{globals: instrumented.globals, held: &r.snapshotBytes}
+		}
 	case errors.Is(err, errInvalid):
 		return nil, &runtime.Error{Kind: runtime.BadArtifact, Message: "invalid WebAssembly module", Err: err}
 	default:
@@ -139,7 +150,7 @@ func (r *Runtime) Compile(ctx context.Context, artifact []byte) (*Module, error)
 	if err != nil {
 		return nil, &runtime.Error{Kind: runtime.BadArtifact, Message: "invalid WebAssembly module", Err: err}
 	}
-	m := &Module{rt: r, engine: engine, compiled: compiled}
+	m := &Module{rt: r, engine: engine, compiled: compiled, snapshots: snaps}
 	if err := m.validate(); err != nil {
 		compiled.Close(ctx)
 		return nil, err
@@ -187,7 +198,12 @@ func (m *Module) CheckMemory(limit uint64) error {
 func ceilMiB(b uint64) uint64 { return (b + 1<<20 - 1) >> 20 }
 
 // Close releases the compiled code. Calling it twice is harmless.
-func (m *Module) Close(ctx context.Context) error { return m.compiled.Close(ctx) }
+func (m *Module) Close(ctx context.Context) error {
+	if m.snapshots != nil {
+		m.snapshots.drop()
+	}
+	return m.compiled.Close(ctx)
+}
 
 // Invocation is everything one call needs besides the request.
 type Invocation struct {

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,6 +18,9 @@ import (
 var (
 	served int // requests this instance has served: shows warm reuse
 	sink   [][]byte
+	// token is made when the instance starts: instances started from one
+	// snapshot share it.
+	token = rand.Text()
 )
 
 func handle(w http.ResponseWriter, r *http.Request) {
@@ -24,6 +28,8 @@ func handle(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/count":
 		fmt.Fprintf(w, "%d", served)
+	case "/token":
+		io.WriteString(w, token)
 	case "/loop":
 		for {
 		}
