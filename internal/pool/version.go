@@ -129,6 +129,7 @@ func (vp *versionPool) adoptSecrets(fp string) {
 	if fp == vp.secretsFP {
 		return
 	}
+	vp.mod.prep.Forget(vp.owner())
 	for _, in := range vp.idle {
 		vp.discard(in)
 	}
@@ -237,7 +238,7 @@ func (vp *versionPool) startForRequest(ctx context.Context, secrets map[string]s
 // start makes a new instance.
 func (vp *versionPool) start(ctx context.Context, secrets map[string]string, fp string) (*instance, error) {
 	cfg := config(vp.target.Version.Spec, env(vp.target, secrets), runtime.NewStderrLog(vp.p.log, runtime.MaxLogLines))
-	cfg.Owner = vp.target.key().String()
+	cfg.Owner = vp.owner()
 	sb, err := vp.mod.prep.Start(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -328,9 +329,13 @@ func (vp *versionPool) releaseModuleIfDone() {
 	}
 	vp.mu.Unlock()
 	if done {
+		vp.mod.prep.Forget(vp.owner())
 		vp.p.release(vp.target.Version.Digest, vp.mod)
 	}
 }
+
+// owner names the version's instances as runtime.Config.Owner does.
+func (vp *versionPool) owner() string { return vp.target.key().String() }
 
 // wakeOne lets the first waiting request start an instance, if there is room.
 func (vp *versionPool) wakeOne() {

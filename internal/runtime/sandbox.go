@@ -26,6 +26,10 @@ type Prepared interface {
 	Check(cfg Config) error
 	// Start makes one instance: the cold start.
 	Start(ctx context.Context, cfg Config) (Instance, error)
+	// Forget drops what the instances of owner (Config.Owner) share, a
+	// snapshot of their start: the owner's version is gone, or its
+	// secrets changed.
+	Forget(owner string)
 	// Close releases what Prepare made; instances are closed first.
 	Close(ctx context.Context) error
 }

@@ -243,6 +243,9 @@ func underSystemDirs(p string) bool {
 // Close removes the unpacked bundle unless another prepared artifact uses
 // it: the pool closes a prepared artifact when no version needs it any
 // more, or when it stops.
+// Forget implements runtime.Prepared: process instances share nothing.
+func (p *prepared) Forget(string) {}
+
 func (p *prepared) Close(context.Context) error {
 	var err error
 	p.closed.Do(func() {

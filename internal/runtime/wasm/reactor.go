@@ -222,26 +222,30 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 		k, v, _ := strings.Cut(kv, "=")
 		mc = mc.WithEnv(k, v)
 	}
-	var snap *snapshot
+	key := keyOf(cfg)
+	var (
+		snap   *snapshot
+		wanted bool // a snapshot of this start is wanted
+		mod    api.Module
+		err    error
+	)
 	if m.snapshots != nil && cfg.Owner != "" {
-		snap = m.snapshots.find(keyOf(cfg))
+		snap, wanted = m.snapshots.find(key)
 	}
 	if snap != nil {
-		mod, err := m.restore(ctx, mem, mc, snap)
-		if err != nil {
-			return nil, err
+		mod, err = m.restore(ctx, mem, mc, snap) // neither, if snap did not fit
+	}
+	if mod == nil && err == nil {
+		mod, err = m.instantiate(ctx, mem, mc)
+		if err == nil {
+			err = call(ctx, mod, "_initialize")
 		}
-		return m.newInstance(mod, mem, cfg, y), nil
-	}
-	mod, err := m.instantiate(ctx, mem, mc)
-	if err == nil {
-		err = call(ctx, mod, "_initialize")
-	}
-	if err == nil {
-		err = call(ctx, mod, exportStart)
-	}
-	if err == nil && m.snapshots != nil && cfg.Owner != "" {
-		err = m.snapshots.take(keyOf(cfg), mod)
+		if err == nil {
+			err = call(ctx, mod, exportStart)
+		}
+		if err == nil && wanted {
+			m.snapshots.take(key, mod)
+		}
 	}
 	if err != nil {
 		if mod != nil {

@@ -23,6 +23,12 @@ type prepared struct{ m *Module }
 func (p prepared) Check(cfg runtime.Config) error  { return p.m.CheckMemory(cfg.Limits.MemoryBytes) }
 func (p prepared) Close(ctx context.Context) error { return p.m.Close(ctx) }
 
+func (p prepared) Forget(owner string) {
+	if p.m.snapshots != nil {
+		p.m.snapshots.forget(owner, nil)
+	}
+}
+
 func (p prepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
 	if p.m.kind == Command {
 		return &commandInstance{m: p.m, cfg: cfg}, nil

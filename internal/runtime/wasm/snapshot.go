@@ -3,8 +3,6 @@ package wasm
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -43,6 +41,10 @@ type snapshots struct {
 	held    *atomic.Int64 // bytes of the Runtime's snapshots
 	mu      sync.Mutex
 	list    []*snapshot
+	// refused keys had no room in the budget: their starts do not copy
+	// their memory again only to find none.
+	refused map[snapshotKey]bool
+	closed  bool
 }
 
 // snapshot is the state of an instance right after its start.
@@ -71,113 +73,166 @@ type pageRun struct {
 
 const snapshotPage = 4096
 
-// find returns the snapshot for key, or nil.
-func (s *snapshots) find(key snapshotKey) *snapshot {
+// maxRefused bounds the keys a module remembers it had no room for.
+const maxRefused = 64
+
+// find returns the snapshot for key, or nil; wanted reports whether a
+// start under key should take one.
+func (s *snapshots) find(key snapshotKey) (snap *snapshot, wanted bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, snap := range s.list {
 		if snap.key == key {
-			return snap
+			return snap, false
 		}
 	}
-	return nil
+	return nil, !s.refused[key] && !s.closed
 }
 
-// take records the state of mod, which has just started, for key.
-func (s *snapshots) take(key snapshotKey, mod api.Module) error {
+// take records the state of mod, which has just started, for key, if the
+// budget has room for it. A module whose state take cannot read (one with
+// no memory, or a memory of 4 GiB, whose size wazero cannot say) is not
+// recorded: its instances start in full.
+func (s *snapshots) take(key snapshotKey, mod api.Module) {
 	globals := make([]uint64, len(s.globals))
 	for i, name := range s.globals {
 		g := mod.ExportedGlobal(name)
 		if g == nil {
-			return fmt.Errorf("wasm: snapshot: no export %s", name)
+			return
 		}
 		globals[i] = g.Get()
 	}
 	mem := mod.Memory()
 	if mem == nil {
-		return errors.New("wasm: snapshot: the module has no memory")
+		return
 	}
+	pages, ok := mem.Grow(0)
 	buf, _ := mem.Read(0, mem.Size())
-	snap := &snapshot{key: key, size: uint64(len(buf)), globals: globals}
+	if !ok || uint64(pages)*pageSize != uint64(len(buf)) {
+		return
+	}
 	// Only the pages that are not zero: a Go guest's memory is mostly
-	// zeros, which a new instance's memory holds already.
+	// zeros, which a new instance's memory holds already. They are counted
+	// first, so that a snapshot over the budget copies nothing.
 	var zero [snapshotPage]byte
-	var data []byte
-	type span struct{ offset, start, end int }
-	var spans []span
-	for off := 0; off < len(buf); off += snapshotPage {
+	nonZero := func(off int) bool {
 		page := buf[off:min(off+snapshotPage, len(buf))]
-		if bytes.Equal(page, zero[:len(page)]) {
+		return !bytes.Equal(page, zero[:len(page)])
+	}
+	var size int64
+	for off := 0; off < len(buf); off += snapshotPage {
+		if nonZero(off) {
+			size += int64(min(snapshotPage, len(buf)-off))
+		}
+	}
+	if s.held.Add(size) > snapshotBudget {
+		s.held.Add(-size)
+		s.mu.Lock()
+		if len(s.refused) >= maxRefused {
+			clear(s.refused)
+		}
+		if s.refused == nil {
+			s.refused = map[snapshotKey]bool{}
+		}
+		s.refused[key] = true
+		s.mu.Unlock()
+		return
+	}
+	snap := &snapshot{key: key, size: uint64(len(buf)), globals: globals, bytes: size}
+	data := make([]byte, 0, size)
+	for off := 0; off < len(buf); off += snapshotPage {
+		if !nonZero(off) {
 			continue
 		}
-		if n := len(spans) - 1; n >= 0 && spans[n].offset+(spans[n].end-spans[n].start) == off {
-			spans[n].end += len(page)
+		end := min(off+snapshotPage, len(buf))
+		if n := len(snap.runs) - 1; n >= 0 && snap.runs[n].offset+uint64(len(snap.runs[n].data)) == uint64(off) {
+			snap.runs[n].data = snap.runs[n].data[:len(snap.runs[n].data)+end-off]
 		} else {
-			spans = append(spans, span{offset: off, start: len(data), end: len(data) + len(page)})
+			snap.runs = append(snap.runs, pageRun{offset: uint64(off), data: data[len(data) : len(data)+end-off]})
 		}
-		data = append(data, page...)
-	}
-	for _, sp := range spans {
-		snap.runs = append(snap.runs, pageRun{offset: uint64(sp.offset), data: data[sp.start:sp.end:sp.end]})
-	}
-	snap.bytes = int64(len(data))
-	if s.held.Add(snap.bytes) > snapshotBudget {
-		s.held.Add(-snap.bytes)
-		return nil
+		data = append(data, buf[off:end]...)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.closed {
+		s.held.Add(-size)
+		return
+	}
 	// Two first instances may have started at once: the later one's
 	// snapshot replaces the other's.
-	s.list = slices.DeleteFunc(s.list, func(old *snapshot) bool {
-		if old.key == key {
-			s.held.Add(-old.bytes)
-		}
-		return old.key == key
-	})
+	s.removeLocked(func(old *snapshot) bool { return old.key == key })
 	if len(s.list) >= maxSnapshots {
 		s.held.Add(-s.list[0].bytes)
 		s.list = s.list[1:]
 	}
 	s.list = append(s.list, snap)
-	return nil
 }
 
-// drop forgets every snapshot: the module is closing.
+// removeLocked drops the snapshots that match. The caller holds s.mu.
+func (s *snapshots) removeLocked(match func(*snapshot) bool) {
+	s.list = slices.DeleteFunc(s.list, func(snap *snapshot) bool {
+		if match(snap) {
+			s.held.Add(-snap.bytes)
+			return true
+		}
+		return false
+	})
+}
+
+// forget drops the snapshots of owner, and snap if it is not nil.
+func (s *snapshots) forget(owner string, snap *snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.removeLocked(func(old *snapshot) bool { return old.key.owner == owner || old == snap })
+	for key := range s.refused {
+		if key.owner == owner {
+			delete(s.refused, key)
+		}
+	}
+}
+
+// drop forgets every snapshot, and takes none from now: the module is
+// closing.
 func (s *snapshots) drop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, snap := range s.list {
-		s.held.Add(-snap.bytes)
-	}
-	s.list = nil
+	s.removeLocked(func(*snapshot) bool { return true })
+	s.closed = true
 }
 
 // restore instantiates the module and gives it snap's state: its memory
-// and its globals, in place of a start.
+// and its globals, in place of a start. It returns nil if snap does not
+// fit the new instance (the snapshot is dropped: the caller starts the
+// instance in full).
 func (m *Module) restore(ctx context.Context, mem *limitedMemory, mc wazero.ModuleConfig, snap *snapshot) (api.Module, error) {
 	mod, err := m.instantiate(ctx, mem, mc)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.snapshots.apply(mod, snap); err != nil {
+	if !m.snapshots.apply(mod, snap) {
 		mod.Close(context.WithoutCancel(ctx))
-		return nil, err
+		m.snapshots.forget("", snap)
+		return nil, nil
 	}
 	return mod, nil
 }
 
-func (s *snapshots) apply(mod api.Module, snap *snapshot) error {
+// apply gives mod snap's memory and globals, and reports whether it could.
+func (s *snapshots) apply(mod api.Module, snap *snapshot) bool {
 	mem := mod.Memory()
-	initial := uint64(mem.Size())
+	pages, _ := mem.Grow(0)
+	initial := uint64(pages) * pageSize
+	if snap.size < initial {
+		return false // its start section grew the memory past what it was
+	}
 	if snap.size > initial {
 		if _, ok := mem.Grow(uint32((snap.size - initial) / pageSize)); !ok {
-			return fmt.Errorf("wasm: snapshot: memory cannot grow to %d bytes", snap.size)
+			return false
 		}
 	}
 	buf, ok := mem.Read(0, uint32(snap.size))
-	if !ok || uint64(mem.Size()) != snap.size {
-		return fmt.Errorf("wasm: snapshot: memory is %d bytes, the snapshot's %d", mem.Size(), snap.size)
+	if !ok {
+		return false
 	}
 	// The snapshot's pages over the memory; of the pages between them, the
 	// ones the instantiation may have written (its data segments, in the
@@ -196,9 +251,9 @@ func (s *snapshots) apply(mod api.Module, snap *snapshot) error {
 	for i, name := range s.globals {
 		g, ok := mod.ExportedGlobal(name).(api.MutableGlobal)
 		if !ok {
-			return fmt.Errorf("wasm: snapshot: export %s is not a mutable global", name)
+			return false
 		}
 		g.Set(snap.globals[i])
 	}
-	return nil
+	return true
 }

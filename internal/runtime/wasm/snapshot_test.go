@@ -1,6 +1,7 @@
 package wasm
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"testing"
@@ -114,6 +115,9 @@ func TestSnapshotBudget(t *testing.T) {
 	if n := rt.snapshotBytes.Load(); n != 0 {
 		t.Errorf("over the budget, %d bytes of snapshots are held", n)
 	}
+	if _, wanted := m.snapshots.find(snapshotKey{owner: "acme/f@1", limit: testLimits.MemoryBytes}); wanted {
+		t.Errorf("over the budget, later starts still copy the memory for a snapshot")
+	}
 	snapshotBudget = 256 << 20
 	startOwned(t, m, "acme/f@1")
 	startOwned(t, m, "acme/f@2")
@@ -123,5 +127,78 @@ func TestSnapshotBudget(t *testing.T) {
 	m.Close(context.Background())
 	if n := rt.snapshotBytes.Load(); n != 0 {
 		t.Errorf("after the module closed, %d bytes of snapshots are held", n)
+	}
+}
+
+// TestSnapshotThatDoesNotFit: a snapshot that does not fit a new instance
+// is dropped, and the instance starts in full; the next start takes a new
+// one.
+func TestSnapshotThatDoesNotFit(t *testing.T) {
+	m, err := newRuntime(t).Compile(context.Background(), reactorWasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := get(t, startOwned(t, m, "acme/f@1"), "/token")
+	m.snapshots.list[0].size = 0 // smaller than the memory at instantiation
+	if got := get(t, startOwned(t, m, "acme/f@1"), "/token"); got == token {
+		t.Fatal("an instance started from a snapshot that does not fit")
+	}
+	if len(m.snapshots.list) != 0 {
+		t.Fatalf("the snapshot that did not fit is kept")
+	}
+	token = get(t, startOwned(t, m, "acme/f@1"), "/token")
+	if got := get(t, startOwned(t, m, "acme/f@1"), "/token"); got != token {
+		t.Errorf("after a start in full, the next did not start from its snapshot")
+	}
+}
+
+// TestSnapshotForget: Forget drops an owner's snapshots and gives back
+// their bytes; another owner's stay.
+func TestSnapshotForget(t *testing.T) {
+	rt := newRuntime(t)
+	m, err := rt.Compile(context.Background(), reactorWasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	startOwned(t, m, "acme/f@1")
+	other := get(t, startOwned(t, m, "other/f@1"), "/token")
+	before := rt.snapshotBytes.Load()
+	prepared{m}.Forget("acme/f@1")
+	if after := rt.snapshotBytes.Load(); after <= 0 || after >= before {
+		t.Errorf("after Forget, %d bytes are held of %d", after, before)
+	}
+	if len(m.snapshots.list) != 1 || m.snapshots.list[0].key.owner != "other/f@1" {
+		t.Errorf("after Forget of acme/f@1, the snapshots are %v", m.snapshots.list)
+	}
+	if got := get(t, startOwned(t, m, "other/f@1"), "/token"); got != other {
+		t.Errorf("another owner's snapshot was forgotten too")
+	}
+}
+
+// TestSnapshotRestoresTheStart: an instance started from a snapshot holds
+// the memory and globals the first held right after its start, byte for
+// byte.
+func TestSnapshotRestoresTheStart(t *testing.T) {
+	m, err := newRuntime(t).Compile(context.Background(), reactorWasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := startOwned(t, m, "acme/f@1")
+	second := startOwned(t, m, "acme/f@1")
+	a, b := first.mod.Memory(), second.mod.Memory()
+	ma, _ := a.Read(0, a.Size())
+	mb, _ := b.Read(0, b.Size())
+	if len(ma) != len(mb) {
+		t.Fatalf("memory of %d bytes restored as %d", len(ma), len(mb))
+	}
+	for off := 0; off < len(ma); off += snapshotPage {
+		if !bytes.Equal(ma[off:off+snapshotPage], mb[off:off+snapshotPage]) {
+			t.Fatalf("page at %d differs", off)
+		}
+	}
+	for _, name := range m.snapshots.globals {
+		if ga, gb := first.mod.ExportedGlobal(name).Get(), second.mod.ExportedGlobal(name).Get(); ga != gb {
+			t.Errorf("global %s = %d, restored as %d", name, ga, gb)
+		}
 	}
 }
