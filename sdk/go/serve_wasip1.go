@@ -112,32 +112,35 @@ func readRequest() (*http.Request, error) {
 		n = hostRequestHead(unsafe.Pointer(unsafe.SliceData(headBuf)), uint32(len(headBuf)))
 	}
 	head := string(headBuf[:n])
+	// By hand, with IndexByte alone: code compiled to WebAssembly pays for
+	// every call, and strings.Cut with a separator of two bytes makes many.
 	var fields [6]string
 	for i := range fields {
-		line, rest, ok := strings.Cut(head, "\n")
-		if !ok {
+		end := strings.IndexByte(head, '\n')
+		if end < 0 {
 			return nil, errBadHead
 		}
-		fields[i], head = line, rest
+		fields[i], head = head[:end], head[end+1:]
 	}
 	// One allocation holds the request, its URL and the values of its
 	// headers, as net/http's own reader shares one array among the values:
 	// allocating is what code compiled to WebAssembly pays most for.
 	r := new(request)
-	lines := strings.Count(head, "\n") + 1
-	header := make(http.Header, lines)
+	header := make(http.Header, len(r.values))
 	values := r.values[:0]
-	if lines > len(r.values) {
-		values = make([]string, 0, lines)
-	}
 	var length int64
 	for head != "" {
-		line, rest, _ := strings.Cut(head, "\n")
-		head = rest
-		name, value, ok := strings.Cut(line, ": ")
-		if !ok {
+		end := strings.IndexByte(head, '\n')
+		if end < 0 {
+			end = len(head)
+		}
+		line := head[:end]
+		head = head[min(end+1, len(head)):]
+		colon := strings.IndexByte(line, ':')
+		if colon < 0 || colon+1 >= len(line) || line[colon+1] != ' ' {
 			return nil, errBadHead
 		}
+		name, value := line[:colon], line[colon+2:]
 		if name == "Content-Length" {
 			length, _ = strconv.ParseInt(value, 10, 64)
 		}
