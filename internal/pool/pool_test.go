@@ -1094,3 +1094,27 @@ func TestArtifactOfTwoRuntimes(t *testing.T) {
 		t.Errorf("Invoke of a wasm function of the artifact: %v", err)
 	}
 }
+
+// TestSnapStart: an instance after the first of a version starts from the
+// first's snapshot (what its start made, a random token, is the same),
+// unless the spec says snap_start: false.
+func TestSnapStart(t *testing.T) {
+	p := newPool(t)
+	off := false
+	for _, c := range []struct {
+		name      string
+		snapStart *bool
+		same      bool
+	}{{"snap", nil, true}, {"full", &off, false}} {
+		tg := target(c.name, reactorWasm, func(s *registry.Spec) { s.MaxRequests, s.SnapStart = 1, c.snapStart })
+		activate(t, p, tg)
+		first, out := mustCall(t, p, tg, "/token")
+		second, out2 := mustCall(t, p, tg, "/token")
+		if !out.Cold || !out2.Cold {
+			t.Fatalf("%s: the instances were not new ones (max_requests: 1)", c.name)
+		}
+		if (first == second) != c.same {
+			t.Errorf("%s: tokens %q and %q, want them the same: %v", c.name, first, second, c.same)
+		}
+	}
+}

@@ -238,7 +238,9 @@ func (vp *versionPool) startForRequest(ctx context.Context, secrets map[string]s
 // start makes a new instance.
 func (vp *versionPool) start(ctx context.Context, secrets map[string]string, fp string) (*instance, error) {
 	cfg := config(vp.target.Version.Spec, env(vp.target, secrets), runtime.NewStderrLog(vp.p.log, runtime.MaxLogLines))
-	cfg.Owner = vp.owner()
+	if vp.target.Version.Spec.Snapshots() {
+		cfg.Owner = vp.owner()
+	}
 	sb, err := vp.mod.prep.Start(ctx, cfg)
 	if err != nil {
 		return nil, err

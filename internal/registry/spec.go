@@ -98,6 +98,11 @@ type Spec struct {
 	IdleTTL      Duration `json:"idle_ttl,omitempty" yaml:"idle_ttl,omitempty"`
 	MaxQueue     int      `json:"max_queue,omitempty" yaml:"max_queue,omitempty"`
 	MaxRequests  int      `json:"max_requests,omitempty" yaml:"max_requests,omitempty"`
+	// SnapStart (nil: true) starts a wasm function's instances after the
+	// first of a version from a snapshot of the first's start; false runs
+	// every instance's start in full, for a function that must make
+	// per-instance random state as it starts.
+	SnapStart *bool `json:"snap_start,omitempty" yaml:"snap_start,omitempty"`
 
 	// Asynchronous invocations: how many times a failed one is tried again
 	// (nil: 2, as Lambda does), and the delay before the first retry,
@@ -165,6 +170,10 @@ func (s Spec) RetryCount() int {
 	}
 	return *s.Retries
 }
+
+// Snapshots reports whether instances may start from a snapshot (SnapStart
+// unset or true).
+func (s Spec) Snapshots() bool { return s.SnapStart == nil || *s.SnapStart }
 
 // Scaling defaults and limits.
 const (
@@ -373,6 +382,10 @@ func (s Spec) clone() Spec {
 		n := *s.Retries
 		s.Retries = &n
 	}
+	if s.SnapStart != nil {
+		b := *s.SnapStart
+		s.SnapStart = &b
+	}
 	for _, d := range []**Destination{&s.OnSuccess, &s.OnFailure} {
 		if *d != nil {
 			c := **d
@@ -522,6 +535,9 @@ func validateProcess(s Spec) []error {
 		if len(arg) > maxCommandArgBytes || strings.IndexByte(arg, 0) >= 0 || !utf8.ValidString(arg) {
 			errs = append(errs, fmt.Errorf("command[%d] is invalid: at most %d bytes of UTF-8 without NUL", i, maxCommandArgBytes))
 		}
+	}
+	if s.SnapStart != nil {
+		errs = append(errs, errors.New(`snap_start is only for runtime "wasm": a process function's program starts afresh in each instance`))
 	}
 	if s.Protocol != ProtocolHTTP && s.Protocol != ProtocolStdio {
 		errs = append(errs, fmt.Errorf("protocol %q is unknown: use %q (the program serves HTTP on $PORT) or %q (one process per request)", s.Protocol, ProtocolHTTP, ProtocolStdio))

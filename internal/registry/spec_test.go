@@ -798,6 +798,8 @@ func TestProcessSpec(t *testing.T) {
 		{"unknown runtime", "runtime: docker", []string{`runtime "docker" is not supported`}},
 		{"process fields on wasm", "command: [x]\nprotocol: http\nnetwork: host", []string{"command is only for runtime", "network is only for runtime", "protocol is only for runtime"}},
 		{"concurrency on stdio", "runtime: process\ncommand: [x]\nprotocol: stdio\nconcurrency: 2", []string{"concurrency is only for protocol \"http\""}},
+		{"snap_start on process", "runtime: process\ncommand: [x]\nsnap_start: false", []string{"snap_start is only for runtime \"wasm\""}},
+		{"snap_start not a bool", "snap_start: sometimes", []string{"line 2: cannot unmarshal"}},
 		{"concurrency too high", "runtime: process\ncommand: [x]\nconcurrency: 1001", []string{"concurrency 1001 is out of range 1 to 1000"}},
 		{"concurrency on wasm", "concurrency: 2", []string{"concurrency is only for runtime"}},
 		{"PORT is reserved", "runtime: process\ncommand: [x]\nenv: {PORT: '1'}", []string{"PORT"}},
