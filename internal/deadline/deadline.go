@@ -89,6 +89,17 @@ func (c *Context) AfterFunc(f func()) (stop func() bool) {
 	return context.AfterFunc(c.real(), f)
 }
 
+// WithoutDeadline returns what ends ctx other than its deadline, for a
+// caller that enforces the deadline itself (as a connection's deadline):
+// for a Context, its parent, which arms no timer to wait on; else ctx.
+// Release, which follows the caller's use, does not end it.
+func WithoutDeadline(ctx context.Context) context.Context {
+	if c, ok := ctx.(*Context); ok {
+		return c.parent
+	}
+	return ctx
+}
+
 // Release ends the context and frees its timer, if one was made.
 func (c *Context) Release() {
 	c.mu.Lock()

@@ -136,3 +136,25 @@ func TestRelease(t *testing.T) {
 		c.Release() // twice is harmless
 	})
 }
+
+// TestWithoutDeadline: what ends a Context but its deadline is its parent;
+// any other context stands for itself.
+func TestWithoutDeadline(t *testing.T) {
+	parent, cancel := context.WithCancel(context.Background())
+	c := New(parent, time.Millisecond)
+	defer c.Release()
+	if got := WithoutDeadline(c); got != parent {
+		t.Errorf("WithoutDeadline(Context) = %v, want its parent", got)
+	}
+	time.Sleep(2 * time.Millisecond)
+	if c.Err() == nil || WithoutDeadline(c).Err() != nil {
+		t.Errorf("past the deadline: Err %v, without it %v; want done, and not", c.Err(), WithoutDeadline(c).Err())
+	}
+	cancel()
+	if WithoutDeadline(c).Err() == nil {
+		t.Error("a cancelled parent: WithoutDeadline is not done")
+	}
+	if WithoutDeadline(parent) != parent {
+		t.Error("WithoutDeadline of another context is not that context")
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gust-faas/gust/internal/cgi"
+	"github.com/gust-faas/gust/internal/deadline"
 	"github.com/gust-faas/gust/internal/runtime"
 )
 
@@ -265,14 +266,16 @@ func (h *httpInstance) roundTrip(ctx context.Context, req *runtime.Request) (*ru
 		}
 		h.setConn(c)
 	}
-	// The deadline, or a cancellation, ends the exchange at once.
+	// The deadline, as the connection's, or a cancellation ends the
+	// exchange at once. The cancellation is watched on the context without
+	// its deadline, which would otherwise arm a timer for every request.
 	if dl, ok := ctx.Deadline(); ok {
 		h.conn.SetDeadline(dl)
 	} else {
 		h.conn.SetDeadline(time.Time{})
 	}
 	conn := h.conn
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(deadline.WithoutDeadline(ctx), func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	return h.exchange(req)
 }

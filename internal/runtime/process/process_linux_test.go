@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gust-faas/gust/internal/bundle"
+	"github.com/gust-faas/gust/internal/deadline"
 	"github.com/gust-faas/gust/internal/registry"
 	"github.com/gust-faas/gust/internal/runtime"
 	"github.com/gust-faas/gust/internal/runtime/runtimetest"
@@ -790,5 +791,32 @@ while True:
 		if took := time.Since(start); took > 3*outputDrain {
 			t.Errorf("round %d: Close took %v, want it done about %v after the sandbox died", round, took, outputDrain)
 		}
+	}
+}
+
+// TestHTTPCancelEndsTheExchange: a request cancelled while the program is
+// still answering ends at once, though its deadline is far: the exchange
+// watches the context without its deadline.
+func TestHTTPCancelEndsTheExchange(t *testing.T) {
+	r := newRuntime(t)
+	prep := prepare(t, r, map[string]string{"app.py": `
+import http.server, os, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        time.sleep(30)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+`})
+	inst, _ := startApp(t, prep)
+	parent, cancel := context.WithCancel(context.Background())
+	ctx := deadline.New(parent, time.Minute)
+	defer ctx.Release()
+	time.AfterFunc(200*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := inst.Invoke(ctx, &runtime.Request{Method: "GET", Path: "/", Header: http.Header{}, InvocationID: "inv"}, slog.Default())
+	if err == nil {
+		t.Fatal("a cancelled request answered")
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the cancelled request ended after %v, not at its cancellation", took)
 	}
 }
