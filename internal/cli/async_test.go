@@ -413,7 +413,11 @@ func TestAsyncSurvivesAKill(t *testing.T) {
 	n.deploySpec(t, "sleepy", reactorPath, `"max_instances":32`)
 	const total = 500
 	ids := make([]string, total)
-	var wg sync.WaitGroup
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first string // the first accepted: among the first to run
+	)
 	for i := range total {
 		wg.Add(1)
 		go func() {
@@ -423,12 +427,19 @@ func TestAsyncSurvivesAKill(t *testing.T) {
 				t.Errorf("enqueue %d: %d %s", i, a.status, a.body)
 			}
 			ids[i] = id
+			mu.Lock()
+			if first == "" {
+				first = id
+			}
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	// Let some finish and some be in flight, then kill without a drain.
+	// (Not ids[0]: the goroutines enqueue in any order, and the last one
+	// queued may come after all the others have run.)
 	waitFor(t, func() bool {
-		a := n.do(t, "GET", "/v1/invocations/"+ids[0], "", nil)
+		a := n.do(t, "GET", "/v1/invocations/"+first, "", nil)
 		return strings.Contains(a.body, `"succeeded"`)
 	})
 	srv.Process.Kill()

@@ -14,11 +14,7 @@ import (
 // the host ABI, the SDK and the handler, without HTTP or the pool.
 func BenchmarkReactorInvoke(b *testing.B) {
 	ctx := context.Background()
-	rt := newRuntime(b)
-	m, err := rt.Compile(ctx, wasmtest.MustRead(wasmtest.Hello))
-	if err != nil {
-		b.Fatal(err)
-	}
+	m := compileHello(b)
 	log := slog.New(slog.DiscardHandler)
 	inst, err := m.Start(ctx, InstanceConfig{Limits: testLimits, Stderr: runtime.NewStderrLog(log, 10)})
 	if err != nil {
@@ -42,11 +38,7 @@ func BenchmarkReactorStart(b *testing.B) {
 	for _, bc := range []struct{ name, owner string }{{"full", ""}, {"snapshot", "t/hello@1"}} {
 		b.Run(bc.name, func(b *testing.B) {
 			ctx := context.Background()
-			rt := newRuntime(b)
-			m, err := rt.Compile(ctx, wasmtest.MustRead(wasmtest.Hello))
-			if err != nil {
-				b.Fatal(err)
-			}
+			m := compileHello(b)
 			log := slog.New(slog.DiscardHandler)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -58,4 +50,13 @@ func BenchmarkReactorStart(b *testing.B) {
 			}
 		})
 	}
+}
+
+// compileHello compiles the SDK hello function in a runtime of its own.
+func compileHello(b *testing.B) *Module {
+	m, err := newRuntime(b).Compile(context.Background(), wasmtest.MustRead(wasmtest.Hello))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
 }

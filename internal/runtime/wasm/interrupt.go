@@ -208,12 +208,7 @@ func (r *reader) constExpr() bool {
 		switch op := r.byte(); {
 		case op == 0x0B: // end
 			return true
-		case op == 0x41 || op == 0x42: // i32.const, i64.const
-			r.sleb()
-		case op == 0x43:
-			r.skip(4)
-		case op == 0x44:
-			r.skip(8)
+		case r.numericConst(op):
 		case op == 0x23 || op == 0xD2: // global.get, ref.func
 			r.u32()
 		case op == 0xD0: // ref.null
@@ -495,12 +490,7 @@ func (ins *instrumenter) function(fn []byte) ([]byte, error) {
 			r.u32()
 		case op == 0x3F || op == 0x40: // memory.size, memory.grow
 			r.u32()
-		case op == 0x41 || op == 0x42: // i32.const, i64.const
-			r.sleb()
-		case op == 0x43:
-			r.skip(4)
-		case op == 0x44:
-			r.skip(8)
+		case r.numericConst(op):
 		case op == 0xD0: // ref.null
 			r.byte()
 		case op == 0xFC:
@@ -548,6 +538,23 @@ func loopFirst(code []byte) bool {
 		}
 	}
 	return false
+}
+
+// numericConst reports whether op is a numeric constant (i32, i64, f32 or
+// f64.const), and reads its immediate if it is. As a switch's case it
+// reads only the immediate of the instruction it matches.
+func (r *reader) numericConst(op byte) bool {
+	switch op {
+	case 0x41, 0x42:
+		r.sleb()
+	case 0x43:
+		r.skip(4)
+	case 0x44:
+		r.skip(8)
+	default:
+		return false
+	}
+	return true
 }
 
 // reader decodes the parts of the binary format instrument needs.
