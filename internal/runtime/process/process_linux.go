@@ -240,12 +240,12 @@ func underSystemDirs(p string) bool {
 	return false
 }
 
-// Close removes the unpacked bundle unless another prepared artifact uses
-// it: the pool closes a prepared artifact when no version needs it any
-// more, or when it stops.
 // Forget implements runtime.Prepared: process instances share nothing.
 func (p *prepared) Forget(string) {}
 
+// Close removes the unpacked bundle unless another prepared artifact uses
+// it: the pool closes a prepared artifact when no version needs it any
+// more, or when it stops.
 func (p *prepared) Close(context.Context) error {
 	var err error
 	p.closed.Do(func() {

@@ -519,8 +519,8 @@ func (ins *instrumenter) function(fn []byte) ([]byte, error) {
 }
 
 // loopFirst reports whether code reaches a loop through nothing but
-// blocks and instructions that neither call nor branch: global and local
-// gets and sets, and constants.
+// blocks and instructions that neither call, branch nor trap: global and
+// local gets and sets, and numeric constants.
 func loopFirst(code []byte) bool {
 	r := &reader{b: code}
 	for r.i < len(r.b) && r.err == nil {
@@ -531,8 +531,7 @@ func loopFirst(code []byte) bool {
 			r.blockType()
 		case op >= 0x20 && op <= 0x24: // local and global gets and sets
 			r.u32()
-		case op == 0x41 || op == 0x42: // i32.const, i64.const
-			r.sleb()
+		case r.numericConst(op):
 		default:
 			return false
 		}

@@ -222,14 +222,15 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 		k, v, _ := strings.Cut(kv, "=")
 		mc = mc.WithEnv(k, v)
 	}
-	key := keyOf(cfg)
 	var (
+		key    snapshotKey
 		snap   *snapshot
 		wanted bool // a snapshot of this start is wanted
 		mod    api.Module
 		err    error
 	)
 	if m.snapshots != nil && cfg.Owner != "" {
+		key = keyOf(cfg)
 		snap, wanted = m.snapshots.find(key)
 	}
 	if snap != nil {

@@ -25,7 +25,7 @@ func (p prepared) Close(ctx context.Context) error { return p.m.Close(ctx) }
 
 func (p prepared) Forget(owner string) {
 	if p.m.snapshots != nil {
-		p.m.snapshots.forget(owner, nil)
+		p.m.snapshots.forget(owner)
 	}
 }
 

@@ -112,17 +112,16 @@ func (s *snapshots) take(key snapshotKey, mod api.Module) {
 		return
 	}
 	// Only the pages that are not zero: a Go guest's memory is mostly
-	// zeros, which a new instance's memory holds already. They are counted
+	// zeros, which a new instance's memory holds already. They are found
 	// first, so that a snapshot over the budget copies nothing.
 	var zero [snapshotPage]byte
-	nonZero := func(off int) bool {
-		page := buf[off:min(off+snapshotPage, len(buf))]
-		return !bytes.Equal(page, zero[:len(page)])
-	}
+	var nonZero []int // offsets of the pages that are not
 	var size int64
 	for off := 0; off < len(buf); off += snapshotPage {
-		if nonZero(off) {
-			size += int64(min(snapshotPage, len(buf)-off))
+		page := buf[off:min(off+snapshotPage, len(buf))]
+		if !bytes.Equal(page, zero[:len(page)]) {
+			nonZero = append(nonZero, off)
+			size += int64(len(page))
 		}
 	}
 	if s.held.Add(size) > snapshotBudget {
@@ -140,17 +139,14 @@ func (s *snapshots) take(key snapshotKey, mod api.Module) {
 	}
 	snap := &snapshot{key: key, size: uint64(len(buf)), globals: globals, bytes: size}
 	data := make([]byte, 0, size)
-	for off := 0; off < len(buf); off += snapshotPage {
-		if !nonZero(off) {
-			continue
-		}
-		end := min(off+snapshotPage, len(buf))
+	for _, off := range nonZero {
+		page := buf[off:min(off+snapshotPage, len(buf))]
 		if n := len(snap.runs) - 1; n >= 0 && snap.runs[n].offset+uint64(len(snap.runs[n].data)) == uint64(off) {
-			snap.runs[n].data = snap.runs[n].data[:len(snap.runs[n].data)+end-off]
+			snap.runs[n].data = snap.runs[n].data[:len(snap.runs[n].data)+len(page)]
 		} else {
-			snap.runs = append(snap.runs, pageRun{offset: uint64(off), data: data[len(data) : len(data)+end-off]})
+			snap.runs = append(snap.runs, pageRun{offset: uint64(off), data: data[len(data) : len(data)+len(page)]})
 		}
-		data = append(data, buf[off:end]...)
+		data = append(data, page...)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -168,7 +164,14 @@ func (s *snapshots) take(key snapshotKey, mod api.Module) {
 	s.list = append(s.list, snap)
 }
 
-// removeLocked drops the snapshots that match. The caller holds s.mu.
+// remove drops the snapshots that match.
+func (s *snapshots) remove(match func(*snapshot) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.removeLocked(match)
+}
+
+// removeLocked is remove for a caller that holds s.mu.
 func (s *snapshots) removeLocked(match func(*snapshot) bool) {
 	s.list = slices.DeleteFunc(s.list, func(snap *snapshot) bool {
 		if match(snap) {
@@ -179,11 +182,12 @@ func (s *snapshots) removeLocked(match func(*snapshot) bool) {
 	})
 }
 
-// forget drops the snapshots of owner, and snap if it is not nil.
-func (s *snapshots) forget(owner string, snap *snapshot) {
+// forget drops the snapshots of owner, and what it remembers of owner's
+// refused ones.
+func (s *snapshots) forget(owner string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.removeLocked(func(old *snapshot) bool { return old.key.owner == owner || old == snap })
+	s.removeLocked(func(old *snapshot) bool { return old.key.owner == owner })
 	for key := range s.refused {
 		if key.owner == owner {
 			delete(s.refused, key)
@@ -211,7 +215,7 @@ func (m *Module) restore(ctx context.Context, mem *limitedMemory, mc wazero.Modu
 	}
 	if !m.snapshots.apply(mod, snap) {
 		mod.Close(context.WithoutCancel(ctx))
-		m.snapshots.forget("", snap)
+		m.snapshots.remove(func(old *snapshot) bool { return old == snap })
 		return nil, nil
 	}
 	return mod, nil
