@@ -155,6 +155,8 @@ func (r *Runtime) Compile(ctx context.Context, artifact []byte) (*Module, error)
 		compiled.Close(ctx)
 		return nil, err
 	}
+	// Off the path of the request that is waiting for the module.
+	go collapseCode()
 	return m, nil
 }
 
