@@ -230,30 +230,46 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, id string, attrs
 	if wantAsync {
 		return g.enqueue(w, r, req, v, log)
 	}
-	log.Debug("invocation started", "path", req.Path)
+	// The log's arguments are gathered only for a level that logs: they
+	// cost allocations on every request otherwise.
+	ctx := r.Context()
+	if log.Enabled(ctx, slog.LevelDebug) {
+		log.Debug("invocation started", "path", req.Path)
+	}
 	start := time.Now()
-	resp, out, err := g.Invoker.Invoke(r.Context(), pool.Target{Tenant: tenantName, Function: name, Version: v}, req, log)
+	resp, out, err := g.Invoker.Invoke(ctx, pool.Target{Tenant: tenantName, Function: name, Version: v}, req, log)
 	took := time.Since(start)
 	h := w.Header()
 	if out.Cold {
 		h[HeaderColdStart] = []string{"1"}
 	}
-	h[HeaderVersion] = []string{strconv.Itoa(v.Number)}
+	own := make([]string, 3) // the values of Gust's headers, in one array
+	own[0] = strconv.Itoa(v.Number)
+	h[HeaderVersion] = own[0:1:1]
 	if err != nil {
-		h["Server-Timing"] = []string{serverTiming(took, out)}
+		own[1] = serverTiming(took, out)
+		h["Server-Timing"] = own[1:2:2]
 		return invocationError(w, name, v, out, member, err)
 	}
-	log.Info("invoked", "status", resp.Status, "duration_ms", took.Milliseconds(), "cold", out.Cold, "request_bytes", len(body), "response_bytes", len(resp.Body))
+	if log.Enabled(ctx, slog.LevelInfo) {
+		log.Info("invoked", "status", resp.Status, "duration_ms", took.Milliseconds(), "cold", out.Cold, "request_bytes", len(body), "response_bytes", len(resp.Body))
+	}
 	for k, vs := range resp.Header {
 		h[k] = vs
 	}
 	// Gust's timings join the function's own, if it sent any.
-	h["Server-Timing"] = append(h["Server-Timing"], serverTiming(took, out))
+	if fn := h["Server-Timing"]; fn != nil {
+		h["Server-Timing"] = append(fn, serverTiming(took, out))
+	} else {
+		own[1] = serverTiming(took, out)
+		h["Server-Timing"] = own[1:2:2]
+	}
 	length := int64(len(resp.Body))
 	if r.Method == http.MethodHead && length == 0 {
 		length = resp.HeadLength // a HEAD answers the length of the GET's body
 	}
-	h["Content-Length"] = []string{strconv.FormatInt(length, 10)}
+	own[2] = strconv.FormatInt(length, 10)
+	h["Content-Length"] = own[2:3:3]
 	w.WriteHeader(resp.Status)
 	_, err = w.Write(resp.Body)
 	if err != nil {
