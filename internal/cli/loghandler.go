@@ -27,7 +27,13 @@ func (l lazyAttrs) Handle(ctx context.Context, r slog.Record) error {
 	return l.h.Handle(ctx, r)
 }
 
+// WithAttrs keeps attrs itself when it has none of its own, as a
+// Handler may: the request path makes one logger per request, from a
+// slice of its own.
 func (l lazyAttrs) WithAttrs(attrs []slog.Attr) slog.Handler {
+	if len(l.attrs) == 0 {
+		return lazyAttrs{h: l.h, attrs: attrs}
+	}
 	return lazyAttrs{h: l.h, attrs: append(slices.Clip(l.attrs), attrs...)}
 }
 

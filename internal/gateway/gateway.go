@@ -490,7 +490,9 @@ func NewInvocationID() string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMilli())<<16)
 	rand.Read(b[6:])
-	return idEncoding.EncodeToString(b[:])
+	var id [26]byte // idEncoding.EncodedLen(16), on the stack
+	idEncoding.Encode(id[:], b[:])
+	return string(id[:])
 }
 
 // rawFunctionPath returns the part of r's path after the function's name
