@@ -247,6 +247,9 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 		if err == nil && wanted {
 			m.snapshots.take(key, mod)
 		}
+		if wanted {
+			m.snapshots.settled(key)
+		}
 	}
 	if err != nil {
 		if mod != nil {

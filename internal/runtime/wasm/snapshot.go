@@ -44,7 +44,11 @@ type snapshots struct {
 	// refused keys had no room in the budget: their starts do not copy
 	// their memory again only to find none.
 	refused map[snapshotKey]bool
-	closed  bool
+	// taking are the keys whose first start is under way, and will take
+	// their snapshot: the starts that come meanwhile start in full
+	// without taking one too.
+	taking map[snapshotKey]bool
+	closed bool
 }
 
 // snapshot is the state of an instance right after its start.
@@ -77,7 +81,9 @@ const snapshotPage = 4096
 const maxRefused = 64
 
 // find returns the snapshot for key, or nil; wanted reports whether a
-// start under key should take one.
+// start under key should take one. Of the starts that find none at once
+// (the first instances of a burst), one is wanted to, and must call
+// settled when its start ends, whether or not it took one.
 func (s *snapshots) find(key snapshotKey) (snap *snapshot, wanted bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -86,7 +92,22 @@ func (s *snapshots) find(key snapshotKey) (snap *snapshot, wanted bool) {
 			return snap, false
 		}
 	}
-	return nil, !s.refused[key] && !s.closed
+	if s.refused[key] || s.closed || s.taking[key] {
+		return nil, false
+	}
+	if s.taking == nil {
+		s.taking = map[snapshotKey]bool{}
+	}
+	s.taking[key] = true
+	return nil, true
+}
+
+// settled ends the start that find wanted to take key's snapshot: a later
+// start may take one, if it found none.
+func (s *snapshots) settled(key snapshotKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.taking, key)
 }
 
 // take records the state of mod, which has just started, for key, if the
@@ -154,8 +175,8 @@ func (s *snapshots) take(key snapshotKey, mod api.Module) {
 		s.held.Add(-size)
 		return
 	}
-	// Two first instances may have started at once: the later one's
-	// snapshot replaces the other's.
+	// A snapshot of key taken before a forget that raced this start:
+	// this one is newer.
 	s.removeLocked(func(old *snapshot) bool { return old.key == key })
 	if len(s.list) >= maxSnapshots {
 		s.held.Add(-s.list[0].bytes)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,5 +202,69 @@ func TestSnapshotRestoresTheStart(t *testing.T) {
 		if ga, gb := first.mod.ExportedGlobal(name).Get(), second.mod.ExportedGlobal(name).Get(); ga != gb {
 			t.Errorf("global %s = %d, restored as %d", name, ga, gb)
 		}
+	}
+}
+
+// TestSnapshotOneTakerPerBurst: of the starts of a key that find no
+// snapshot, only the first is to take one; those that come while it is
+// under way start in full without copying their memory too. Once it has
+// settled without a snapshot (its start failed), the next start may take
+// one.
+func TestSnapshotOneTakerPerBurst(t *testing.T) {
+	s := &snapshots{held: new(atomic.Int64)}
+	key := snapshotKey{owner: "acme/f@1"}
+	if _, wanted := s.find(key); !wanted {
+		t.Fatal("the first start of a key is not asked to take its snapshot")
+	}
+	if _, wanted := s.find(key); wanted {
+		t.Error("a second start, while the first is under way, is asked to take a snapshot too")
+	}
+	if _, wanted := s.find(snapshotKey{owner: "acme/f@1", env: "A=1"}); !wanted {
+		t.Error("the first start of another key waits for this key's")
+	}
+	s.settled(key)
+	if _, wanted := s.find(key); !wanted {
+		t.Error("after the first start settled without a snapshot, the next is not asked to take one")
+	}
+}
+
+// TestSnapshotBurstOfFirstStarts: instances of an owner started at once,
+// before it has a snapshot, all start, and the owner ends with one
+// snapshot, from which the next instance starts.
+func TestSnapshotBurstOfFirstStarts(t *testing.T) {
+	m, err := newRuntime(t).Compile(context.Background(), reactorWasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const burst = 6
+	tokens := make(chan string, burst)
+	var wg sync.WaitGroup
+	for range burst {
+		wg.Go(func() {
+			inst, err := m.Start(context.Background(), InstanceConfig{Limits: testLimits, Stderr: runtime.NewStderrLog(slog.New(slog.DiscardHandler), 100), Owner: "acme/f@1"})
+			if err != nil {
+				t.Errorf("a start of the burst: %v", err)
+				return
+			}
+			defer inst.Close(context.Background())
+			resp, err := callReactor(t, inst, 5*time.Second, "GET", "/token", "")
+			if err != nil {
+				t.Errorf("GET /token: %v", err)
+				return
+			}
+			tokens <- string(resp.Body)
+		})
+	}
+	wg.Wait()
+	close(tokens)
+	started := map[string]bool{}
+	for tok := range tokens {
+		started[tok] = true
+	}
+	if len(m.snapshots.list) != 1 || len(m.snapshots.taking) != 0 {
+		t.Fatalf("after a burst of first starts: %d snapshots, %d starts still taking one; want 1 and 0", len(m.snapshots.list), len(m.snapshots.taking))
+	}
+	if next := get(t, startOwned(t, m, "acme/f@1"), "/token"); !started[next] {
+		t.Errorf("the next instance's token %q is none of the burst's %v: it did not start from their snapshot", next, started)
 	}
 }
