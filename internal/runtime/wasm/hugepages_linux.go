@@ -17,8 +17,37 @@ import (
 // miss the TLB less. Where the kernel refuses, the memory stays as it was.
 func adviseHugePages(m []byte) { unix.Madvise(m, unix.MADV_HUGEPAGE) }
 
-// hugeCode serializes collapseCode's passes.
-var hugeCode sync.Mutex
+// collapsing coalesces collapseCodeSoon's calls: one pass at a time, and
+// one more after it for every module compiled while it ran.
+var collapsing struct {
+	sync.Mutex
+	running, again bool
+}
+
+// collapseCodeSoon runs collapseCode in the background, once for all the
+// calls that come while a pass runs: modules compiled together at start
+// cost one or two passes, not one each.
+func collapseCodeSoon() {
+	collapsing.Lock()
+	defer collapsing.Unlock()
+	if collapsing.running {
+		collapsing.again = true
+		return
+	}
+	collapsing.running = true
+	go func() {
+		for {
+			collapseCode()
+			collapsing.Lock()
+			again := collapsing.again
+			collapsing.running, collapsing.again = again, false
+			collapsing.Unlock()
+			if !again {
+				return
+			}
+		}
+	}()
+}
 
 // collapseCode moves the machine code that wazero compiled onto huge pages,
 // where the kernel can (Linux 6.1 and later: MADV_COLLAPSE). A module
@@ -27,12 +56,14 @@ var hugeCode sync.Mutex
 // way (measured: 2% of a warm request's CPU for the SDK hello function).
 //
 // wazero does not say where its code is, so every anonymous executable
-// mapping of the process is collapsed, in its whole 2 MiB pages: Gust
-// makes no executable memory but wazero's. A mapping already collapsed,
-// or one unmapped meanwhile, costs the kernel little.
+// mapping of the process is collapsed, in its whole 2 MiB pages (the
+// huge page of x86-64, and of arm64 with 4 KiB pages; elsewhere the
+// kernel refuses and nothing changes): Gust makes no executable memory
+// but wazero's. A mapping already collapsed costs the kernel little. One
+// unmapped after the list was read, whose range something else took
+// meanwhile, is collapsed as that: harmless, if it may bring back memory
+// the Go runtime had returned.
 func collapseCode() {
-	hugeCode.Lock()
-	defer hugeCode.Unlock()
 	f, err := os.Open("/proc/self/maps")
 	if err != nil {
 		return

@@ -4,4 +4,4 @@ package wasm
 
 func adviseHugePages([]byte) {}
 
-func collapseCode() {}
+func collapseCodeSoon() {}

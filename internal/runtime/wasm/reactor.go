@@ -232,6 +232,9 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 	if m.snapshots != nil && cfg.Owner != "" {
 		key = keyOf(cfg)
 		snap, wanted = m.snapshots.find(key)
+		if wanted {
+			defer m.snapshots.settled(key) // taken or not, the next start may
+		}
 	}
 	if snap != nil {
 		mod, err = m.restore(ctx, mem, mc, snap) // neither, if snap did not fit
@@ -246,9 +249,6 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 		}
 		if err == nil && wanted {
 			m.snapshots.take(key, mod)
-		}
-		if wanted {
-			m.snapshots.settled(key)
 		}
 	}
 	if err != nil {

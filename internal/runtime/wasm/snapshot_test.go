@@ -230,7 +230,10 @@ func TestSnapshotOneTakerPerBurst(t *testing.T) {
 
 // TestSnapshotBurstOfFirstStarts: instances of an owner started at once,
 // before it has a snapshot, all start, and the owner ends with one
-// snapshot, from which the next instance starts.
+// snapshot, from which the next instance starts, and no start still
+// marked as taking one (which would keep the key's later starts from
+// taking theirs). That only one of them takes it is
+// TestSnapshotOneTakerPerBurst's.
 func TestSnapshotBurstOfFirstStarts(t *testing.T) {
 	m, err := newRuntime(t).Compile(context.Background(), reactorWasm)
 	if err != nil {

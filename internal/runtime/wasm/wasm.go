@@ -155,8 +155,7 @@ func (r *Runtime) Compile(ctx context.Context, artifact []byte) (*Module, error)
 		compiled.Close(ctx)
 		return nil, err
 	}
-	// Off the path of the request that is waiting for the module.
-	go collapseCode()
+	collapseCodeSoon() // off the path of the request that waits for the module
 	return m, nil
 }
 
