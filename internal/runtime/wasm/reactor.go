@@ -62,6 +62,22 @@ func stateOf(ctx context.Context) *callState {
 	return st
 }
 
+// callContext is the context of a call to an instance: the request's,
+// with the call's state. An instance serves one call at a time, and keeps
+// one callContext for all of them: context.WithValue would allocate on
+// every request.
+type callContext struct {
+	context.Context
+	state callState
+}
+
+func (c *callContext) Value(key any) any {
+	if key == (callKey{}) {
+		return &c.state
+	}
+	return c.Context.Value(key)
+}
+
 // instantiateHost defines the gust host module in rt.
 func instantiateHost(ctx context.Context, rt wazero.Runtime) (map[string]bool, error) {
 	i32 := api.ValueTypeI32
@@ -181,6 +197,7 @@ type Instance struct {
 	stderr  *runtime.StderrLog
 	limits  runtime.Limits
 	yielder *yielder
+	call    callContext // the current call's
 }
 
 // InstanceConfig is what every request of an instance shares.
@@ -278,8 +295,13 @@ func (i *Instance) Invoke(ctx context.Context, req *runtime.Request, log *slog.L
 	}
 	i.stderr.Begin(log)
 	i.yielder.set(ctx)
-	st := &callState{head: renderHead(req), body: req.Body, out: cappedBuffer{max: i.limits.MaxOutputBytes + cgi.MaxHeaderBytes}}
-	_, err := i.handle.Call(context.WithValue(ctx, callKey{}, st))
+	call := &i.call
+	call.Context = ctx
+	call.state = callState{head: renderHead(req), body: req.Body, out: cappedBuffer{max: i.limits.MaxOutputBytes + cgi.MaxHeaderBytes}}
+	// The response's body is the output buffer's: the next call's state
+	// starts a buffer of its own. What this call held is let go.
+	defer func() { call.Context, call.state = nil, callState{} }()
+	_, err := i.handle.Call(call)
 	i.stderr.Flush()
 	if err := classify(ctx, err, i.mem, i.stderr); err != nil {
 		return nil, err
@@ -289,7 +311,7 @@ func (i *Instance) Invoke(ctx context.Context, req *runtime.Request, log *slog.L
 		// is closed, whatever it wrote.
 		return nil, &runtime.Error{Kind: runtime.Crashed, Message: "exited with code 0 while serving a request (a reactor's instance must stay up)", Stderr: i.stderr.Tail()}
 	}
-	return parseOutput(&st.out, i.limits.MaxOutputBytes, i.stderr)
+	return parseOutput(&call.state.out, i.limits.MaxOutputBytes, i.stderr)
 }
 
 // Close closes the instance. Calling it twice is harmless.
