@@ -94,9 +94,15 @@ func ParseResponse(out []byte) (*runtime.Response, error) {
 	if lines > MaxHeaders {
 		return nil, fmt.Errorf("response has %d header lines, at most %d are allowed", lines, MaxHeaders)
 	}
-	resp := &runtime.Response{Status: http.StatusOK, Header: make(http.Header, lines), Body: body}
-	// One array holds every header's values, as net/http's reader does.
-	values := make([]string, 0, lines)
+	// One allocation holds the response and, for a head of a few lines,
+	// every header's values, as net/http's reader shares one array.
+	r := new(response)
+	values := r.values[:0]
+	if lines > len(r.values) {
+		values = make([]string, 0, lines)
+	}
+	resp := &r.Response
+	*resp = runtime.Response{Status: http.StatusOK, Header: make(http.Header, lines), Body: body}
 	statusSet := false
 	for i := 0; head != ""; i++ {
 		var line string
@@ -142,6 +148,13 @@ func ParseResponse(out []byte) (*runtime.Response, error) {
 		resp.Status = http.StatusFound
 	}
 	return resp, nil
+}
+
+// response is a parsed response and the values of a few headers (most
+// responses have two to four header lines).
+type response struct {
+	runtime.Response
+	values [4]string
 }
 
 // split finds the blank line that ends the header section.
