@@ -278,11 +278,7 @@ func (m *Module) Start(ctx context.Context, cfg InstanceConfig) (*Instance, erro
 		}
 		return nil, runtime.Errorf(runtime.Crashed, "exited while starting")
 	}
-	return m.newInstance(mod, mem, cfg, y), nil
-}
-
-func (m *Module) newInstance(mod api.Module, mem *limitedMemory, cfg InstanceConfig, y *yielder) *Instance {
-	return &Instance{mod: mod, handle: mod.ExportedFunction(exportHandle), mem: mem, stderr: cfg.Stderr, limits: cfg.Limits, yielder: y}
+	return &Instance{mod: mod, handle: mod.ExportedFunction(exportHandle), mem: mem, stderr: cfg.Stderr, limits: cfg.Limits, yielder: y}, nil
 }
 
 // Invoke serves req on the instance under ctx's deadline; what the guest

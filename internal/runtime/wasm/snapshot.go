@@ -175,9 +175,7 @@ func (s *snapshots) take(key snapshotKey, mod api.Module) {
 		s.held.Add(-size)
 		return
 	}
-	// A snapshot of key taken before a forget that raced this start:
-	// this one is newer.
-	s.removeLocked(func(old *snapshot) bool { return old.key == key })
+	// None of key is held: find asked this start alone to take one.
 	if len(s.list) >= maxSnapshots {
 		s.held.Add(-s.list[0].bytes)
 		s.list = s.list[1:]
