@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -251,11 +250,7 @@ func (s *Service) Enqueue(ctx context.Context, job Job, idempotencyKey string) (
 	// The caller's credentials, Gust's own headers and the connection's
 	// stay out of the store: the function would not see them anyway.
 	job.Request.Header = runtime.VisibleHeader(job.Request.Header)
-	data, err := json.Marshal(job)
-	if err != nil {
-		forget()
-		return Record{}, false, err
-	}
+	data := encodeJob(job)
 	// The message is the only write: until a worker records the
 	// invocation's progress, Get reads its queued state from the queue.
 	if err := s.queue.Publish(ctx, workSubject(job.Tenant, job.ID), data); err != nil {
@@ -407,8 +402,8 @@ func (s *Service) Get(ctx context.Context, tenant, id string) (Record, error) {
 		queued = later
 	}
 	if errors.Is(err, store.ErrNotFound) && queued.Data != nil {
-		var job Job
-		if err := json.Unmarshal(queued.Data, &job); err != nil {
+		job, err := decodeJob(queued.Data)
+		if err != nil {
 			return Record{}, err
 		}
 		return queuedRecord(job), nil
@@ -419,8 +414,8 @@ func (s *Service) Get(ctx context.Context, tenant, id string) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
-	var rec Record
-	if err := json.Unmarshal(e.Value, &rec); err != nil {
+	rec, err := decodeRecord(e.Value)
+	if err != nil {
 		return Record{}, err
 	}
 	if t, ok := s.tenants.Tenant(tenant); rec.Tenant != tenant || !ok || rec.Created.Before(t.Created) {
@@ -446,11 +441,8 @@ const anyRevision = ^uint64(0)
 // store.ErrConflict.
 func (s *Service) putOver(ctx context.Context, rec Record, rev uint64) error {
 	rec.Updated = s.now().UTC()
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	ctx, key := context.WithoutCancel(ctx), recordKey(rec.ID)
+	data, ctx, key := encodeRecord(rec), context.WithoutCancel(ctx), recordKey(rec.ID)
+	var err error
 	switch rev {
 	case anyRevision:
 		_, err = s.results.Put(ctx, key, data)

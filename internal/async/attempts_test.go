@@ -2,7 +2,6 @@ package async
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -145,7 +144,7 @@ func runQueued(t *testing.T, s *Service, job Job, rec *Record) (stop func()) {
 			t.Fatal(err)
 		}
 	}
-	data, _ := json.Marshal(job)
+	data := encodeJob(job)
 	if err := s.queue.Publish(ctx, workSubject(job.Tenant, job.ID), data); err != nil {
 		t.Fatal(err)
 	}

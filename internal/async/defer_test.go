@@ -2,7 +2,6 @@ package async
 
 import (
 	"context"
-	"encoding/json"
 	"strconv"
 	"testing"
 	"time"
@@ -49,8 +48,10 @@ func TestWaitingRetriesHoldNoDelivery(t *testing.T) {
 		if err != nil {
 			t.Fatalf("invocation %s failed and its retry is not waiting for its time: %v", id, err)
 		}
-		var retry Job
-		json.Unmarshal(later.Data, &retry)
+		retry, err := decodeJob(later.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if wait := time.Until(retry.NotBefore); retry.Failed != 1 || wait < 40*time.Second {
 			t.Errorf("retry of %s: %d failures, due in %v; want 1, in about a minute", id, retry.Failed, wait)
 		}

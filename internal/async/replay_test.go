@@ -1,7 +1,6 @@
 package async
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,7 +22,7 @@ func TestReplayFindsAnyDeadLetter(t *testing.T) {
 	var queued time.Time
 	bury := func(subject, id string) {
 		t.Helper()
-		data, _ := json.Marshal(Job{ID: id, Tenant: "t", Function: "f", Version: 1, Queued: queued, Errors: []string{"boom"}})
+		data := encodeJob(Job{ID: id, Tenant: "t", Function: "f", Version: 1, Queued: queued, Errors: []string{"boom"}})
 		if err := s.dead.Publish(ctx, subject, data); err != nil {
 			t.Fatal(err)
 		}
@@ -98,7 +97,7 @@ func (ts tenants) Tenant(name string) (tenant.Tenant, bool) {
 func TestReplaysAtOnceQueueOnce(t *testing.T) {
 	ctx := t.Context()
 	s := newService(t)
-	data, _ := json.Marshal(Job{ID: "once", Tenant: "t", Function: "f", Version: 1, Queued: time.Now(), Errors: []string{"boom"}})
+	data := encodeJob(Job{ID: "once", Tenant: "t", Function: "f", Version: 1, Queued: time.Now(), Errors: []string{"boom"}})
 	if err := s.dead.Publish(ctx, deadSubject("t", "f", "once"), data); err != nil {
 		t.Fatal(err)
 	}

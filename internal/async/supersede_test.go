@@ -2,7 +2,6 @@ package async
 
 import (
 	"context"
-	"encoding/json"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,7 +19,7 @@ func TestRetrySupersedesItsOriginal(t *testing.T) {
 	s := newService(t)
 	queue := func(job Job) {
 		t.Helper()
-		data, _ := json.Marshal(job)
+		data := encodeJob(job)
 		if err := s.queue.Publish(ctx, workSubject(job.Tenant, job.ID), data); err != nil {
 			t.Fatal(err)
 		}
@@ -40,8 +39,10 @@ func TestRetrySupersedesItsOriginal(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	err := s.queue.Consume(cctx, 4, func(m *store.Message) {
-		var job Job
-		json.Unmarshal(m.Data, &job)
+		job, err := decodeJob(m.Data)
+		if err != nil {
+			t.Error(err)
+		}
 		verdicts <- verdict{job.ID, job.Failed, m.Delivered, s.superseded(ctx, m, job)}
 		switch {
 		case job.ID == "a" && job.Failed == 0 && retried.CompareAndSwap(false, true):
@@ -85,7 +86,7 @@ func TestWaitingRetrySupersedesItsOriginal(t *testing.T) {
 	ctx := t.Context()
 	s := newService(t)
 	original := Job{ID: "c", Tenant: "t", Function: "f", Version: 1}
-	data, _ := json.Marshal(original)
+	data := encodeJob(original)
 	if err := s.queue.Publish(ctx, workSubject("t", "c"), data); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +101,7 @@ func TestWaitingRetrySupersedesItsOriginal(t *testing.T) {
 		}
 		retry := original
 		retry.Failed, retry.NotBefore = 1, time.Now().Add(time.Hour)
-		data, _ := json.Marshal(retry)
+		data := encodeJob(retry)
 		if err := s.queue.PublishAt(ctx, workSubject("t", "c"), data, retry.NotBefore); err != nil {
 			t.Error(err)
 		}

@@ -2,7 +2,6 @@ package async
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,8 +19,8 @@ import (
 
 // process runs one delivery of a queued invocation.
 func (s *Service) process(ctx context.Context, m *store.Message) {
-	var job Job
-	if err := json.Unmarshal(m.Data, &job); err != nil {
+	job, err := decodeJob(m.Data)
+	if err != nil {
 		s.log.Error("dropping an unreadable queued invocation", "err", err)
 		logQueueError(s.log, m.Ack())
 		return
@@ -224,14 +223,12 @@ func (s *Service) superseded(ctx context.Context, m *store.Message, job Job) boo
 // queue's pending deliveries, which every tenant shares, for up to an hour.
 func (s *Service) retry(ctx context.Context, m *store.Message, job Job, failures int, delay time.Duration, log *slog.Logger) {
 	job.Failed, job.NotBefore = failures, s.now().Add(delay).UTC()
-	data, err := json.Marshal(job)
-	if err == nil {
-		ctx, subject := context.WithoutCancel(ctx), workSubject(job.Tenant, job.ID)
-		if delay >= deferAfter {
-			err = s.queue.PublishAt(ctx, subject, data, job.NotBefore)
-		} else {
-			err = s.queue.Publish(ctx, subject, data)
-		}
+	ctx, subject, data := context.WithoutCancel(ctx), workSubject(job.Tenant, job.ID), encodeJob(job)
+	var err error
+	if delay >= deferAfter {
+		err = s.queue.PublishAt(ctx, subject, data, job.NotBefore)
+	} else {
+		err = s.queue.Publish(ctx, subject, data)
 	}
 	if err != nil {
 		log.Warn("could not queue the retry; the invocation's record keeps its failures", "err", err)
@@ -352,10 +349,7 @@ func (s *Service) bury(ctx context.Context, m *store.Message, job Job, rec Recor
 	if len(rec.Attempts) == 0 {
 		job.Errors = append(job.Errors, reason)
 	}
-	data, err := json.Marshal(job)
-	if err == nil {
-		err = s.dead.Publish(context.WithoutCancel(ctx), deadSubject(job.Tenant, job.Function, job.ID), data)
-	}
+	err := s.dead.Publish(context.WithoutCancel(ctx), deadSubject(job.Tenant, job.Function, job.ID), encodeJob(job))
 	if err != nil {
 		log.Error("could not move a failed async invocation to the dead-letter stream; it will be tried again", "err", err)
 		logQueueError(log, m.Retry(time.Minute))
@@ -486,8 +480,8 @@ func (s *Service) tenantOf(job Job) (tenant.Tenant, bool) {
 }
 
 func deadLetter(m store.StreamMsg) (DeadLetter, bool) {
-	var job Job
-	if err := json.Unmarshal(m.Data, &job); err != nil {
+	job, err := decodeJob(m.Data)
+	if err != nil {
 		return DeadLetter{}, false
 	}
 	return DeadLetter{ID: job.ID, Version: job.Version, Queued: job.Queued, Errors: job.Errors, seq: m.Seq, job: job}, true
@@ -583,7 +577,7 @@ func (s *Service) replay(ctx context.Context, tenant string, d DeadLetter) (queu
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return false, err
 	}
-	data, _ := json.Marshal(job)
+	data := encodeJob(job)
 	// The letter's sequence number names the replay: two replays of it at
 	// once (a second one started while the first, whose caller left, goes
 	// on) queue it once.
