@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -45,7 +46,10 @@ func (k *KV) Get(ctx context.Context, key string) (Entry, error) {
 
 // Put writes key whatever its revision.
 func (k *KV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
-	rev, err := k.kv.Put(ctx, key, value)
+	if !validKey(key) {
+		return 0, fmt.Errorf("store: put %q: %w", key, jetstream.ErrInvalidKey)
+	}
+	rev, err := publish(ctx, k.js, &nats.Msg{Subject: "$KV." + k.kv.Bucket() + "." + key, Data: value})
 	if err != nil {
 		return 0, fmt.Errorf("store: put %s: %w", key, err)
 	}

@@ -96,7 +96,7 @@ func (s *Store) Queue(ctx context.Context, cfg QueueConfig) (*Queue, error) {
 // need a message once make sure of it themselves, or use PublishOnce where
 // messages are few.
 func (q *Queue) Publish(ctx context.Context, subject string, data []byte) error {
-	if _, err := q.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data}); err != nil {
+	if _, err := publish(ctx, q.js, &nats.Msg{Subject: subject, Data: data}); err != nil {
 		return fmt.Errorf("store: publish to %s: %w", subject, err)
 	}
 	return nil

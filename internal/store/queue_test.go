@@ -231,3 +231,20 @@ func TestStoppingNodeKeepsWhatItRuns(t *testing.T) {
 		t.Errorf("the message ran on %v, want once, on the stopping node that had it", runs)
 	}
 }
+
+// A publish that no stream takes fails, after the library's retries: it
+// is not taken for stored.
+func TestPublishFailures(t *testing.T) {
+	s := openStore(t, store.Config{DataDir: t.TempDir()})
+	ctx := t.Context()
+	q, err := s.Queue(ctx, store.QueueConfig{Name: "pub", Subjects: []string{"pub.>"}, AckWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Publish(ctx, "nowhere.x", []byte("x")); !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Errorf("publish to a subject no stream takes: %v, want no stream response", err)
+	}
+	if err := q.Publish(ctx, "pub.ok", []byte("x")); err != nil {
+		t.Errorf("publish after the failures: %v", err)
+	}
+}

@@ -293,6 +293,29 @@ func TestKVErrors(t *testing.T) {
 			}
 			return err
 		}, nil},
+		{"put over any revision", func(ctx context.Context, key string, rev uint64) error {
+			rev2, err := kv.Put(ctx, key, []byte("put"))
+			if err != nil {
+				return err
+			}
+			e, err := kv.Get(ctx, key)
+			if err == nil && (string(e.Value) != "put" || e.Revision != rev2 || rev2 <= rev) {
+				return fmt.Errorf("get = %q at %d after a put at %d over %d", e.Value, e.Revision, rev2, rev)
+			}
+			return err
+		}, nil},
+		{"put of a key the bucket refuses", func(ctx context.Context, key string, rev uint64) error {
+			for _, bad := range []string{"", ".x", "x.", "a b", "a*", "a>", "ä"} {
+				if _, err := kv.Put(ctx, bad, []byte("x")); !errors.Is(err, jetstream.ErrInvalidKey) {
+					return fmt.Errorf("put %q: %v, want an invalid key", bad, err)
+				}
+			}
+			e, err := kv.Get(ctx, key)
+			if err == nil && (string(e.Value) != "v" || e.Revision != rev) {
+				return fmt.Errorf("the bucket's key changed to %q at %d", e.Value, e.Revision)
+			}
+			return err
+		}, nil},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
