@@ -142,7 +142,7 @@ func readRequest() (*http.Request, error) {
 		}
 		name, value := line[:colon], line[colon+2:]
 		if name == "Content-Length" {
-			length, _ = strconv.ParseInt(value, 10, 64)
+			length = parseLength(value)
 		}
 		if vs, ok := header[name]; ok {
 			header[name] = append(vs, value) // vs is full: this copies
@@ -184,6 +184,24 @@ func readRequest() (*http.Request, error) {
 		RequestURI:    uri,
 	}
 	return &r.Request, nil
+}
+
+// parseLength reads the host's Content-Length, decimal digits, and 0 for
+// anything else: by hand, since strconv.ParseInt, with its signs, bases
+// and underscores, took some 3% of a request's time in the guest.
+func parseLength(s string) int64 {
+	if len(s) > 18 {
+		return 0
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
 }
 
 // request is a request, its URL and its header values, allocated
