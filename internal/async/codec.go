@@ -29,19 +29,9 @@ const (
 // encodeJob returns job in the store's form.
 func encodeJob(job Job) []byte {
 	r := &job.Request
-	n := 64 + len(r.Body) + len(r.Path) + len(r.RawPath) + len(r.RawQuery) + len(job.CallbackURL) + 4*len(job.ID)
-	for name, values := range r.Header {
-		n += len(name) + 2
-		for _, v := range values {
-			n += len(v) + 2
-		}
-	}
+	n := 64 + len(r.Body) + len(r.Path) + len(r.RawPath) + len(r.RawQuery) + len(job.CallbackURL) + 4*len(job.ID) + headerSize(r.Header)
 	b := make([]byte, 0, n)
-	b = append(b, jobFormat)
-	b = appendString(b, job.ID)
-	b = appendString(b, job.Tenant)
-	b = appendString(b, job.Function)
-	b = binary.AppendVarint(b, int64(job.Version))
+	b = appendInvocation(append(b, jobFormat), job.ID, job.Tenant, job.Function, job.Version)
 	b = appendString(b, r.Method)
 	b = appendString(b, r.Path)
 	b = appendString(b, r.RawPath)
@@ -71,19 +61,12 @@ func encodeJob(job Job) []byte {
 // as JSON.
 func decodeJob(data []byte) (Job, error) {
 	var job Job
-	if len(data) > 0 && data[0] == '{' {
-		err := json.Unmarshal(data, &job)
+	d, done, err := startDecoding(data, jobFormat, &job)
+	if done {
 		return job, err
 	}
-	d := decoder{b: data}
-	if f := d.byte(); f != jobFormat && d.err == nil {
-		return Job{}, fmt.Errorf("async: queued job in unknown format %d", f)
-	}
 	r := &job.Request
-	job.ID = d.string()
-	job.Tenant = d.string()
-	job.Function = d.string()
-	job.Version = d.int()
+	job.ID, job.Tenant, job.Function, job.Version = d.invocation()
 	r.Method = d.string()
 	r.Path = d.string()
 	r.RawPath = d.string()
@@ -121,20 +104,10 @@ func encodeRecord(rec Record) []byte {
 		n += len(a.Error)
 	}
 	if rec.Response != nil {
-		n += 16 + len(rec.Response.Body)
-		for name, values := range rec.Response.Header {
-			n += len(name) + 2
-			for _, v := range values {
-				n += len(v) + 2
-			}
-		}
+		n += 16 + len(rec.Response.Body) + headerSize(rec.Response.Header)
 	}
 	b := make([]byte, 0, n)
-	b = append(b, recordFormat)
-	b = appendString(b, rec.ID)
-	b = appendString(b, rec.Tenant)
-	b = appendString(b, rec.Function)
-	b = binary.AppendVarint(b, int64(rec.Version))
+	b = appendInvocation(append(b, recordFormat), rec.ID, rec.Tenant, rec.Function, rec.Version)
 	b = appendString(b, string(rec.State))
 	b = binary.AppendUvarint(b, uint64(len(rec.Attempts)))
 	for _, a := range rec.Attempts {
@@ -160,18 +133,11 @@ func encodeRecord(rec Record) []byte {
 // Gust wrote as JSON.
 func decodeRecord(data []byte) (Record, error) {
 	var rec Record
-	if len(data) > 0 && data[0] == '{' {
-		err := json.Unmarshal(data, &rec)
+	d, done, err := startDecoding(data, recordFormat, &rec)
+	if done {
 		return rec, err
 	}
-	d := decoder{b: data}
-	if f := d.byte(); f != recordFormat && d.err == nil {
-		return Record{}, fmt.Errorf("async: invocation record in unknown format %d", f)
-	}
-	rec.ID = d.string()
-	rec.Tenant = d.string()
-	rec.Function = d.string()
-	rec.Version = d.int()
+	rec.ID, rec.Tenant, rec.Function, rec.Version = d.invocation()
 	rec.State = State(d.string())
 	// Each attempt takes at least four bytes.
 	rec.Attempts = make([]Attempt, d.count(4))
@@ -190,6 +156,26 @@ func decodeRecord(data []byte) (Record, error) {
 	return rec, d.end()
 }
 
+// startDecoding begins to read data, a value of format, into v. It is
+// done if an older Gust wrote data, as JSON (v is read then), or if data
+// is in another format; otherwise d reads on, past the format byte.
+func startDecoding(data []byte, format byte, v any) (d decoder, done bool, err error) {
+	if len(data) > 0 && data[0] == '{' {
+		return decoder{}, true, json.Unmarshal(data, v)
+	}
+	d = decoder{b: data}
+	if f := d.byte(); f != format && d.err == nil {
+		return d, true, fmt.Errorf("async: stored value in unknown format %d, want %d", f, format)
+	}
+	return d, false, nil
+}
+
+// appendInvocation appends what names an invocation, which jobs and
+// records begin with.
+func appendInvocation(b []byte, id, tenant, function string, version int) []byte {
+	return binary.AppendVarint(appendString(appendString(appendString(b, id), tenant), function), int64(version))
+}
+
 func appendString(b []byte, s string) []byte {
 	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
 }
@@ -205,6 +191,19 @@ func appendTime(b []byte, t time.Time) []byte {
 		return append(b, 0)
 	}
 	return binary.AppendVarint(append(b, 1), t.UnixNano())
+}
+
+// headerSize is about what appendHeader appends for h: enough to size
+// the buffer once.
+func headerSize(h http.Header) int {
+	n := 0
+	for name, values := range h {
+		n += len(name) + 2
+		for _, v := range values {
+			n += len(v) + 2
+		}
+	}
+	return n
 }
 
 func appendHeader(b []byte, h http.Header) []byte {
@@ -343,6 +342,11 @@ func (d *decoder) header() http.Header {
 		h[name] = values
 	}
 	return h
+}
+
+// invocation reads what appendInvocation appended.
+func (d *decoder) invocation() (id, tenant, function string, version int) {
+	return d.string(), d.string(), d.string(), d.int()
 }
 
 // end returns the first error, or one for bytes left over.

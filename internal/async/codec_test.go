@@ -59,27 +59,21 @@ func fill(tb testing.TB, v reflect.Value, seed *int) {
 	}
 }
 
-func TestJobRoundTripsEveryField(t *testing.T) {
-	var job Job
-	fill(t, reflect.ValueOf(&job).Elem(), new(int))
-	got, err := decodeJob(encodeJob(job))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, job) {
-		t.Errorf("round trip of a job:\n got %+v\nwant %+v", got, job)
-	}
-}
+func TestJobRoundTripsEveryField(t *testing.T) { roundTripsEveryField(t, encodeJob, decodeJob) }
 
 func TestRecordRoundTripsEveryField(t *testing.T) {
-	var rec Record
-	fill(t, reflect.ValueOf(&rec).Elem(), new(int))
-	got, err := decodeRecord(encodeRecord(rec))
+	roundTripsEveryField(t, encodeRecord, decodeRecord)
+}
+
+func roundTripsEveryField[T any](t *testing.T, encode func(T) []byte, decode func([]byte) (T, error)) {
+	var v T
+	fill(t, reflect.ValueOf(&v).Elem(), new(int))
+	got, err := decode(encode(v))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got, rec) {
-		t.Errorf("round trip of a record:\n got %+v\nwant %+v", got, rec)
+	if !reflect.DeepEqual(got, v) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, v)
 	}
 }
 
