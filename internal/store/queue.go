@@ -219,6 +219,7 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 			return
 		default:
 		}
+		var waited time.Duration
 		if wait := holdFull - waits.sum; wait > 0 {
 			start := time.Now()
 			t := time.NewTimer(wait)
@@ -228,6 +229,7 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 				waits.add(time.Since(start))
 				return
 			case <-t.C:
+				waited = time.Since(start)
 			case <-ctx.Done():
 				q.held.remove(m) // the queue delivers it again
 				return
@@ -235,7 +237,7 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 		}
 		q.held.remove(m)
 		msg.NakWithDelay(busyRetry)
-		waits.add(busyPause)
+		waits.add(waited + busyPause)
 		select {
 		case <-time.After(busyPause):
 		case <-ctx.Done():
