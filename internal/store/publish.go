@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -95,9 +96,10 @@ func readPubAck(data []byte) (uint64, error) {
 }
 
 // validKey reports whether key is a key that JetStream's KV buckets take:
-// letters, digits and -/_=., not starting or ending with a dot.
+// letters, digits and -/_=., not starting or ending with a dot, nor with
+// two dots in a row.
 func validKey(key string) bool {
-	if key == "" || key[0] == '.' || key[len(key)-1] == '.' {
+	if key == "" || key[0] == '.' || key[len(key)-1] == '.' || strings.Contains(key, "..") {
 		return false
 	}
 	for i := 0; i < len(key); i++ {

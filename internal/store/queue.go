@@ -242,7 +242,7 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 		case <-time.After(busyPause):
 		case <-ctx.Done():
 		}
-	}, jetstream.PullMaxMessages(workers), jetstream.PullExpiry(pullExpiry))
+	}, jetstream.PullMaxMessages(workers), jetstream.PullExpiry(pullExpiry(q.ackWait)))
 	if err != nil {
 		return fmt.Errorf("store: consume: %w", err)
 	}
@@ -273,12 +273,17 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 }
 
 // pullExpiry is how long each of the client's requests for messages
-// lasts. Under load the client now and then stops asking for more while
-// messages wait in the queue, until its request expires: with the
-// library's 30 s, one round in three of 20,000 invocations at 5,000/s had
-// some wait 30 s for a worker; with a second, they wait a second at most.
-// An idle node asks once a second.
-const pullExpiry = time.Second
+// lasts, for a queue whose ack wait is ackWait. Under load the client now
+// and then stops asking for more while messages wait in the queue, until
+// its request expires: with the library's 30 s, one round in three of
+// 20,000 invocations at 5,000/s had some wait 30 s for a worker. Shorter is
+// better, but not so short that the client's check for missed heartbeats
+// (the expiry) fires while Consume's callback waits for a worker (up to a
+// fifth of the ack wait and a pause): the client would then ask for
+// another batch, and hold more messages unseen than Consume counts on.
+func pullExpiry(ackWait time.Duration) time.Duration {
+	return max(time.Second, ackWait/2)
+}
 
 // busyRetry is how long a message a busy node gave back waits in the
 // queue.
