@@ -26,11 +26,7 @@ func TestQueueHoldsWhatItTakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	const messages = 6
-	for i := range messages {
-		if err := q.Publish(ctx, "held."+strconv.Itoa(i), []byte(strconv.Itoa(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishNumbered(t, q, "held.", messages)
 	var mu sync.Mutex
 	runs := map[string]int{}
 	done := make(chan struct{}, messages*2)
@@ -45,13 +41,7 @@ func TestQueueHoldsWhatItTakes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range messages {
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Fatalf("not every message ran: %v", runs)
-		}
-	}
+	waitRuns(t, done, messages)
 	time.Sleep(2 * ackWait) // a message delivered again would run by now
 	mu.Lock()
 	defer mu.Unlock()
@@ -265,11 +255,7 @@ func TestBacklogOfShortWorkIsNotSentBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	const messages, work = 150, 10 * time.Millisecond // 2 workers: 750 ms of backlog
-	for i := range messages {
-		if err := q.Publish(ctx, "backlog."+strconv.Itoa(i), []byte(strconv.Itoa(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publishNumbered(t, q, "backlog.", messages)
 	var mu sync.Mutex
 	var again []string
 	done := make(chan struct{}, messages)
@@ -286,16 +272,32 @@ func TestBacklogOfShortWorkIsNotSentBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range messages {
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Fatal("not every message ran")
-		}
-	}
+	waitRuns(t, done, messages)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(again) > 0 {
 		t.Errorf("%d messages were given back and delivered again: %v", len(again), again)
+	}
+}
+
+// publishNumbered publishes messages 0 to n-1 on prefix+i, each holding i.
+func publishNumbered(t *testing.T, q *store.Queue, prefix string, n int) {
+	t.Helper()
+	for i := range n {
+		if err := q.Publish(t.Context(), prefix+strconv.Itoa(i), []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitRuns waits for n runs to report on done.
+func waitRuns(t *testing.T, done <-chan struct{}, n int) {
+	t.Helper()
+	for i := range n {
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d of %d messages ran", i, n)
+		}
 	}
 }
