@@ -99,10 +99,7 @@ func main() {
 					State   string
 					Updated time.Time
 				}
-				if resp.status != http.StatusOK {
-					return fmt.Errorf("invocation %s: %d %s", ids[i], resp.status, resp.body)
-				}
-				if err := json.Unmarshal(resp.body, &rec); err != nil {
+				if err := json.Unmarshal(resp.body, &rec); err != nil || resp.status != http.StatusOK {
 					return fmt.Errorf("invocation %s: %d %s", ids[i], resp.status, resp.body)
 				}
 				switch rec.State {
