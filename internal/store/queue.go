@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -23,6 +24,7 @@ type Queue struct {
 	ackWait  time.Duration
 	held     held          // the messages this node holds
 	waiting  chan *Message // those of them no worker has taken yet
+	log      *slog.Logger
 }
 
 // Waiting returns how many messages this node holds that no worker has
@@ -87,7 +89,7 @@ func (s *Store) Queue(ctx context.Context, cfg QueueConfig) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: queue %s: consumer: %w", cfg.Name, err)
 	}
-	return &Queue{js: s.js, stream: st, consumer: c, ackWait: cfg.AckWait}, nil
+	return &Queue{js: s.js, stream: st, consumer: c, ackWait: cfg.AckWait, log: s.log}, nil
 }
 
 // Publish appends a message and returns once it is stored. Messages carry
@@ -207,6 +209,7 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 	q.waiting = waiting
 	holdFull, busyPause := q.ackWait/5, q.ackWait/time.Duration(4*workers)
 	waits := newWindow(workers) // the last messages' waits for a worker
+	expiry := pullExpiry(q.ackWait)
 	cc, err := q.consumer.Consume(func(msg jetstream.Msg) {
 		m := &Message{Data: msg.Data(), m: msg}
 		if md, err := msg.Metadata(); err == nil {
@@ -242,7 +245,14 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 		case <-time.After(busyPause):
 		case <-ctx.Done():
 		}
-	}, jetstream.PullMaxMessages(workers), jetstream.PullExpiry(pullExpiry(q.ackWait)))
+	}, jetstream.PullMaxMessages(workers), jetstream.PullExpiry(expiry), jetstream.PullHeartbeat(pullHeartbeat(expiry)),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				q.log.Debug("work queue: no heartbeat from the server; asking for messages again")
+				return
+			}
+			q.log.Warn("work queue: consuming failed", "err", err)
+		}))
 	if err != nil {
 		return fmt.Errorf("store: consume: %w", err)
 	}
@@ -273,16 +283,30 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 }
 
 // pullExpiry is how long each of the client's requests for messages
-// lasts, for a queue whose ack wait is ackWait. Under load the client now
-// and then stops asking for more while messages wait in the queue, until
-// its request expires: with the library's 30 s, one round in three of
-// 20,000 invocations at 5,000/s had some wait 30 s for a worker. Shorter is
-// better, but not so short that the client's check for missed heartbeats
-// (the expiry) fires while Consume's callback waits for a worker (up to a
-// fifth of the ack wait and a pause): the client would then ask for
-// another batch, and hold more messages unseen than Consume counts on.
+// lasts, for a queue whose ack wait is ackWait: half of it, and at least a
+// second, against the library's 30 s. At a request's end the server tells
+// the client how many of the messages it asked for it did not send, which
+// puts right the client's count of them within an ack wait.
 func pullExpiry(ackWait time.Duration) time.Duration {
 	return max(time.Second, ackWait/2)
+}
+
+// pullHeartbeat is how often the server tells the client that a request
+// for messages of the given expiry is still open, while it has none to
+// send. The client asks for more messages when it has taken half of those
+// it asked for, but not while it is still sending its last request
+// (nats.go v1.55.0, pullSubscription.checkPending): if the rest arrive
+// meanwhile, it waits with none asked for until it misses two heartbeats.
+// Under load that happened about once in ten rounds of 20,000 invocations,
+// with the library's heartbeat of half the expiry: no work ran for 5 s.
+// At the shortest heartbeat the library takes, half a second (the expiry
+// is at least a second, twice that), such a pause lasts a second at most.
+// A heartbeat the client only thought it missed (under a pause of the
+// whole process) makes it ask for a batch more than it counts on: those
+// messages wait in the client while Consume gives back, a short pause
+// each, what its busy workers cannot take.
+func pullHeartbeat(expiry time.Duration) time.Duration {
+	return min(max(expiry/10, 500*time.Millisecond), expiry/2)
 }
 
 // busyRetry is how long a message a busy node gave back waits in the

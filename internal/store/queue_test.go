@@ -1,9 +1,12 @@
 package store_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -300,4 +303,54 @@ func waitRuns(t *testing.T, done <-chan struct{}, n int) {
 			t.Fatalf("%d of %d messages ran", i, n)
 		}
 	}
+}
+
+// TestConsumeFailureIsLogged: when the queue's consumer goes away behind
+// its back (an operator deleted it over the NATS port), the node says so
+// in its log rather than wait for work in silence.
+func TestConsumeFailureIsLogged(t *testing.T) {
+	addr := freeAddr(t)
+	var log lockedBuffer
+	s := openStore(t, store.Config{DataDir: t.TempDir(), Listen: addr, Token: "tok",
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	q, err := s.Queue(ctx, store.QueueConfig{Name: "gone", Subjects: []string{"gone.>"}, AckWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Consume(ctx, 2, func(m *store.Message) { m.Ack() }); err != nil {
+		t.Fatal(err)
+	}
+	if err := jetStreamClient(t, addr, "tok").DeleteConsumer(ctx, "gone", "workers"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(log.String(), "work queue: consuming failed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning after the consumer was deleted; the log:\n%s", log.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(log.String(), "level=WARN") {
+		t.Errorf("the failure is not a warning:\n%s", log.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that a log may write while a test reads.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
