@@ -7,7 +7,7 @@ import (
 )
 
 // TestTuneRuntime: the server runs two goroutines at once per CPU and
-// collects at GOGC=200, each unless the environment sets it, and tuning
+// collects at GOGC=400, each unless the environment sets it, and tuning
 // twice (a test's second server) does not compound.
 func TestTuneRuntime(t *testing.T) {
 	procs, gc := runtime.GOMAXPROCS(0), debug.SetGCPercent(100)
