@@ -184,7 +184,7 @@ const serverGCPercent = 400
 // waited for it. With two per CPU, on two cores, the p99 of a warm request
 // at 32 connections fell from about 30 ms to 12 ms, at the same
 // throughput, and that of a 202 at 5,000 asynchronous invocations a second
-// by a fifth (RATIONALE.md).
+// by a fifth; a lone request's p50 rose some 12% (RATIONALE.md).
 const serverProcsPerCPU = 2
 
 // cpus is how many CPUs the server may use: the Go runtime's own
