@@ -210,7 +210,7 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 	holdFull, busyPause := q.ackWait/5, q.ackWait/time.Duration(4*workers)
 	waits := newWindow(workers) // the last messages' waits for a worker
 	expiry := pullExpiry(q.ackWait)
-	cc, err := q.consumer.Consume(func(msg jetstream.Msg) {
+	take := func(msg jetstream.Msg) {
 		m := &Message{Data: msg.Data(), m: msg}
 		if md, err := msg.Metadata(); err == nil {
 			m.Seq, m.Delivered = md.Sequence.Stream, md.NumDelivered
@@ -223,7 +223,7 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 		default:
 		}
 		var waited time.Duration
-		if wait := holdFull - waits.sum; wait > 0 {
+		if wait := holdFull - waits.total(); wait > 0 {
 			start := time.Now()
 			t := time.NewTimer(wait)
 			defer t.Stop()
@@ -245,16 +245,31 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 		case <-time.After(busyPause):
 		case <-ctx.Done():
 		}
-	}, jetstream.PullMaxMessages(workers), jetstream.PullExpiry(expiry), jetstream.PullHeartbeat(pullHeartbeat(expiry)),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if errors.Is(err, jetstream.ErrNoHeartbeat) {
-				q.log.Debug("work queue: no heartbeat from the server; asking for messages again")
-				return
+	}
+	// Two subscriptions share the work, each asking for up to half of the
+	// workers' messages: one that pauses (see pullHeartbeat) leaves the
+	// other asking. Their callbacks may run at once; the window is locked.
+	sizes := []int{workers}
+	if workers > 1 {
+		sizes = []int{workers - workers/2, workers / 2}
+	}
+	var subs []jetstream.ConsumeContext
+	for _, size := range sizes {
+		cc, err := q.consumer.Consume(take, jetstream.PullMaxMessages(size), jetstream.PullExpiry(expiry), jetstream.PullHeartbeat(pullHeartbeat(expiry)),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				if errors.Is(err, jetstream.ErrNoHeartbeat) {
+					q.log.Debug("work queue: no heartbeat from the server; asking for messages again")
+					return
+				}
+				q.log.Warn("work queue: consuming failed", "err", err)
+			}))
+		if err != nil {
+			for _, cc := range subs {
+				cc.Stop()
 			}
-			q.log.Warn("work queue: consuming failed", "err", err)
-		}))
-	if err != nil {
-		return fmt.Errorf("store: consume: %w", err)
+			return fmt.Errorf("store: consume: %w", err)
+		}
+		subs = append(subs, cc)
 	}
 	for range workers {
 		go func() {
@@ -276,7 +291,9 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 	}
 	go func() {
 		<-ctx.Done()
-		cc.Stop()
+		for _, cc := range subs {
+			cc.Stop()
+		}
 	}()
 	go q.held.checkIn(ctx, q.ackWait/3)
 	return nil
@@ -300,7 +317,8 @@ func pullExpiry(ackWait time.Duration) time.Duration {
 // Under load that happened about once in ten rounds of 20,000 invocations,
 // with the library's heartbeat of half the expiry: no work ran for 5 s.
 // At the shortest heartbeat the library takes, half a second (the expiry
-// is at least a second, twice that), such a pause lasts a second at most.
+// is at least a second, twice that), such a pause lasts a second at most,
+// and Consume's other subscription goes on meanwhile.
 // A heartbeat the client only thought it missed (under a pause of the
 // whole process) makes it ask for a batch more than it counts on: those
 // messages wait in the client while Consume gives back, a short pause
@@ -315,6 +333,7 @@ const busyRetry = time.Second
 
 // window is the sum of the last n durations added.
 type window struct {
+	mu   sync.Mutex
 	last []time.Duration // a ring
 	next int
 	sum  time.Duration
@@ -323,9 +342,17 @@ type window struct {
 func newWindow(n int) *window { return &window{last: make([]time.Duration, n)} }
 
 func (w *window) add(d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.sum += d - w.last[w.next]
 	w.last[w.next] = d
 	w.next = (w.next + 1) % len(w.last)
+}
+
+func (w *window) total() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sum
 }
 
 // held are the messages a node holds.
