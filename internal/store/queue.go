@@ -253,16 +253,17 @@ func (q *Queue) Consume(ctx context.Context, workers int, handle func(*Message))
 	if workers > 1 {
 		sizes = []int{workers - workers/2, workers / 2}
 	}
+	logFailure := jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if errors.Is(err, jetstream.ErrNoHeartbeat) {
+			q.log.Debug("work queue: no heartbeat from the server; asking for messages again")
+			return
+		}
+		q.log.Warn("work queue: consuming failed", "err", err)
+	})
 	var subs []jetstream.ConsumeContext
 	for _, size := range sizes {
-		cc, err := q.consumer.Consume(take, jetstream.PullMaxMessages(size), jetstream.PullExpiry(expiry), jetstream.PullHeartbeat(pullHeartbeat(expiry)),
-			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-				if errors.Is(err, jetstream.ErrNoHeartbeat) {
-					q.log.Debug("work queue: no heartbeat from the server; asking for messages again")
-					return
-				}
-				q.log.Warn("work queue: consuming failed", "err", err)
-			}))
+		cc, err := q.consumer.Consume(take, jetstream.PullMaxMessages(size),
+			jetstream.PullExpiry(expiry), jetstream.PullHeartbeat(pullHeartbeat(expiry)), logFailure)
 		if err != nil {
 			for _, cc := range subs {
 				cc.Stop()
