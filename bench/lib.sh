@@ -6,13 +6,13 @@ field() { awk -v k="$1" '$1 == k { print $2 }'; }
 ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v*=1000 }; printf "%.3f", v }'; }
 
 # compare LABEL BARE_URL GUST_URL: the same wrk load at 32 connections and at
-# 1 on the bare server and on Gust, in $rounds alternating rounds (default
-# 3: this machine is noisy, and a neighbour's burst lands on one round, not
-# on one side), each round's figures, and the median of Gust's ratios to the
-# bare server.
+# 1 (or at each of $conns) on the bare server and on Gust, in $rounds
+# alternating rounds (default 3: this machine is noisy, and a neighbour's
+# burst lands on one round, not on one side), each round's figures, and the
+# median of Gust's ratios to the bare server.
 compare() {
 	printf "\n%-30s %12s %10s %10s\n" "load" "requests/s" "p50 ms" "p99 ms"
-	for c in 32 1; do
+	for c in ${conns:-32 1}; do
 		run "$3" "$c" >/dev/null  # warm-up: instances and connections
 		ratios=""
 		for _ in $(seq "${rounds:-3}"); do

@@ -8,7 +8,12 @@
 #     connections, against the same binary run bare on the host;
 #   - cold start of the same function, request to response (max_requests 1);
 #   - per-request overhead of the stdio function over a bare fork/exec of
-#     the same program.
+#     the same program;
+#   - for reference, the least any proxy costs: bench/proxy, which does
+#     nothing but pass requests through, in front of the same hello server,
+#     first beside it, then with the hello server in a cgroup of its own
+#     with the function's CPU quota, as Gust's sandbox holds it (the
+#     kernel's scheduler charges for every wake-up across cgroups).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -18,20 +23,31 @@ command -v wrk >/dev/null || { echo "bench: wrk is missing: apt-get install wrk"
 work=$(mktemp -d)
 chmod 755 "$work"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cgroup=""
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$work"
+	[ -z "$cgroup" ] || rmdir "$cgroup" 2>/dev/null || true
+}
 trap cleanup EXIT
 
 echo "building..."
 go build -o "$work/gust" ./cmd/gust
 go build -o "$work/coldstart" ./bench/coldstart
 go build -o "$work/stdio" ./bench/stdio
+go build -o "$work/proxy" ./bench/proxy
 mkdir -p "$work/hello" "$work/hello-cold" "$work/stdio-hello"
 CGO_ENABLED=0 go build -o "$work/hello/bare" ./bench/bare
 cp "$work/hello/bare" "$work/hello-cold/bare"
 CGO_ENABLED=0 go build -o "$work/stdio-hello/stdiohello" ./bench/stdiohello
 BARE=127.0.0.1:18191
 GUST=127.0.0.1:18190
+PROXY=127.0.0.1:18192
+PROXIED=127.0.0.1:18193
 "$work/hello/bare" -addr "$BARE" & pids+=($!)
+"$work/hello/bare" -addr "$PROXIED" & proxied=$!; pids+=($proxied)
+"$work/proxy" -addr "$PROXY" -to "$PROXIED" & pids+=($!)
 "$work/gust" server --addr "$GUST" --data-dir "$work/data" --log-level warn 2>"$work/server.log" & pids+=($!)
 for _ in $(seq 100); do curl -sf "http://$GUST/readyz" >/dev/null && curl -sf "http://$BARE/" >/dev/null && break; sleep 0.1; done
 
@@ -61,6 +77,26 @@ for fn in hello hello-cold stdio-hello; do "$work/gust" deploy "$work/$fn" >/dev
 
 . bench/lib.sh
 compare "gust process hello" "http://$BARE/" "http://$GUST/fn/default/hello"
+
+# into_cgroup PID: moves PID into a new cgroup with two cores' CPU quota, the
+# hello function's (memory_mb 2048), in the v1 cpu hierarchy or in v2.
+into_cgroup() {
+	if [ -d /sys/fs/cgroup/cpu ]; then
+		cgroup=/sys/fs/cgroup/cpu/gust-bench-$$
+		mkdir "$cgroup"
+		echo 200000 > "$cgroup/cpu.cfs_quota_us"
+	else
+		cgroup=/sys/fs/cgroup/gust-bench-$$
+		echo +cpu > /sys/fs/cgroup/cgroup.subtree_control
+		mkdir "$cgroup"
+		echo "200000 100000" > "$cgroup/cpu.max"
+	fi
+	echo "$1" > "$cgroup/cgroup.procs"
+}
+echo "for reference, a proxy that does nothing else, in front of the same hello server:"
+conns=32 compare "minimal proxy" "http://$BARE/" "http://$PROXY/"
+into_cgroup "$proxied"
+conns=32 compare "minimal proxy, cgroup" "http://$BARE/" "http://$PROXY/"
 
 "$work/coldstart" -url "http://$GUST/fn/default/hello-cold" -warm-url "http://$GUST/fn/default/hello" -n 300
 echo

@@ -383,8 +383,3 @@ func (c *cappedBuffer) Write(p []byte) (int, error) {
 	}
 	return c.Buffer.Write(p)
 }
-
-var (
-	_ experimental.MemoryAllocator = (*limitedMemory)(nil)
-	_ experimental.LinearMemory    = (*limitedMemory)(nil)
-)
