@@ -4,8 +4,10 @@
 # Builds what it needs, starts both servers on loopback, drives them with the
 # same wrk load at 32 connections and at 1 in alternating rounds ($rounds,
 # default 3), prints requests/s, p50 and p99 of each and the median of Gust's
-# ratios to the baseline, then measures cold starts and warm requests of the
-# SDK hello function. Needs wrk (apt-get install wrk).
+# ratios to the baseline, then the same for reference with bench/wasmhost, a
+# host of the same module that does nothing else (the least any host of it
+# costs), then measures cold starts and warm requests of the SDK hello
+# function and asynchronous invocations. Needs wrk (apt-get install wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -21,6 +23,7 @@ go build -o "$work/gust" ./cmd/gust
 go build -o "$work/bare" ./bench/bare
 go build -o "$work/coldstart" ./bench/coldstart
 go build -o "$work/async" ./bench/async
+go build -o "$work/wasmhost" ./bench/wasmhost
 BARE=127.0.0.1:18181
 GUST=127.0.0.1:18180
 "$work/bare" -addr "$BARE" & pids+=($!)
@@ -43,6 +46,12 @@ GOOS=wasip1 GOARCH=wasm go build -trimpath -buildmode=c-shared -o "$work/hello.w
 
 . bench/lib.sh
 compare "gust SDK hello" "http://$BARE/" "http://$GUST/fn/default/hello"
+
+WASMHOST=127.0.0.1:18183
+"$work/wasmhost" -addr "$WASMHOST" -module "$work/hello.wasm" & pids+=($!)
+for _ in $(seq 100); do curl -sf "http://$WASMHOST/" >/dev/null && break; sleep 0.1; done
+echo "for reference, a host of the same module that does nothing else:"
+compare "minimal wasm host" "http://$BARE/" "http://$WASMHOST/"
 
 "$work/coldstart" -url "http://$GUST/fn/default/hello-cold" -warm-url "http://$GUST/fn/default/hello" -n 300
 
