@@ -546,6 +546,27 @@ func TestServerPprof(t *testing.T) {
 	}
 }
 
+// TestServerAddressInUse: a server whose address is taken exits 1 and says
+// so in one line that names the address once, and does not log that it
+// stopped, since it never served.
+func TestServerAddressInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := taken.Addr().String()
+	var logs syncBuffer
+	code := Run(context.Background(), []string{"server", "--addr", addr, "--data-dir", t.TempDir()}, nil, io.Discard, &logs)
+	want := "gust server: listen on " + addr + ": bind: address already in use\n"
+	if code != 1 || !strings.HasSuffix(logs.String(), want) {
+		t.Errorf("exit %d, output:\n%s\nwant exit 1, ending in %q", code, logs.String(), want)
+	}
+	if strings.Contains(logs.String(), "gust stopped") {
+		t.Errorf("a server that never served logged that it stopped:\n%s", logs.String())
+	}
+}
+
 // tryStart starts a server on dir and returns why it could not; one that
 // starts is stopped.
 func tryStart(t *testing.T, dir string) error {

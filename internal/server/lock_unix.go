@@ -17,14 +17,14 @@ import (
 func lockDataDir(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("server: data dir: %w", err)
+		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("server: data dir %s is in use by another gust server: stop it, or give this one another --data-dir", dir)
+			return nil, fmt.Errorf("data dir %s is in use by another gust server: stop it, or give this one another --data-dir", dir)
 		}
-		return nil, fmt.Errorf("server: locking the data dir: %w", err)
+		return nil, fmt.Errorf("locking the data dir: %w", err)
 	}
 	return f, nil
 }

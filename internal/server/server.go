@@ -96,7 +96,7 @@ type Server struct {
 // New checks cfg and returns a Server that Start will start.
 func New(cfg Config) (*Server, error) {
 	if cfg.DataDir == "" {
-		return nil, errors.New("server: a data directory is required")
+		return nil, errors.New("a data directory is required")
 	}
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:8080"
@@ -117,7 +117,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		}
 	}()
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("server: data dir: %w", err)
+		return fmt.Errorf("data dir: %w", err)
 	}
 	if s.dirLock, err = lockDataDir(s.cfg.DataDir); err != nil {
 		return err
@@ -152,11 +152,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	_, noKeyFile := os.Stat(keyFile)
 	masterKey, err := tenant.LoadMasterKey(s.cfg.MasterKey, keyFile)
 	if err != nil {
-		return fmt.Errorf("server: %w", err)
+		return fmt.Errorf("master key: %w", err)
 	}
 	sealer, err := tenant.NewSealer(masterKey)
 	if err != nil {
-		return fmt.Errorf("server: %w", err)
+		return fmt.Errorf("master key: %w", err)
 	}
 	s.tenants, err = tenant.New(ctx, tenant.Deps{Store: s.store, Sealer: sealer, Logger: s.log})
 	if err != nil {
@@ -236,7 +236,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 
 	s.listener, err = net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("server: listen on %s: %w", s.cfg.Addr, err)
+		// The error repeats the address: "listen tcp ADDR: bind: ...".
+		if op := (*net.OpError)(nil); errors.As(err, &op) {
+			err = op.Err
+		}
+		return fmt.Errorf("listen on %s: %w", s.cfg.Addr, err)
 	}
 	s.http = &http.Server{
 		Handler:           mux,
@@ -373,7 +377,10 @@ func (s *Server) stop(ctx context.Context) error {
 	if s.dirLock != nil {
 		s.dirLock.Close() // and with it the lock
 	}
-	s.log.Info("gust stopped")
+	if s.http != nil {
+		// A start that failed said why; it did not serve, nor stop.
+		s.log.Info("gust stopped")
+	}
 	return errors.Join(errs...)
 }
 
@@ -385,13 +392,13 @@ func readOrMakeNATSToken(dataDir string) (token, file string, err error) {
 	if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) > 0 {
 		return strings.TrimSpace(string(b)), file, nil
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", file, fmt.Errorf("server: %w", err)
+		return "", file, fmt.Errorf("NATS token: %w", err)
 	}
 	raw := make([]byte, 32)
 	rand.Read(raw)
 	token = hex.EncodeToString(raw)
 	if err := os.WriteFile(file, []byte(token+"\n"), 0o600); err != nil {
-		return "", file, fmt.Errorf("server: %w", err)
+		return "", file, fmt.Errorf("NATS token: %w", err)
 	}
 	return token, file, nil
 }
