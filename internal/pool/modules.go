@@ -52,15 +52,21 @@ func (p *Pool) acquire(ctx context.Context, kind, digest string, load func(conte
 	start := time.Now()
 	key := moduleKey{kind: kind, digest: digest}
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, errClosed
+	}
 	m, ok := p.modules[key]
 	if !ok {
 		m = &module{ready: make(chan struct{})}
 		p.modules[key] = m
+		p.preparing.Add(1)
 	}
 	m.inflight++
 	p.mu.Unlock()
 	if !ok {
 		go func() {
+			defer p.preparing.Done()
 			// Not the caller's context: the pool's, which Close ends.
 			pctx, cancel := context.WithTimeout(p.background, prepareTimeout)
 			defer cancel()

@@ -99,6 +99,10 @@ type Pool struct {
 	closed   bool
 	syncs    sync.WaitGroup // Sync's goroutines, which Close cancels and waits for
 	closing  sync.WaitGroup // closes of discarded instances, which Close waits for
+	// preparing counts the preparations of modules, which Close cancels
+	// and waits for: a compile that went on would use the runtime after
+	// its owner closed it.
+	preparing sync.WaitGroup
 
 	background context.Context // Sync's work; Close cancels it
 	cancel     context.CancelFunc
@@ -395,6 +399,7 @@ func (p *Pool) Close() {
 		vp.close()
 	}
 	p.closing.Wait()
+	p.preparing.Wait()
 	p.Retain(nil)
 }
 

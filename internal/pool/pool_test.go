@@ -63,7 +63,7 @@ func fillCache() error {
 	errs := make([]error, 2)
 	for i, artifact := range [][]byte{reactorWasm, guestWasm} {
 		wg.Go(func() {
-			m, err := rt.Compile(ctx, artifact)
+			m, err := rt.Compile(ctx, "", artifact)
 			if err == nil {
 				m.Close(ctx)
 			}
@@ -1116,5 +1116,66 @@ func TestSnapStart(t *testing.T) {
 		if (first == second) != c.same {
 			t.Errorf("%s: tokens %q and %q, want them the same: %v", c.name, first, second, c.same)
 		}
+	}
+}
+
+// gatedPrepare is a sandbox whose Prepare waits for gate once it has said
+// so on entered, and whose prepared modules count their closes.
+type gatedPrepare struct {
+	runtime.Sandbox
+	entered, gate chan struct{}
+	closed        *atomic.Int32
+}
+
+func (s gatedPrepare) Prepare(ctx context.Context, digest string, artifact []byte) (runtime.Prepared, error) {
+	close(s.entered)
+	<-s.gate
+	p, err := s.Sandbox.Prepare(ctx, digest, artifact)
+	if err != nil {
+		return nil, err
+	}
+	return countedClose{p, s.closed}, nil
+}
+
+type countedClose struct {
+	runtime.Prepared
+	closed *atomic.Int32
+}
+
+func (p countedClose) Close(ctx context.Context) error {
+	p.closed.Add(1)
+	return p.Prepared.Close(ctx)
+}
+
+// TestCloseWaitsForPreparations: Close returns only once the compiles it
+// found running are done, those a deploy waits for included, and closes
+// what they made: the runtime may be closed right after (wazero panics
+// when a compile outlives it).
+func TestCloseWaitsForPreparations(t *testing.T) {
+	rt, err := wasm.New(context.Background(), wasm.Config{CacheDir: cacheDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(context.Background())
+	sb := gatedPrepare{Sandbox: rt, entered: make(chan struct{}), gate: make(chan struct{}), closed: &atomic.Int32{}}
+	p := New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: sb}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}})
+	checked := make(chan error, 1)
+	go func() {
+		checked <- p.Check(context.Background(), target("f", reactorWasm, nil).Version.Spec, registry.Digest(reactorWasm), reactorWasm)
+	}()
+	<-sb.entered
+	closed := make(chan struct{})
+	go func() { p.Close(); close(closed) }()
+	select {
+	case <-closed:
+		close(sb.gate)
+		t.Fatal("Close returned while a module was still being prepared")
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(sb.gate)
+	<-closed
+	<-checked
+	if n := sb.closed.Load(); n != 1 {
+		t.Errorf("the module prepared during Close was closed %d times, want 1", n)
 	}
 }
