@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -564,6 +565,65 @@ func TestServerAddressInUse(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "gust stopped") {
 		t.Errorf("a server that never served logged that it stopped:\n%s", logs.String())
+	}
+}
+
+// TestRestartPrunesCompiledCode: a restarted server deletes the compiled
+// code of artifacts that are no longer stored, and of an older wazero, and
+// keeps (without compiling again) the code of the functions deployed.
+func TestRestartPrunesCompiledCode(t *testing.T) {
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "wasm-cache")
+	n := startNode(t, dir)
+	n.mustGust(t, "deploy", guestPath, "--name", "kept")
+	n.stop(t)
+	list := func() map[string]time.Time {
+		out := map[string]time.Time{}
+		filepath.WalkDir(cache, func(path string, e os.DirEntry, err error) error {
+			if info, ierr := e.Info(); err == nil && ierr == nil && !e.IsDir() {
+				rel, _ := filepath.Rel(cache, path)
+				out[rel] = info.ModTime()
+			}
+			return nil
+		})
+		return out
+	}
+	deployed := list()
+	if len(deployed) < 2 {
+		t.Fatalf("after a deploy the cache holds %v, want the function's code and its marker", deployed)
+	}
+	// What a server that was down when an artifact was deleted finds, and
+	// what an older wazero left.
+	var codeDir, markers string
+	for f := range deployed {
+		if strings.HasPrefix(f, "decoded") {
+			markers = filepath.Dir(f)
+		} else {
+			codeDir = filepath.Dir(f)
+		}
+	}
+	planted := map[string]string{
+		filepath.Join(codeDir, "deleted"):                   strings.Repeat("x", 1<<20),
+		filepath.Join(markers, strings.Repeat("ab", 32)):    `{"owner":"sha256:` + strings.Repeat("0", 64) + `","files":["` + filepath.Join(codeDir, "deleted") + `"]}`,
+		filepath.Join("wazero-v0.0.1-amd64-linux", "older"): "code of an older wazero",
+	}
+	for f, content := range planted {
+		os.MkdirAll(filepath.Dir(filepath.Join(cache, f)), 0o700)
+		os.WriteFile(filepath.Join(cache, f), []byte(content), 0o600)
+	}
+
+	n = startNode(t, dir)
+	if got := list(); !maps.Equal(got, deployed) {
+		t.Errorf("after the restart the cache holds %v, want what the deploy left, unchanged: %v", got, deployed)
+	}
+	if !strings.Contains(n.logs.String(), "deleted compiled code no artifact uses") {
+		t.Errorf("the log does not say that compiled code was deleted:\n%s", n.logs.String())
+	}
+	if a := n.do(t, "POST", "/fn/default/kept/ok", "", strings.NewReader("x")); a.status >= 400 {
+		t.Errorf("the kept function after the restart: %d %s", a.status, a.body)
+	}
+	if got := list(); !maps.Equal(got, deployed) {
+		t.Errorf("invoking the kept function changed the cache to %v: it was compiled again", got)
 	}
 }
 

@@ -47,6 +47,21 @@ func Digest(artifact []byte) string {
 
 func objectName(digest string) string { return strings.Replace(digest, ":", "-", 1) }
 
+func digestOf(objectName string) string { return strings.Replace(objectName, "-", ":", 1) }
+
+// Stored returns the digests of the artifacts in the store.
+func (a *Artifacts) Stored(ctx context.Context) (map[string]bool, error) {
+	objects, err := a.objects.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(objects))
+	for _, o := range objects {
+		out[digestOf(o.Name)] = true
+	}
+	return out, nil
+}
+
 // Put stores artifact under digest, and checks the digest of what was
 // stored. One stored already is not stored again unless it was stored more
 // than Grace/2 ago: then it is, so that Sweep leaves it for a while, as the
@@ -111,7 +126,7 @@ func (a *Artifacts) Sweep(ctx context.Context, inUse func() map[string]bool, now
 	used := inUse()
 	unused := map[string]bool{}
 	for _, o := range objects {
-		digest := strings.Replace(o.Name, "-", ":", 1)
+		digest := digestOf(o.Name)
 		if used[digest] {
 			continue
 		}

@@ -148,6 +148,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// Before anything compiles: what the cache holds of artifacts deleted
+	// while the server was down, or of an older wazero, goes now.
+	s.pruneCompiled(ctx, artifacts, 0)
 	keyFile := filepath.Join(s.cfg.DataDir, MasterKeyFile)
 	_, noKeyFile := os.Stat(keyFile)
 	masterKey, err := tenant.LoadMasterKey(s.cfg.MasterKey, keyFile)
@@ -304,6 +307,26 @@ func (s *Server) sweepArtifacts(ctx context.Context, artifacts *registry.Artifac
 		for _, d := range deleted {
 			s.log.Info("deleted an artifact no version uses", "digest", d)
 		}
+		s.pruneCompiled(ctx, artifacts, artifacts.Grace)
+	}
+}
+
+// pruneCompiled deletes the compiled code of the artifacts that are no
+// longer stored (this node's sweep or another's deleted them), except what
+// was compiled less than grace ago: a deploy compiles its artifact before
+// it stores it.
+func (s *Server) pruneCompiled(ctx context.Context, artifacts *registry.Artifacts, grace time.Duration) {
+	stored, err := artifacts.Stored(ctx)
+	if err != nil {
+		s.log.Warn("could not list the stored artifacts; their compiled code is kept", "err", err)
+		return
+	}
+	freed, err := s.rt.PruneCache(func(digest string) bool { return stored[digest] }, grace)
+	if err != nil {
+		s.log.Warn("could not delete all the compiled code no artifact uses", "err", err)
+	}
+	if freed > 0 {
+		s.log.Info("deleted compiled code no artifact uses", "bytes", freed)
 	}
 }
 

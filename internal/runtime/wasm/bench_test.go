@@ -54,7 +54,7 @@ func BenchmarkReactorStart(b *testing.B) {
 
 // compileHello compiles the SDK hello function in a runtime of its own.
 func compileHello(b *testing.B) *Module {
-	m, err := newRuntime(b).Compile(context.Background(), wasmtest.MustRead(wasmtest.Hello))
+	m, err := newRuntime(b).Compile(context.Background(), "", wasmtest.MustRead(wasmtest.Hello))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -112,15 +113,22 @@ func limitAddressSpace(budget uint64) error {
 	return syscall.Setrlimit(syscall.RLIMIT_AS, &lim)
 }
 
+// checksInChild says that decodeCheck compiles in a child process, which
+// reports the files of compiled code it added to the cache.
+const checksInChild = true
+
 // decodeCheck compiles module for the fast or the safe runtime (safe) in a
-// child process, into cacheDir if not empty. A module that is invalid, or
-// that needs more memory or time than the child has, is a
+// child process, into cacheDir if not empty, and returns the files of
+// compiled code it added there (paths relative to cacheDir): the child
+// compiles into a folder of its own, whose files are then moved into the
+// cache, so that each is known to be this module's. A module that is
+// invalid, or that needs more memory or time than the child has, is a
 // runtime.BadArtifact error; another error says the check could not be
 // made. The caller's cancellation ends its wait for a slot, not a check
 // that has started, which is bounded by its own timeout: its time counts
 // from its start, not from when it was asked for, so that a module
 // checked while others are is not refused for their time.
-func decodeCheck(ctx context.Context, module []byte, safe bool, cacheDir string) error {
+func decodeCheck(ctx context.Context, module []byte, safe bool, cacheDir string) ([]string, error) {
 	mode := "fast"
 	if safe {
 		mode = "safe"
@@ -128,14 +136,23 @@ func decodeCheck(ctx context.Context, module []byte, safe bool, cacheDir string)
 	select {
 	case decodeCheckSlots <- struct{}{}:
 	case <-ctx.Done():
-		return fmt.Errorf("wasm: the module could not be checked: waiting for other modules' checks: %w", context.Cause(ctx))
+		return nil, fmt.Errorf("wasm: the module could not be checked: waiting for other modules' checks: %w", context.Cause(ctx))
 	}
 	defer func() { <-decodeCheckSlots }()
 	timeout := decodeCheckTime + decodeCheckTimePerMiB*time.Duration(len(module)>>20)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
+	childCache := ""
+	if cacheDir != "" {
+		dir, err := os.MkdirTemp(cacheDir, compilingPrefix)
+		if err != nil {
+			return nil, fmt.Errorf("wasm: the module could not be checked: %w", err)
+		}
+		defer os.RemoveAll(dir)
+		childCache = dir
+	}
 	// The running binary, even if the file was replaced since it started.
-	cmd := exec.CommandContext(ctx, "/proc/self/exe", decodeCheckArg, mode, cacheDir)
+	cmd := exec.CommandContext(ctx, "/proc/self/exe", decodeCheckArg, mode, childCache)
 	cmd.Stdin = bytes.NewReader(module)
 	var stderr bytes.Buffer
 	cmd.Stderr = &limitedWriter{w: &stderr, n: 4 << 10}
@@ -150,17 +167,58 @@ func decodeCheck(ctx context.Context, module []byte, safe bool, cacheDir string)
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
-		return nil
+		if childCache == "" {
+			return nil, nil
+		}
+		// Without the files, the module still compiles here: from
+		// scratch, into the cache, and owned by no one.
+		files, _ := adoptCompiled(childCache, cacheDir)
+		return files, nil
 	case ctx.Err() != nil:
-		return refused(fmt.Sprintf("compiling it takes longer than %s", timeout))
+		return nil, refused(fmt.Sprintf("compiling it takes longer than %s", timeout))
 	case errors.As(err, &exit) && exit.ExitCode() == 1:
-		return refused(strings.TrimSpace(stderr.String()))
+		return nil, refused(strings.TrimSpace(stderr.String()))
 	case errors.As(err, &exit) && exit.ExitCode() == 2:
 		// A fatal error of the Go runtime: out of memory, most often.
-		return refused(fmt.Sprintf("compiling it needs more than %d MiB of memory, or crashed the compiler", (decodeCheckBase+decodeCheckPerByte*len(module))>>20))
+		return nil, refused(fmt.Sprintf("compiling it needs more than %d MiB of memory, or crashed the compiler", (decodeCheckBase+decodeCheckPerByte*len(module))>>20))
 	}
 	// Killed by a signal (the host's OOM killer), or could not start.
-	return fmt.Errorf("wasm: the module could not be checked: %v: %s", err, strings.TrimSpace(stderr.String()))
+	return nil, fmt.Errorf("wasm: the module could not be checked: %v: %s", err, strings.TrimSpace(stderr.String()))
+}
+
+// adoptCompiled moves the files of compiled code from the child's cache
+// folder into the cache at the same place (wazero keeps them in a folder
+// per wazero version, platform included), and returns their paths
+// relative to the cache.
+func adoptCompiled(childCache, cacheDir string) ([]string, error) {
+	dirs, err := os.ReadDir(childCache)
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, d := range dirs {
+		if !d.IsDir() {
+			continue
+		}
+		entries, err := os.ReadDir(filepath.Join(childCache, d.Name()))
+		if err != nil {
+			return files, err
+		}
+		for _, e := range entries {
+			if !e.Type().IsRegular() || strings.HasSuffix(e.Name(), ".tmp") {
+				continue // one wazero was still writing: the child failed
+			}
+			rel := filepath.Join(d.Name(), e.Name())
+			if err := os.MkdirAll(filepath.Join(cacheDir, d.Name()), 0o700); err != nil {
+				return files, err
+			}
+			if err := os.Rename(filepath.Join(childCache, rel), filepath.Join(cacheDir, rel)); err != nil {
+				return files, err
+			}
+			files = append(files, rel)
+		}
+	}
+	return files, nil
 }
 
 // limitedWriter keeps the first n bytes written to it.

@@ -42,7 +42,7 @@ func forever(body ...byte) []byte {
 func TestGuestCannotResetItsBudget(t *testing.T) {
 	rt := newRuntime(t)
 	resetting := commandModule(1, nil, forever(0x41, 5, 0x24, 0)) // global.set 0 (i32.const 5)
-	_, err := rt.Compile(context.Background(), resetting)
+	_, err := rt.Compile(context.Background(), "", resetting)
 	var rerr *runtime.Error
 	if !errors.As(err, &rerr) || rerr.Kind != runtime.BadArtifact || !strings.Contains(err.Error(), "global 0") {
 		t.Fatalf("Compile = %v, want the module refused for the global it does not have", err)
@@ -76,7 +76,7 @@ func TestTablesAreBounded(t *testing.T) {
 		{"no maximum", table(0x00, 1)},
 		{"a maximum past the bound", table(append([]byte{0x01, 1}, leb(4*maxTableEntries)...)...)},
 	} {
-		m, err := rt.Compile(ctx, commandModule(1, tc.tables, grow))
+		m, err := rt.Compile(ctx, "", commandModule(1, tc.tables, grow))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -87,7 +87,7 @@ func TestTablesAreBounded(t *testing.T) {
 		}
 	}
 	starts := append([]byte{2, 0x70, 0x00}, append(leb(maxTableEntries/2+1), 0x70, 0x00, 0)...) // two tables, one starting past its half
-	_, err := rt.Compile(ctx, commandModule(1, starts, []byte{0x01}))
+	_, err := rt.Compile(ctx, "", commandModule(1, starts, []byte{0x01}))
 	var rerr *runtime.Error
 	if !errors.As(err, &rerr) || rerr.Kind != runtime.BadArtifact || !strings.Contains(err.Error(), "table 0 starts with") {
 		t.Errorf("Compile = %v, want the module refused for its table's start", err)

@@ -18,7 +18,7 @@ import (
 // (an anonymous executable mapping of wazero's) is on huge pages, where
 // the kernel collapses them.
 func TestCompiledCodeOnHugePages(t *testing.T) {
-	if _, err := newRuntime(t).Compile(context.Background(), wasmtest.MustRead(wasmtest.Hello)); err != nil {
+	if _, err := newRuntime(t).Compile(context.Background(), "", wasmtest.MustRead(wasmtest.Hello)); err != nil {
 		t.Fatal(err)
 	}
 	collapseCode() // Compile's own pass runs in the background

@@ -145,7 +145,7 @@ func FuzzInstrument(f *testing.F) {
 		}
 		// wazero decodes in this process only what the child process
 		// could decode: a forged count would end the fuzzer.
-		if decodeCheck(ctx, module, true, "") != nil {
+		if _, err := decodeCheck(ctx, module, true, ""); err != nil {
 			return
 		}
 		orig, err := rt.CompileModule(ctx, module)
@@ -191,14 +191,14 @@ func TestCompileRefusesDecoderBombs(t *testing.T) {
 	ctx := context.Background()
 	rt := newRuntime(t)
 	for name, module := range bombs {
-		_, err := rt.Compile(ctx, []byte(module))
+		_, err := rt.Compile(ctx, "", []byte(module))
 		var rerr *runtime.Error
 		if !errors.As(err, &rerr) || rerr.Kind != runtime.BadArtifact || !strings.Contains(rerr.Message, "invalid WebAssembly module: ") {
 			t.Errorf("Compile(%s bomb) = %v, want a bad artifact saying why", name, err)
 		}
 	}
 	// A good module still compiles.
-	if _, err := rt.Compile(ctx, wasmtest.MustRead(wasmtest.HelloCGI)); err != nil {
+	if _, err := rt.Compile(ctx, "", wasmtest.MustRead(wasmtest.HelloCGI)); err != nil {
 		t.Errorf("Compile(hello-cgi) = %v", err)
 	}
 }
@@ -242,7 +242,7 @@ func TestDecodeCheckWaitsItsTurn(t *testing.T) {
 	}
 	release := hold()
 	done := make(chan error, 1)
-	go func() { done <- decodeCheck(context.Background(), tinyModule(), true, "") }()
+	go func() { _, err := decodeCheck(context.Background(), tinyModule(), true, ""); done <- err }()
 	time.Sleep(decodeCheckTime + time.Second) // longer than the check may take
 	release()
 	if err := <-done; err != nil {
@@ -253,7 +253,7 @@ func TestDecodeCheckWaitsItsTurn(t *testing.T) {
 	defer release()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	go func() { done <- decodeCheck(ctx, tinyModule(), true, "") }()
+	go func() { _, err := decodeCheck(ctx, tinyModule(), true, ""); done <- err }()
 	var err error
 	select {
 	case err = <-done:
@@ -298,7 +298,7 @@ func TestRecursionIsInterrupted(t *testing.T) {
 func stopsAtItsDeadline(t *testing.T, module []byte, what string) {
 	t.Helper()
 	rt := newRuntime(t)
-	m, err := rt.Compile(context.Background(), module)
+	m, err := rt.Compile(context.Background(), "", module)
 	if err != nil {
 		t.Fatalf("Compile: %v", err)
 	}

@@ -18,7 +18,7 @@ func startReactor(t *testing.T) (*Module, *Instance) {
 	t.Helper()
 	ctx := context.Background()
 	rt := newRuntime(t)
-	m, err := rt.Compile(ctx, reactorWasm)
+	m, err := rt.Compile(ctx, "", reactorWasm)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,8 @@ import (
 )
 
 // Prepare compiles artifact. It implements runtime.Sandbox.
-func (r *Runtime) Prepare(ctx context.Context, _ string, artifact []byte) (runtime.Prepared, error) {
-	m, err := r.Compile(ctx, artifact)
+func (r *Runtime) Prepare(ctx context.Context, digest string, artifact []byte) (runtime.Prepared, error) {
+	m, err := r.Compile(ctx, digest, artifact)
 	if err != nil {
 		return nil, err
 	}

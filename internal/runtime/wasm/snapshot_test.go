@@ -42,7 +42,7 @@ func get(t *testing.T, inst *Instance, path string) string {
 // (the requests it counted) is not. Another owner, the same owner with
 // another environment, and an instance with no owner start afresh.
 func TestSnapshotStartsLaterInstances(t *testing.T) {
-	m, err := newRuntime(t).Compile(context.Background(), reactorWasm)
+	m, err := newRuntime(t).Compile(context.Background(), "", reactorWasm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestSnapshotStartsLaterInstances(t *testing.T) {
 // TestSnapshotRestoredInstanceFaults: an instance started from a snapshot
 // meets its memory limit and its deadline as any other does.
 func TestSnapshotRestoredInstanceFaults(t *testing.T) {
-	m, err := newRuntime(t).Compile(context.Background(), reactorWasm)
+	m, err := newRuntime(t).Compile(context.Background(), "", reactorWasm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestSnapshotRestoredInstanceFaults(t *testing.T) {
 // start in full; a closed module gives its snapshots' bytes back.
 func TestSnapshotBudget(t *testing.T) {
 	rt := newRuntime(t)
-	m, err := rt.Compile(context.Background(), reactorWasm)
+	m, err := rt.Compile(context.Background(), "", reactorWasm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestSnapshotBudget(t *testing.T) {
 // is dropped, and the instance starts in full; the next start takes a new
 // one.
 func TestSnapshotThatDoesNotFit(t *testing.T) {
-	m, err := newRuntime(t).Compile(context.Background(), reactorWasm)
+	m, err := newRuntime(t).Compile(context.Background(), "", reactorWasm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestSnapshotThatDoesNotFit(t *testing.T) {
 // their bytes; another owner's stay.
 func TestSnapshotForget(t *testing.T) {
 	rt := newRuntime(t)
-	m, err := rt.Compile(context.Background(), reactorWasm)
+	m, err := rt.Compile(context.Background(), "", reactorWasm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestSnapshotForget(t *testing.T) {
 // the memory and globals the first held right after its start, byte for
 // byte.
 func TestSnapshotRestoresTheStart(t *testing.T) {
-	m, err := newRuntime(t).Compile(context.Background(), reactorWasm)
+	m, err := newRuntime(t).Compile(context.Background(), "", reactorWasm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestSnapshotOneTakerPerBurst(t *testing.T) {
 // taking theirs). That only one of them takes it is
 // TestSnapshotOneTakerPerBurst's.
 func TestSnapshotBurstOfFirstStarts(t *testing.T) {
-	m, err := newRuntime(t).Compile(context.Background(), reactorWasm)
+	m, err := newRuntime(t).Compile(context.Background(), "", reactorWasm)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,7 +46,7 @@ type Runtime struct {
 	// snapshotBytes counts the bytes of the modules' snapshots, which
 	// snapshotBudget bounds.
 	snapshotBytes atomic.Int64
-	decoded       decodedModules
+	decoded       *decodedModules
 	wasi          map[string]bool // functions of wasi_snapshot_preview1 that wazero provides
 	host          map[string]bool // functions of the gust host module
 	closeFn       func(context.Context) error
@@ -65,11 +65,20 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		cache = c
 		rc = rc.WithCompilationCache(c)
 	}
+	decoded := &decodedModules{dir: cfg.CacheDir}
+	if cfg.CacheDir != "" {
+		code, err := wazeroCodeDir(ctx, cfg.CacheDir)
+		if err != nil {
+			cache.Close(ctx)
+			return nil, fmt.Errorf("wasm: compilation cache %s: %w", cfg.CacheDir, err)
+		}
+		decoded.code = code
+	}
 	r := &Runtime{
 		fast:    wazero.NewRuntimeWithConfig(ctx, rc),
 		safe:    wazero.NewRuntimeWithConfig(ctx, rc.WithCloseOnContextDone(true)),
 		spares:  newMappingSpares(sparesBudget),
-		decoded: decodedModules{dir: cfg.CacheDir},
+		decoded: decoded,
 	}
 	r.closeFn = func(ctx context.Context) error {
 		r.spares.close() // first: what the runtimes free now is unmapped
@@ -98,6 +107,15 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	return r, nil
 }
 
+// PruneCache deletes from the compilation cache the code of the artifacts
+// whose digests keep refuses, and what belongs to no artifact (code of an
+// older wazero, or of a compile a crash cut short), but what was compiled
+// less than grace ago; it waits for the compiles in progress. It returns
+// how many bytes it freed.
+func (r *Runtime) PruneCache(keep func(digest string) bool, grace time.Duration) (int64, error) {
+	return r.decoded.prune(keep, grace)
+}
+
 // Close closes every module and the runtime. Call it once, after every
 // invocation has returned.
 func (r *Runtime) Close(ctx context.Context) error { return r.closeFn(ctx) }
@@ -119,8 +137,10 @@ type Module struct {
 func (m *Module) Kind() Kind { return m.kind }
 
 // Compile validates and compiles a module. A module that Gust cannot run
-// fails with a runtime.BadArtifact error that says why.
-func (r *Runtime) Compile(ctx context.Context, artifact []byte) (*Module, error) {
+// fails with a runtime.BadArtifact error that says why. owner is the
+// artifact's digest, which PruneCache keeps its compiled code by ("" for
+// none: then PruneCache drops it).
+func (r *Runtime) Compile(ctx context.Context, owner string, artifact []byte) (*Module, error) {
 	if !bytes.HasPrefix(artifact, []byte("\x00asm")) {
 		return nil, runtime.Errorf(runtime.BadArtifact, "artifact is not a WebAssembly module (it does not start with \\0asm)")
 	}
@@ -143,7 +163,7 @@ func (r *Runtime) Compile(ctx context.Context, artifact []byte) (*Module, error)
 	}
 	// Compiled first in a child process with limited memory and time, and
 	// into the same compilation cache: then here, from the cache.
-	if err := r.decoded.check(ctx, artifact, code, engine == r.safe); err != nil {
+	if err := r.decoded.check(ctx, owner, artifact, code, engine == r.safe); err != nil {
 		return nil, err
 	}
 	compiled, err := engine.CompileModule(ctx, code)

@@ -31,7 +31,7 @@ func compileGuest(t *testing.T, cacheDir string) *Module {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.Close(ctx) })
-	m, err := rt.Compile(ctx, guestWasm)
+	m, err := rt.Compile(ctx, "", guestWasm)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestCompileRejects(t *testing.T) {
 			"imports env.f"},
 	}
 	for _, tt := range tests {
-		_, err := rt.Compile(ctx, []byte(tt.artifact))
+		_, err := rt.Compile(ctx, "", []byte(tt.artifact))
 		if runtime.KindOf(err) != runtime.BadArtifact || !strings.Contains(err.Error(), tt.message) {
 			t.Errorf("Compile(%s) = %v, want a bad artifact error containing %q", tt.name, err, tt.message)
 		}
@@ -257,7 +257,7 @@ func TestHiddenMemoryOverTheLimit(t *testing.T) {
 	}
 	ctx := context.Background()
 	rt := newRuntime(t)
-	m, err := rt.Compile(ctx, module)
+	m, err := rt.Compile(ctx, "", module)
 	if err != nil {
 		t.Fatal(err)
 	}
