@@ -130,6 +130,8 @@ func (r *Runtime) probe(ctx context.Context) error {
 }
 
 // Prepare unpacks a bundle once per node: a restart finds it unpacked.
+// The node's spare inits start with its first bundle, ahead of its first
+// cold start.
 func (r *Runtime) Prepare(ctx context.Context, digest string, artifact []byte) (runtime.Prepared, error) {
 	dir := filepath.Join(r.dir, strings.ReplaceAll(digest, ":", "-"))
 	r.bundlesMu.Lock()
@@ -140,6 +142,7 @@ func (r *Runtime) Prepare(ctx context.Context, digest string, artifact []byte) (
 		p.Close(ctx)
 		return nil, err
 	}
+	r.spares.begin()
 	return p, nil
 }
 

@@ -147,8 +147,28 @@ func TestSharedBundle(t *testing.T) {
 	}
 }
 
-// TestSpareInits: after a node's first cold start, the next ones take an
-// init process started ahead of them, which becomes any function's
+// TestSparesStartWithTheFirstBundle: a node without process functions
+// keeps no spare init; it starts them when it prepares its first bundle
+// (a deploy, or a restart that finds functions), before any cold start,
+// so that the first request after a deploy finds one ready.
+func TestSparesStartWithTheFirstBundle(t *testing.T) {
+	r := newRuntime(t)
+	time.Sleep(4 * spareDelay)
+	if n := r.spares.count(); n != 0 {
+		t.Fatalf("%d spare inits on a node without bundles, want 0", n)
+	}
+	prepare(t, r, map[string]string{"app.py": helloApp})
+	deadline := time.Now().Add(20 * time.Second)
+	for r.spares.count() < spareInits {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d spare inits 20 s after the first bundle was prepared, with no cold start; want %d", r.spares.count(), spareInits)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSpareInits: once a node has a bundle, its cold starts take an init
+// process started ahead of them, which becomes any function's
 // sandbox: its bundle, its configuration, the streams of a stdio
 // function's requests, its own network. A function with the host's
 // network gets an init of its own. Close stops the spares.
@@ -156,7 +176,7 @@ func TestSpareInits(t *testing.T) {
 	r := newRuntime(t)
 	prep := prepare(t, r, map[string]string{"run.sh*": "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"$GREETING from $(cat /var/task/name.txt)\"\ngrep -c : /proc/net/dev\n", "name.txt": "the bundle"})
 	shell := prep
-	runOnce(t, prep, testConfig(runtime.ProtocolStdio, "./run.sh")) // the node's first: no spare yet
+	runOnce(t, prep, testConfig(runtime.ProtocolStdio, "./run.sh")) // with a spare or without
 	spares := func() map[int]bool {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)

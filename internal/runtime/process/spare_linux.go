@@ -6,7 +6,9 @@ import (
 )
 
 // spareInits is how many init processes a node keeps started ahead of its
-// cold starts, once it has had one: in their namespaces and cgroup, with
+// cold starts, once it has a process function (deployed, or found at
+// start), so that the first request after a deploy finds one: in their
+// namespaces and cgroup, with
 // the Go runtime up and the common part of the root built, waiting for a
 // sandbox. Starting one is most of a cold start's time on a slow host, and
 // a spare takes that off the request's path. Each holds a few megabytes of
@@ -44,13 +46,18 @@ func newSpares(spawn func() (*initProc, error), busy func() bool) *spares {
 	return &spares{spawn: spawn, busy: busy, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
-// take returns a spare, or nil if none is ready. The first call starts
-// the spares.
-func (s *spares) take() *initProc {
+// begin starts the spares, the first time.
+func (s *spares) begin() {
 	s.start.Do(func() {
 		s.filling.Add(1)
 		go s.fill()
 	})
+}
+
+// take returns a spare, or nil if none is ready. It starts the spares if
+// nothing did.
+func (s *spares) take() *initProc {
+	s.begin()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for len(s.ready) > 0 {
