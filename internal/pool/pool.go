@@ -97,6 +97,7 @@ type Pool struct {
 	versions map[targetKey]*versionPool
 	active   map[targetKey]bool // keys of the last Sync
 	closed   bool
+	synced   bool           // Sync was called: what it makes active later is deployed
 	syncs    sync.WaitGroup // Sync's goroutines, which Close cancels and waits for
 	closing  sync.WaitGroup // closes of discarded instances, which Close waits for
 	// preparing counts the preparations of modules, which Close cancels
@@ -258,6 +259,15 @@ func (p *Pool) Sync(active []Target) {
 		p.mu.Unlock()
 		return
 	}
+	// What a deploy makes active starts once ahead of its first request
+	// (see warmStart); not what a node finds active at its start.
+	deployed := map[targetKey]bool{}
+	if p.synced {
+		for k := range keys {
+			deployed[k] = !p.active[k]
+		}
+	}
+	p.synced = true
 	p.active = keys
 	existing := maps.Clone(p.versions)
 	p.syncs.Add(len(want))
@@ -285,6 +295,9 @@ func (p *Pool) Sync(active []Target) {
 			if still {
 				vp.setActive(true)
 				p.scaleOne(vp)
+				if deployed[k] {
+					vp.warmStart()
+				}
 			}
 		}()
 	}

@@ -211,6 +211,7 @@ func waitStats(t testing.TB, p *Pool, tg Target, want Stats) {
 func activate(t testing.TB, p *Pool, targets ...Target) {
 	t.Helper()
 	p.Sync(targets)
+	p.syncs.Wait() // and with it the start of a version deployed (warmStart)
 	for _, tg := range targets {
 		waitFor(t, fmt.Sprintf("%s/%s version %d to be active", tg.Tenant, tg.Function, tg.Version.Number), func() bool {
 			p.mu.Lock()
@@ -1177,5 +1178,83 @@ func TestCloseWaitsForPreparations(t *testing.T) {
 	<-checked
 	if n := sb.closed.Load(); n != 1 {
 		t.Errorf("the module prepared during Close was closed %d times, want 1", n)
+	}
+}
+
+// countedStarts is a sandbox that counts its instances' starts and closes.
+type countedStarts struct {
+	runtime.Sandbox
+	starts, closes *atomic.Int32
+}
+
+func (s countedStarts) Prepare(ctx context.Context, digest string, artifact []byte) (runtime.Prepared, error) {
+	p, err := s.Sandbox.Prepare(ctx, digest, artifact)
+	if err != nil {
+		return nil, err
+	}
+	return countedStartsPrepared{p, s}, nil
+}
+
+type countedStartsPrepared struct {
+	runtime.Prepared
+	s countedStarts
+}
+
+func (p countedStartsPrepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
+	in, err := p.Prepared.Start(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.s.starts.Add(1)
+	return countedStartsInstance{in, p.s}, nil
+}
+
+type countedStartsInstance struct {
+	runtime.Instance
+	s countedStarts
+}
+
+func (in countedStartsInstance) Close(ctx context.Context) error {
+	in.s.closes.Add(1)
+	return in.Instance.Close(ctx)
+}
+
+// TestDeployedVersionStartsAhead: a WebAssembly version that a deploy
+// makes active starts an instance at once and closes it, so that its first
+// request starts from the snapshot that start left; the versions a node
+// finds active at its start, and those that stay active, do not, and a
+// version with min_instances starts only those.
+func TestDeployedVersionStartsAhead(t *testing.T) {
+	rt, err := wasm.New(context.Background(), wasm.Config{CacheDir: cacheDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close(context.Background())
+	sb := countedStarts{Sandbox: rt, starts: &atomic.Int32{}, closes: &atomic.Int32{}}
+	p := New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: sb}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}})
+	defer func() { settle(t, p); p.Close() }()
+	found := target("found", reactorWasm, nil)
+	activate(t, p, found) // what the node finds at its start
+	if n := sb.starts.Load(); n != 0 {
+		t.Fatalf("%d instances started for a version found at the start, want 0", n)
+	}
+
+	deployed := target("deployed", reactorWasm, nil)
+	activate(t, p, found, deployed)
+	if s, c := sb.starts.Load(), sb.closes.Load(); s != 1 || c != 1 {
+		t.Fatalf("after a deploy: %d starts and %d closes, want 1 and 1 (an instance started ahead and closed)", s, c)
+	}
+	if got := stats(p, deployed); got != (Stats{}) {
+		t.Errorf("Stats after the deploy = %+v, want none kept", got)
+	}
+	if body, out := mustCall(t, p, deployed, "/count"); body != "1" || !out.Cold {
+		t.Errorf("first /count = %q, cold %v; want \"1\", cold (from the snapshot)", body, out.Cold)
+	}
+
+	withMin := target("min", reactorWasm, func(s *registry.Spec) { s.MinInstances = 1 })
+	activate(t, p, found, deployed, withMin)
+	settle(t, p)
+	if s := sb.starts.Load(); s != 3 {
+		t.Errorf("%d starts after deploying a version with min_instances 1, want 3: its one warm instance, no other", s)
 	}
 }
