@@ -31,3 +31,26 @@ compare() {
 		printf "ratio at c=%s, median of %d rounds: throughput %.2fx of bare, p50 %.2fx of bare\n\n" "$c" "$n" "$(median 1)" "$(median 2)"
 	done
 }
+
+# first_after_deploy NAME ARTIFACT SPEC [N]: deploys ARTIFACT (a .wasm file,
+# or a process function's folder) with the spec SPEC, whose env gets a new
+# ROUND each time so that each deploy is a new version, N times (default
+# 20), and prints the p50 and p99 of how long the first request after each
+# deploy took to start its instance (Server-Timing init), a second after
+# the deploy, as a person trying it would send it.
+first_after_deploy() {
+	local inits="" spec="$work/first.yaml" args=("$2" -f "$work/first.yaml")
+	if [ -d "$2" ]; then
+		spec="$2/gust.yaml" args=("$2")
+	fi
+	for i in $(seq "${4:-20}"); do
+		{ cat "$3"; printf 'env:\n  ROUND: "%s"\n' "$i"; } > "$spec"
+		"$work/gust" deploy "${args[@]}" >/dev/null
+		sleep 1
+		inits="$inits$(curl -s -o /dev/null -D - "$GUST_URL/fn/default/$1" | tr -d '\r' |
+			sed -n 's/^Server-Timing: .*init;dur=\([0-9.]*\).*/\1/Ip')
+"
+	done
+	echo "$inits" | grep . | sort -n | awk -v name="$1" '{ v[NR] = $1 } END {
+		printf "first request after a deploy of %s (%d deploys): start p50 %.2fms  p99 %.2fms\n", name, NR, v[int((NR + 1) / 2)], v[NR] }'
+}

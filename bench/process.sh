@@ -6,7 +6,8 @@
 # hello (bench/stdiohello), then measures:
 #   - warm throughput of the hello server as an http process function at 32
 #     connections, against the same binary run bare on the host;
-#   - cold start of the same function, request to response (max_requests 1);
+#   - cold start of the same function, request to response (max_requests 1),
+#     and of the first request after a deploy;
 #   - per-request overhead of the stdio function over a bare fork/exec of
 #     the same program;
 #   - for reference, the least any proxy costs: bench/proxy, which does
@@ -99,5 +100,9 @@ into_cgroup "$proxied"
 conns=32 compare "minimal proxy, cgroup" "http://$BARE/" "http://$PROXY/"
 
 "$work/coldstart" -url "http://$GUST/fn/default/hello-cold" -warm-url "http://$GUST/fn/default/hello" -n 300
+mkdir -p "$work/hello-first"
+cp "$work/hello/bare" "$work/hello-first/bare"
+printf 'name: hello-first\nruntime: process\nauth: none\ncommand: ["./bare"]\n' > "$work/hello-first.yaml"
+first_after_deploy hello-first "$work/hello-first" "$work/hello-first.yaml"
 echo
 "$work/stdio" -url "http://$GUST/fn/default/stdio-hello" -prog "$work/stdio-hello/stdiohello" -n 300

@@ -6,8 +6,8 @@
 # default 3), prints requests/s, p50 and p99 of each and the median of Gust's
 # ratios to the baseline, then the same for reference with bench/wasmhost, a
 # host of the same module that does nothing else (the least any host of it
-# costs), then measures cold starts and warm requests of the SDK hello
-# function and asynchronous invocations. Needs wrk (apt-get install wrk).
+# costs), then measures cold starts (and the first request after a deploy)
+# and warm requests of the SDK hello function, and asynchronous invocations. Needs wrk (apt-get install wrk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -54,6 +54,8 @@ echo "for reference, a host of the same module that does nothing else:"
 compare "minimal wasm host" "http://$BARE/" "http://$WASMHOST/"
 
 "$work/coldstart" -url "http://$GUST/fn/default/hello-cold" -warm-url "http://$GUST/fn/default/hello" -n 300
+printf 'name: hello-first\nmemory_mb: 64\nauth: none\n' > "$work/hello-first.yaml"
+first_after_deploy hello-first "$work/hello.wasm" "$work/hello-first.yaml"
 
 echo
 "$work/async" -url "http://$GUST" -fn /fn/default/hello -n 5000 -c 32
