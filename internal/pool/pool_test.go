@@ -732,46 +732,62 @@ func TestCommandModuleStartsPerRequest(t *testing.T) {
 	}
 }
 
-// gatedClose is a sandbox whose instances' Close waits for gate, as a
-// process sandbox's teardown takes milliseconds.
-type gatedClose struct {
+// hooked is a sandbox that calls its hooks, each optional: prepare before
+// a module is prepared, closeModule when a prepared module is closed,
+// started after an instance started, and closeInstance before an instance
+// is closed.
+type hooked struct {
 	runtime.Sandbox
-	gate chan struct{}
+	prepare, closeModule, started, closeInstance func()
 }
 
-func (s gatedClose) Prepare(ctx context.Context, digest string, artifact []byte) (runtime.Prepared, error) {
+func runHook(f func()) {
+	if f != nil {
+		f()
+	}
+}
+
+func (s hooked) Prepare(ctx context.Context, digest string, artifact []byte) (runtime.Prepared, error) {
+	runHook(s.prepare)
 	p, err := s.Sandbox.Prepare(ctx, digest, artifact)
 	if err != nil {
 		return nil, err
 	}
-	return gatedClosePrepared{p, s.gate}, nil
+	return hookedPrepared{p, s}, nil
 }
 
-type gatedClosePrepared struct {
+type hookedPrepared struct {
 	runtime.Prepared
-	gate chan struct{}
+	s hooked
 }
 
-func (p gatedClosePrepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
+func (p hookedPrepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
 	in, err := p.Prepared.Start(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return gatedCloseInstance{in, p.gate}, nil
+	runHook(p.s.started)
+	return hookedInstance{in, p.s}, nil
 }
 
-type gatedCloseInstance struct {
+func (p hookedPrepared) Close(ctx context.Context) error {
+	runHook(p.s.closeModule)
+	return p.Prepared.Close(ctx)
+}
+
+type hookedInstance struct {
 	runtime.Instance
-	gate chan struct{}
+	s hooked
 }
 
-func (in gatedCloseInstance) Close(ctx context.Context) error {
-	<-in.gate
+func (in hookedInstance) Close(ctx context.Context) error {
+	runHook(in.s.closeInstance)
 	return in.Instance.Close(ctx)
 }
 
 // newGatedPool returns a pool of the reactor fixture in which closing an
-// instance waits until gate is closed.
+// instance waits until gate is closed, as a process sandbox's teardown
+// takes milliseconds.
 func newGatedPool(t *testing.T) (*Pool, chan struct{}) {
 	t.Helper()
 	rt, err := wasm.New(context.Background(), wasm.Config{CacheDir: cacheDir})
@@ -780,7 +796,7 @@ func newGatedPool(t *testing.T) (*Pool, chan struct{}) {
 	}
 	t.Cleanup(func() { rt.Close(context.Background()) })
 	gate := make(chan struct{})
-	return New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: gatedClose{rt, gate}}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}}), gate
+	return New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: hooked{Sandbox: rt, closeInstance: func() { <-gate }}}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}}), gate
 }
 
 // waitsForTheClose runs request, which must still wait 200 ms later (for
@@ -1120,34 +1136,6 @@ func TestSnapStart(t *testing.T) {
 	}
 }
 
-// gatedPrepare is a sandbox whose Prepare waits for gate once it has said
-// so on entered, and whose prepared modules count their closes.
-type gatedPrepare struct {
-	runtime.Sandbox
-	entered, gate chan struct{}
-	closed        *atomic.Int32
-}
-
-func (s gatedPrepare) Prepare(ctx context.Context, digest string, artifact []byte) (runtime.Prepared, error) {
-	close(s.entered)
-	<-s.gate
-	p, err := s.Sandbox.Prepare(ctx, digest, artifact)
-	if err != nil {
-		return nil, err
-	}
-	return countedClose{p, s.closed}, nil
-}
-
-type countedClose struct {
-	runtime.Prepared
-	closed *atomic.Int32
-}
-
-func (p countedClose) Close(ctx context.Context) error {
-	p.closed.Add(1)
-	return p.Prepared.Close(ctx)
-}
-
 // TestCloseWaitsForPreparations: Close returns only once the compiles it
 // found running are done, those a deploy waits for included, and closes
 // what they made: the runtime may be closed right after (wazero panics
@@ -1158,65 +1146,31 @@ func TestCloseWaitsForPreparations(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.Close(context.Background())
-	sb := gatedPrepare{Sandbox: rt, entered: make(chan struct{}), gate: make(chan struct{}), closed: &atomic.Int32{}}
+	entered, gate, closed := make(chan struct{}), make(chan struct{}), &atomic.Int32{}
+	sb := hooked{Sandbox: rt,
+		prepare:     func() { close(entered); <-gate },
+		closeModule: func() { closed.Add(1) },
+	}
 	p := New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: sb}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}})
 	checked := make(chan error, 1)
 	go func() {
 		checked <- p.Check(context.Background(), target("f", reactorWasm, nil).Version.Spec, registry.Digest(reactorWasm), reactorWasm)
 	}()
-	<-sb.entered
-	closed := make(chan struct{})
-	go func() { p.Close(); close(closed) }()
+	<-entered
+	stopped := make(chan struct{})
+	go func() { p.Close(); close(stopped) }()
 	select {
-	case <-closed:
-		close(sb.gate)
+	case <-stopped:
+		close(gate)
 		t.Fatal("Close returned while a module was still being prepared")
 	case <-time.After(200 * time.Millisecond):
 	}
-	close(sb.gate)
-	<-closed
+	close(gate)
+	<-stopped
 	<-checked
-	if n := sb.closed.Load(); n != 1 {
+	if n := closed.Load(); n != 1 {
 		t.Errorf("the module prepared during Close was closed %d times, want 1", n)
 	}
-}
-
-// countedStarts is a sandbox that counts its instances' starts and closes.
-type countedStarts struct {
-	runtime.Sandbox
-	starts, closes *atomic.Int32
-}
-
-func (s countedStarts) Prepare(ctx context.Context, digest string, artifact []byte) (runtime.Prepared, error) {
-	p, err := s.Sandbox.Prepare(ctx, digest, artifact)
-	if err != nil {
-		return nil, err
-	}
-	return countedStartsPrepared{p, s}, nil
-}
-
-type countedStartsPrepared struct {
-	runtime.Prepared
-	s countedStarts
-}
-
-func (p countedStartsPrepared) Start(ctx context.Context, cfg runtime.Config) (runtime.Instance, error) {
-	in, err := p.Prepared.Start(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	p.s.starts.Add(1)
-	return countedStartsInstance{in, p.s}, nil
-}
-
-type countedStartsInstance struct {
-	runtime.Instance
-	s countedStarts
-}
-
-func (in countedStartsInstance) Close(ctx context.Context) error {
-	in.s.closes.Add(1)
-	return in.Instance.Close(ctx)
 }
 
 // TestDeployedVersionStartsAhead: a WebAssembly version that a deploy
@@ -1230,18 +1184,19 @@ func TestDeployedVersionStartsAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.Close(context.Background())
-	sb := countedStarts{Sandbox: rt, starts: &atomic.Int32{}, closes: &atomic.Int32{}}
+	var starts, closes atomic.Int32
+	sb := hooked{Sandbox: rt, started: func() { starts.Add(1) }, closeInstance: func() { closes.Add(1) }}
 	p := New(Deps{Sandboxes: map[string]runtime.Sandbox{registry.RuntimeWasm: sb}, Artifacts: artifacts{registry.Digest(reactorWasm): reactorWasm}})
 	defer func() { settle(t, p); p.Close() }()
 	found := target("found", reactorWasm, nil)
 	activate(t, p, found) // what the node finds at its start
-	if n := sb.starts.Load(); n != 0 {
+	if n := starts.Load(); n != 0 {
 		t.Fatalf("%d instances started for a version found at the start, want 0", n)
 	}
 
 	deployed := target("deployed", reactorWasm, nil)
 	activate(t, p, found, deployed)
-	if s, c := sb.starts.Load(), sb.closes.Load(); s != 1 || c != 1 {
+	if s, c := starts.Load(), closes.Load(); s != 1 || c != 1 {
 		t.Fatalf("after a deploy: %d starts and %d closes, want 1 and 1 (an instance started ahead and closed)", s, c)
 	}
 	if got := stats(p, deployed); got != (Stats{}) {
@@ -1254,7 +1209,7 @@ func TestDeployedVersionStartsAhead(t *testing.T) {
 	withMin := target("min", reactorWasm, func(s *registry.Spec) { s.MinInstances = 1 })
 	activate(t, p, found, deployed, withMin)
 	settle(t, p)
-	if s := sb.starts.Load(); s != 3 {
+	if s := starts.Load(); s != 3 {
 		t.Errorf("%d starts after deploying a version with min_instances 1, want 3: its one warm instance, no other", s)
 	}
 }
