@@ -98,13 +98,7 @@ func (vp *versionPool) apply(d Decision) {
 
 // prewarm starts an instance ahead of traffic and parks it idle.
 func (vp *versionPool) prewarm() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(vp.target.Version.Spec.Timeout))
-	defer cancel()
-	secrets, fp, err := vp.p.resolveSecrets(vp.target)
-	var in *instance
-	if err == nil {
-		in, err = vp.start(ctx, secrets, fp)
-	}
+	in, fp, err := vp.startAhead(context.Background())
 	vp.mu.Lock()
 	if err == nil {
 		vp.adoptSecrets(fp) // or put would take it for a stale one
@@ -121,6 +115,20 @@ func (vp *versionPool) prewarm() {
 		return
 	}
 	vp.put(in, false, false)
+}
+
+// startAhead starts an instance ahead of any request, within the
+// version's timeout from parent, with the version's secrets; it returns
+// their fingerprint too.
+func (vp *versionPool) startAhead(parent context.Context) (*instance, string, error) {
+	ctx, cancel := context.WithTimeout(parent, time.Duration(vp.target.Version.Spec.Timeout))
+	defer cancel()
+	secrets, fp, err := vp.p.resolveSecrets(vp.target)
+	if err != nil {
+		return nil, fp, err
+	}
+	in, err := vp.start(ctx, secrets, fp)
+	return in, fp, err
 }
 
 // warmStart starts an instance of a WebAssembly version and closes it at
@@ -144,16 +152,9 @@ func (vp *versionPool) warmStart() {
 	}
 	vp.starting++
 	vp.mu.Unlock()
-	ctx, cancel := context.WithTimeout(vp.p.background, time.Duration(spec.Timeout))
-	secrets, fp, err := vp.p.resolveSecrets(vp.target)
-	var in *instance
-	if err == nil {
-		in, err = vp.start(ctx, secrets, fp)
-	}
-	if err == nil {
+	if in, _, err := vp.startAhead(vp.p.background); err == nil {
 		in.close()
 	}
-	cancel()
 	vp.mu.Lock()
 	vp.starting--
 	vp.mu.Unlock()
